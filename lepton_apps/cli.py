@@ -1,0 +1,223 @@
+"""The ``lepton-apps`` command: ``models``, ``demo``, ``ui`` and one sub-command per domain.
+
+Every LeptonError is printed as one line (what, where, how to fix) with exit code 2;
+``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lepton_apps.domains import available_domains, domain_load_errors
+from lepton_apps.errors import LeptonError
+
+app = typer.Typer(
+    name="lepton-apps",
+    help=("Lepton Apps: medical imaging, fraud detection and customer-service QA templates on one PyTorch core.\n\n"
+          "Example: lepton-apps demo && lepton-apps ui"),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="List, inspect and promote the bundles in the model registry ($LEPTON_HOME).",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+_STATE = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors.")):
+    _STATE["debug"] = debug
+
+
+@models_app.command("list")
+def models_list(domain: Optional[str] = typer.Option(None, help="Only this domain (medical, finance, support)."),
+                home: Optional[Path] = typer.Option(None, help="Registry folder (default $LEPTON_HOME or ./lepton_models).")):
+    """List registered bundles, newest first, with aliases and headline metrics.
+
+    Example: lepton-apps models list --domain medical
+    """
+    from lepton_apps.registry import Registry
+
+    reg = Registry(home)
+    entries = reg.list(domain)
+    for name, reason in reg.damaged().items():
+        typer.secho(f"warning: {name}: {reason}", err=True, fg=typer.colors.YELLOW)
+    if not entries:
+        typer.echo(f"No models in {reg.home}. Create one with 'lepton-apps demo' or 'lepton-apps <domain> train'.")
+        return
+    domains = available_domains()
+    typer.echo(f"{'NAME':<40} {'DOMAIN':<8} {'TASK':<12} {'ALIASES':<18} {'CREATED':<26} METRICS")
+    for e in entries:
+        keys = domains[e.domain].headline_metrics if e.domain in domains else ()
+        shown = {k: e.metrics[k] for k in keys if k in e.metrics} or {
+            k: v for k, v in e.metrics.items() if isinstance(v, (int, float))}
+        metrics = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in list(shown.items())[:4])
+        typer.echo(f"{e.name:<40} {e.domain:<8} {e.task:<12} {','.join(e.aliases) or '-':<18} {e.created:<26} {metrics}")
+
+
+@models_app.command("show")
+def models_show(name: str = typer.Argument(..., help="Registry name, DOMAIN:ALIAS (medical:production) or a bundle path."),
+                home: Optional[Path] = typer.Option(None, help="Registry folder.")):
+    """Verify a bundle's checksums and print its bundle.json.
+
+    Example: lepton-apps models show medical:latest
+    """
+    import json
+
+    from lepton_apps.bundle import load_bundle
+    from lepton_apps.registry import Registry
+
+    bundle = load_bundle(Registry(home).resolve(name))
+    typer.echo(f"# {bundle.path} (all {len(bundle.metadata.get('files', {}))} checksums verified)")
+    typer.echo(json.dumps(bundle.metadata, indent=2))
+
+
+@models_app.command("promote")
+def models_promote(name: str = typer.Argument(..., help="Registry name of the bundle."),
+                   alias: str = typer.Option("production", help="Alias to point at it: production or latest."),
+                   home: Optional[Path] = typer.Option(None, help="Registry folder.")):
+    """Point the domain's alias (default: production) at a registered bundle.
+
+    Example: lepton-apps models promote medical-binary-20261123-013000
+    """
+    from lepton_apps.registry import Registry
+
+    entry = Registry(home).promote(name, alias)
+    typer.echo(f"{entry.domain}:{alias} -> {entry.name}")
+
+
+@models_app.command("register")
+def models_register(bundle: Path = typer.Argument(..., help="Bundle folder to copy into the registry."),
+                    name: Optional[str] = typer.Option(None, help="Registry name (default DOMAIN-TASK-TIMESTAMP)."),
+                    home: Optional[Path] = typer.Option(None, help="Registry folder.")):
+    """Verify a bundle folder and copy it into the registry as the domain's latest model.
+
+    Example: lepton-apps models register runs/xray/bundle --name xray-v1
+    """
+    from lepton_apps.registry import Registry
+
+    entry = Registry(home).register(bundle, name)
+    typer.echo(f"registered {entry.name} ({entry.domain}) at {entry.path}")
+
+
+@models_app.command("remove")
+def models_remove(name: str = typer.Argument(..., help="Registry name of the bundle."),
+                  home: Optional[Path] = typer.Option(None, help="Registry folder.")):
+    """Delete a registered bundle and the aliases pointing at it.
+
+    Example: lepton-apps models remove xray-v1
+    """
+    from lepton_apps.registry import Registry
+
+    Registry(home).remove(name)
+    typer.echo(f"removed {name}")
+
+
+@app.command()
+def demo(workdir: Path = typer.Option(Path("demo_data"), help="Where demo data is written."),
+         domain: Optional[list[str]] = typer.Option(None, help="Only these domains (repeatable)."),
+         force: bool = typer.Option(False, help="Rebuild even if a demo model is already registered."),
+         home: Optional[Path] = typer.Option(None, help="Registry folder.")):
+    """Build each domain's demo data and train its quick demo model into the registry.
+
+    Example: lepton-apps demo --domain medical
+    """
+    from lepton_apps.registry import Registry
+
+    reg = Registry(home)
+    domains = available_domains()
+    unknown = set(domain or []) - set(domains)
+    if unknown:
+        raise LeptonError(f"unknown domain(s): {', '.join(sorted(unknown))}", fix=f"choose from: {', '.join(domains)}")
+    built = 0
+    for spec in domains.values():
+        if domain and spec.name not in domain:
+            continue
+        if spec.build_demo is None:
+            typer.echo(f"[{spec.name}] no demo yet: this template has no demo builder in this version")
+            continue
+        existing = [e for e in reg.list(spec.name) if e.name.startswith(f"{spec.name}-demo")]
+        if existing and not force:
+            typer.echo(f"[{spec.name}] demo model {existing[0].name} already registered (use --force to rebuild)")
+            continue
+        typer.echo(f"[{spec.name}] building demo data and model in {workdir / spec.name} …")
+        name = spec.build_demo(workdir / spec.name, reg)
+        typer.echo(f"[{spec.name}] registered {name}")
+        built += 1
+    typer.echo(f"demo: {built} model(s) built; registry at {reg.home}")
+
+
+@app.command()
+def ui(port: int = typer.Option(8501, help="Port to serve on."),
+       address: str = typer.Option("localhost", help="Address to bind (localhost keeps it private)."),
+       home: Optional[Path] = typer.Option(None, help="Registry folder.")):
+    """Start the Streamlit hub with every installed domain's page.
+
+    Example: lepton-apps ui --port 8501
+    """
+    hub = Path(__file__).parent / "ui" / "hub.py"
+    env = dict(os.environ)
+    if home is not None:
+        env["LEPTON_HOME"] = str(home)
+    typer.echo(f"Lepton Apps hub: http://{address}:{port}  (Ctrl+C to stop)")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(hub), "--server.port", str(port),
+           "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "minimal"]
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+def _mount_domains() -> None:
+    if _STATE.get("mounted"):
+        return
+    _STATE["mounted"] = True
+    for name, reason in domain_load_errors().items():
+        typer.secho(f"warning: the {name!r} template is unavailable: {reason}", err=True, fg=typer.colors.YELLOW)
+    for spec in available_domains().values():
+        if spec.cli is not None:
+            app.add_typer(spec.cli, name=spec.name, help=spec.cli.info.help or spec.summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    _mount_domains()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the verb
+    argv = [a for a in argv if a != "--debug"]
+    _STATE["debug"] = debug
+    try:
+        code = app(args=argv, prog_name="lepton-apps", standalone_mode=False)
+    except LeptonError as exc:
+        if debug:
+            raise
+        typer.secho(f"lepton-apps: {exc.kind}: {exc}", err=True, fg=typer.colors.RED)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except Exception as exc:
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):  # click usage errors
+            exc.show()
+            return exc.exit_code
+        if type(exc).__name__ == "Abort":
+            return 1
+        if debug:
+            raise
+        typer.secho(f"lepton-apps: unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback, "
+                    "and report it if it persists)", err=True, fg=typer.colors.RED)
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
