@@ -170,6 +170,9 @@ def ui(port: int = typer.Option(8501, help="Port to serve on."),
     cmd = [sys.executable, "-m", "streamlit", "run", str(hub), "--server.port", str(port),
            "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--client.toolbarMode", "minimal"]
+    sys.stdout.flush()
+    if os.name == "posix":
+        os.execve(sys.executable, cmd, env)  # streamlit takes over this process, so signals reach it directly
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 

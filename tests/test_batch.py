@@ -469,8 +469,8 @@ def test_score_chunk_keeps_index_and_adds_error_column():
 # --------------------------------------------------------------------------- ray engine
 
 
-@pytest.mark.skipif(HAS_RAY, reason="ray is installed, so the missing-ray error cannot happen")
-def test_ray_engine_without_ray_says_how_to_install(tmp_path):
+def test_ray_engine_without_ray_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail even where ray is installed
     with pytest.raises(DependencyError, match=r"pip install 'lepton-apps\[ray\]'"):
         run_batch(pd.DataFrame({"x": [1]}), tmp_path / "o.parquet", double_x, engine="ray")
     assert not (tmp_path / "o.parquet.parts").exists()

@@ -59,14 +59,13 @@ def hub_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def hub_url(hub_home):
-    """Start ``streamlit run lepton_apps/ui/hub.py`` on a free localhost port; yield its base URL."""
+    """Start the hub with the real command, ``lepton-apps ui``, on a free localhost port; yield its base URL."""
     port = free_port()
     log = hub_home.parent / "streamlit.log"
     env = {**os.environ, "LEPTON_HOME": str(hub_home), "HF_HUB_OFFLINE": "1"}
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "lepton_apps/ui/hub.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            [sys.executable, "-m", "lepton_apps.cli", "ui", "--port", str(port), "--address", "127.0.0.1"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
