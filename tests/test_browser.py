@@ -1,114 +1,11 @@
-"""The hub in a real browser: a Streamlit server on localhost driven by Playwright + Debian Chromium.
-
-Needs ``/usr/bin/chromium`` (``scripts/ensure_chromium.sh``) and the ``playwright`` package; without
-them the tests skip, except under ``CI=true`` where they fail. To test a domain page, register
-bundles in ``hub_home`` and open the page by its URL path::
-
-    @pytest.mark.browser
-    def test_medical_page(open_hub, hub_home):
-        page = open_hub("medical")
-        ...
-"""
-import os
+"""The hub in a real browser (fixtures ``open_hub``, ``hub_home``, ``browser`` live in conftest.py)."""
 import struct
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port
+from conftest import RENDER_TIMEOUT_MS
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-STARTUP_TIMEOUT_S = 60
-RENDER_TIMEOUT_MS = 30_000
-
-
-def _unavailable(reason: str) -> None:
-    """Skip with ``reason``; under CI=true fail instead, so CI cannot skip the browser tests silently."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: browser tests must run, not skip)")
-    pytest.skip(reason)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited with code {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"streamlit did not answer /_stcore/health within {STARTUP_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="module")
-def hub_home(tmp_path_factory) -> Path:
-    """The LEPTON_HOME of the hub server; register bundles here before opening a page."""
-    return tmp_path_factory.mktemp("hub") / "registry"
-
-
-@pytest.fixture(scope="module")
-def hub_url(hub_home):
-    """Start the hub with the real command, ``lepton-apps ui``, on a free localhost port; yield its base URL."""
-    port = free_port()
-    log = hub_home.parent / "streamlit.log"
-    env = {**os.environ, "LEPTON_HOME": str(hub_home), "HF_HUB_OFFLINE": "1"}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lepton_apps.cli", "ui", "--port", str(port), "--address", "127.0.0.1"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc, log)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """A headless Debian Chromium driven by Playwright (skips, or fails under CI, if either is missing)."""
-    if not CHROMIUM.is_file():
-        _unavailable(f"{CHROMIUM} is missing; run scripts/ensure_chromium.sh (or apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the 'playwright' package is missing; pip install 'lepton-apps[test]'")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def open_hub(browser, hub_url):
-    """Return ``open_hub(page_path="")``: open a hub page and wait until its script has finished."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-
-    def _open(page_path: str = ""):
-        page = context.new_page()
-        page.goto(f"{hub_url}/{page_path.lstrip('/')}", wait_until="domcontentloaded")
-        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
-                               timeout=RENDER_TIMEOUT_MS)
-        return page
-
-    yield _open
-    context.close()
 
 
 def _png_size(path: Path) -> tuple[int, int]:
