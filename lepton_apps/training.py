@@ -171,9 +171,10 @@ class Trainer:
 
         self.model = self.policy.prepare_model(model)
         engine = self.model
+        self.ddp = None
         if self.distributed:
             ids = [self.policy.device.index] if self.policy.device.type == "cuda" else None
-            engine = torch.nn.parallel.DistributedDataParallel(engine, device_ids=ids)
+            engine = self.ddp = torch.nn.parallel.DistributedDataParallel(engine, device_ids=ids)
         self.engine = self.policy.maybe_compile(engine)
 
         loss_fn = loss_fn or make_loss()
@@ -213,6 +214,7 @@ class Trainer:
         self.best_metric = math.inf if config.mode == "min" else -math.inf
         self.best_epoch = -1
         self.bad_epochs = 0
+        self.stopped_early = False
         self.history: list[dict[str, float]] = []
 
     @property
@@ -233,9 +235,8 @@ class Trainer:
             raise ConfigError(f"{self.run_dir} already holds a training run",
                               fix="pass resume=True to continue it, or choose an empty run folder")
         mlflow = self._start_mlflow()
-        stopped_early = False
 
-        while self.epoch < cfg.epochs:
+        while self.epoch < cfg.epochs and not self.stopped_early:
             self.sampler.set_epoch(self.epoch)
             train_loss = self._train_one_epoch()
             metrics = {"epoch": self.epoch + 1, "step": self.global_step, "train_loss": train_loss,
@@ -255,6 +256,7 @@ class Trainer:
                 self.bad_epochs += 1
             self.history.append(metrics)
             self.epoch += 1
+            self.stopped_early = cfg.patience is not None and self.bad_epochs >= cfg.patience
             if self.is_main:
                 with open(self.run_dir / METRICS_LOG, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(metrics) + "\n")
@@ -267,9 +269,6 @@ class Trainer:
                     tqdm.write(f"epoch {self.epoch}/{cfg.epochs}: {shown}{'  (best)' if improved else ''}")
             if self.callback:
                 self.callback({"event": "epoch", "epoch": self.epoch, "epochs": cfg.epochs, "metrics": metrics})
-            if cfg.patience is not None and self.bad_epochs >= cfg.patience:
-                stopped_early = True
-                break
 
         if self.distributed:
             dist.barrier()
@@ -280,7 +279,7 @@ class Trainer:
         if mlflow:
             mlflow.end_run()
         return TrainResult(best_epoch=self.best_epoch + 1, best_metric=self.best_metric, epochs_run=self.epoch,
-                           global_step=self.global_step, stopped_early=stopped_early, history=self.history,
+                           global_step=self.global_step, stopped_early=self.stopped_early, history=self.history,
                            run_dir=self.run_dir, seconds=time.perf_counter() - start)
 
     def _train_one_epoch(self) -> float:
@@ -300,7 +299,7 @@ class Trainer:
             inputs, targets = self.policy.to_device(inputs), self.policy.to_device(targets)
             if self.augment_fn is not None:
                 inputs = self.augment_fn(inputs)
-            sync = self.engine.no_sync() if (self.distributed and not last_in_group) else contextlib.nullcontext()
+            sync = self.ddp.no_sync() if (self.ddp is not None and not last_in_group) else contextlib.nullcontext()
             with sync:
                 with self.policy.autocast():
                     loss = self.loss_fn(_forward(self.engine, inputs), targets)
@@ -373,7 +372,7 @@ class Trainer:
         self._save_weights(tmp / "model.safetensors")
         torch.save({
             "epoch": self.epoch, "global_step": self.global_step, "best_metric": self.best_metric,
-            "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+            "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "stopped_early": self.stopped_early,
             "history": json.dumps(self.history),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_state(),
@@ -404,6 +403,7 @@ class Trainer:
         set_rng_state(state["rng"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.best_metric, self.best_epoch, self.bad_epochs = state["best_metric"], state["best_epoch"], state["bad_epochs"]
+        self.stopped_early = state["stopped_early"]
         self.history = json.loads(state["history"])
         if self.is_main:
             # Drop log lines of the epoch that was running when the process died.

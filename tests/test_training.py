@@ -105,6 +105,11 @@ def test_early_stopping_stops_after_patience(tmp_path):
     assert result.stopped_early
     assert result.epochs_run == result.best_epoch + 2
     assert result.epochs_run < 30
+    # resuming a run that already stopped early does not train any further
+    again = Trainer(_model(), _data(256, 0), _data(64, 1),
+                    _cfg(epochs=30, lr=5.0, patience=2, warmup_fraction=0.0, max_grad_norm=None, resume=True),
+                    run_dir=tmp_path).fit()
+    assert again.stopped_early and again.epochs_run == result.epochs_run and again.global_step == result.global_step
 
 
 def test_config_errors_name_the_problem(tmp_path):
