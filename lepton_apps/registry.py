@@ -153,6 +153,10 @@ class Registry:
         if name is None:
             stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
             name = f"{bundle.domain}-{bundle.task}-{stamp}"
+            n = 2
+            while (self.home / name).exists():  # two registrations within one second
+                name = f"{bundle.domain}-{bundle.task}-{stamp}-{n}"
+                n += 1
         if not _NAME_RE.match(name):
             raise BundleError(f"invalid model name {name!r}",
                               fix="use letters, digits, '.', '_' or '-' (at most 100 characters)")

@@ -147,6 +147,8 @@ def test_registry_aliases_and_references(tmp_path):
     (reg.home / "xray-v2" / "thresholds.json").write_text("{}")
     with pytest.raises(BundleError, match="'thresholds.json' is 2 bytes"):
         reg.promote("xray-v2")  # a damaged bundle is never promoted
+    auto = [reg.register(tmp_path / "b1").name for _ in range(2)]  # default names never collide
+    assert auto[0] != auto[1] and all(a.startswith("medical-binary-") for a in auto)
     reg.remove("xray-v1")
     with pytest.raises(BundleError, match="no 'medical' model has the alias 'production'"):
         reg.get("medical:production")
