@@ -1,14 +1,60 @@
-"""Transaction fraud detection template (``lepton-apps finance …``).
+"""Transaction fraud detection template (``lepton-apps finance …``, ``lepton_apps.finance``).
 
-The domain's verbs (train, evaluate, score, check, demo-data) are added by the fraud
-template issue; this package already plugs into the suite through :data:`DOMAIN`.
+Python API (imported lazily, so importing this package stays light for the CLI and the hub)::
+
+    from lepton_apps.finance import FraudScorer, train, FraudConfig
+
+    bundle_dir = train(FraudConfig(data="transactions.parquet"))
+    scorer = FraudScorer.load(bundle_dir)
+    scorer.score(df)            # score, decision, reasons, error — one row per input row
+    scorer.score_one(tx)        # online, with per-entity state
 """
-import typer
+import sys
+import types
+from pathlib import Path
 
 from lepton_apps.domains import DomainSpec
 
-cli = typer.Typer(help="Transaction fraud detection: CSV/Parquet transactions, leak-free features, LightGBM.",
-                  no_args_is_help=True)
+from .cli import cli
+
+_LAZY = {"FraudScorer": "predict", "FraudConfig": "train", "Schema": "data",
+         "simulate_transactions": "demo", "build_demo": "demo"}
+__all__ = ["DOMAIN", "train", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def train(config, **kwargs):
+    """Train a fraud model; return the bundle folder (see :func:`lepton_apps.finance.train.train`)."""
+    from .train import train as _train
+
+    return _train(config, **kwargs)
+
+
+class _Package(types.ModuleType):
+    """Keeps ``lepton_apps.finance.train`` the function: importing the submodule ``train.py``
+    would otherwise replace the package attribute with the module."""
+
+    def __setattr__(self, name, value):
+        if name == "train" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def _build_demo(workdir: Path, registry) -> str:
+    from .demo import build_demo
+
+    return build_demo(workdir, registry)
+
 
 DOMAIN = DomainSpec(
     name="finance",
@@ -17,6 +63,8 @@ DOMAIN = DomainSpec(
              "per-terminal features: an alert queue, the threshold / alert-budget trade-off, and per-transaction "
              "reasons."),
     cli=cli,
+    page=Path(__file__).parent / "page.py",
     icon=":material/credit_card:",
+    build_demo=_build_demo,
     headline_metrics=("pr_auc", "roc_auc", "card_precision_at_k"),
 )

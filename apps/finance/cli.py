@@ -1,0 +1,233 @@
+"""``lepton-apps finance …``: check, demo-data, train, evaluate, score (alias predict), explain."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+cli = typer.Typer(help="Transaction fraud detection: CSV/Parquet transactions, leak-free features, LightGBM.",
+                  no_args_is_help=True)
+
+_ROLE_HELP = "Column name (default: looked up among common names; '' = the table has none)."
+
+
+def _schema_overrides(id_col, timestamp, amount, customer, terminal, label, categorical, exclude) -> dict:
+    out = {k: v for k, v in dict(id=id_col, timestamp=timestamp, amount=amount, customer=customer,
+                                 terminal=terminal, label=label).items() if v is not None}
+    if categorical:
+        out["categorical"] = list(categorical)
+    if exclude:
+        out["exclude"] = list(exclude)
+    return out
+
+
+@cli.command()
+def check(data: Path = typer.Argument(..., help="CSV or Parquet transactions."),
+          id_col: Optional[str] = typer.Option(None, "--id", help=_ROLE_HELP),
+          timestamp: Optional[str] = typer.Option(None, help=_ROLE_HELP),
+          amount: Optional[str] = typer.Option(None, help=_ROLE_HELP),
+          customer: Optional[str] = typer.Option(None, help=_ROLE_HELP),
+          terminal: Optional[str] = typer.Option(None, help=_ROLE_HELP),
+          label: Optional[str] = typer.Option(None, help=_ROLE_HELP),
+          as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")):
+    """Validate a transaction table and print rows, fraud rate, time span, entities and problems.
+
+    Exits 1 when some rows have problems (they are listed), 2 on a table-level error.
+
+    Example: lepton-apps finance check transactions.parquet --label tx_fraud
+    """
+    from .data import Schema, read_table, summary, validate
+    from .features import FeatureSpec
+
+    schema = Schema(**_schema_overrides(id_col, timestamp, amount, customer, terminal, label, None, None))
+    df = read_table(data, schema.missing_values)
+    v = validate(df, schema, need_label=False)
+    info = summary(df, v)
+    spec = FeatureSpec(v.roles, [1, 7, 30], 7.0, [c for c in v.user_columns if c not in v.categorical],
+                       {c: [] for c in v.categorical})
+    info["features_built"], info["features_not_built"] = spec.built_and_missing()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+    else:
+        typer.echo(f"{data}: {info['rows']:,} rows, {info['invalid_rows']:,} with problems")
+        typer.echo("roles: " + ", ".join(f"{k}={v or '-'}" for k, v in info["roles"].items()))
+        if "fraud_rate" in info:
+            typer.echo(f"fraud: {info['fraud_rows']:,} rows ({info['fraud_rate']:.3%})")
+        if "time_span" in info:
+            ts = info["time_span"]
+            typer.echo(f"time span: {ts['start']} .. {ts['end']} ({ts['days']} days)")
+        for role in ("customer", "terminal"):
+            if f"{role}s" in info:
+                typer.echo(f"{role}s: {info[role + 's']:,}")
+        typer.echo(f"user columns: {len(info['user_columns'])} ({len(info['categorical'])} categorical)")
+        typer.echo("features built: " + "; ".join(info["features_built"]))
+        if info["features_not_built"]:
+            typer.echo("features not built: " + "; ".join(info["features_not_built"]))
+        for kind, n in info["problems"].items():
+            typer.echo(f"problem: {kind}: {n:,} rows")
+        for row, text in info["first_problem_rows"].items():
+            typer.echo(f"  row {row}: {text}")
+    if info["invalid_rows"]:
+        raise typer.Exit(1)
+
+
+@cli.command("demo-data")
+def demo_data(out: Path = typer.Argument(..., help="Output .parquet or .csv file."),
+              customers: int = typer.Option(1000, help="Number of customers."),
+              terminals: int = typer.Option(2000, help="Number of terminals."),
+              days: int = typer.Option(60, help="Number of days."),
+              seed: int = typer.Option(0, help="Random seed.")):
+    """Write simulated card transactions (Fraud Detection Handbook design) with three fraud scenarios.
+
+    Example: lepton-apps finance demo-data transactions.parquet --customers 5000 --terminals 10000 --days 183
+    """
+    from .demo import write_demo_data
+
+    path = write_demo_data(out, customers, terminals, days, seed)
+    typer.echo(f"wrote {path}")
+
+
+@cli.command()
+def train(data: Optional[Path] = typer.Argument(None, help="CSV or Parquet transactions with a label column."),
+          config: Optional[Path] = typer.Option(None, help="YAML FraudConfig (flags override it)."),
+          out: Optional[Path] = typer.Option(None, help="Bundle folder (default runs/finance-TIMESTAMP)."),
+          id_col: Optional[str] = typer.Option(None, "--id", help=_ROLE_HELP),
+          timestamp: Optional[str] = typer.Option(None, help=_ROLE_HELP),
+          amount: Optional[str] = typer.Option(None, help=_ROLE_HELP),
+          customer: Optional[str] = typer.Option(None, help=_ROLE_HELP),
+          terminal: Optional[str] = typer.Option(None, help=_ROLE_HELP),
+          label: Optional[str] = typer.Option(None, help=_ROLE_HELP),
+          categorical: Optional[list[str]] = typer.Option(None, help="Categorical user column (repeatable)."),
+          exclude: Optional[list[str]] = typer.Option(None, help="Column to ignore (repeatable)."),
+          split: Optional[str] = typer.Option(None, help="auto, time, prequential, fraction or stratified."),
+          test_days: Optional[float] = typer.Option(None, help="Test period length in days (default 7)."),
+          label_delay_days: Optional[float] = typer.Option(None, help="Days until a label is known (default 7)."),
+          search_trials: Optional[int] = typer.Option(None, help="optuna trials (0 = no search)."),
+          search_timeout: Optional[float] = typer.Option(None, help="Time budget of the search in seconds."),
+          alert_budget: Optional[int] = typer.Option(None, help="Alerts per day (k of Card Precision@k)."),
+          cost_review: Optional[float] = typer.Option(None, help="Cost of reviewing one alert."),
+          skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Leave invalid rows out (counted)."),
+          mlp: bool = typer.Option(False, "--mlp", help="Also train a PyTorch MLP; blended in only if it helps "
+                                                      "validation AUC-PR."),
+          overwrite: bool = typer.Option(False, help="Replace an existing bundle folder."),
+          register: Optional[str] = typer.Option(None, help="Also register the bundle under this name.")):
+    """Train a LightGBM fraud model with leak-free features; write an evaluated bundle.
+
+    Example: lepton-apps finance train transactions.parquet --out runs/fraud --split prequential
+    """
+    from .train import FraudConfig
+    from .train import train as run_train
+
+    base = FraudConfig.from_yaml(config).model_dump() if config else {}
+    if data is not None:
+        base["data"] = str(data)
+    if "data" not in base:
+        raise typer.BadParameter("pass DATA or a --config with a 'data' key")
+    flags = dict(out=str(out) if out else None, split=split, test_days=test_days, label_delay_days=label_delay_days,
+                 search_trials=search_trials, search_timeout_s=search_timeout, alert_budget=alert_budget,
+                 cost_review=cost_review)
+    base.update({k: v for k, v in flags.items() if v is not None})
+    base["columns"] = {**base.get("columns", {}),
+                       **_schema_overrides(id_col, timestamp, amount, customer, terminal, label, categorical, exclude)}
+    if skip_invalid:
+        base["invalid_rows"] = "skip"
+    if mlp:
+        base["mlp"] = True
+    base["overwrite"] = overwrite or base.get("overwrite", False)
+    cfg = FraudConfig.from_dict(base, source=str(config or "command line"))
+    bundle = run_train(cfg, progress=lambda msg, frac: typer.echo(f"[{frac:4.0%}] {msg}"))
+    report = json.loads((bundle / "report.json").read_text())
+    _print_report(report)
+    typer.echo(f"bundle: {bundle}")
+    if register:
+        from lepton_apps.registry import Registry
+
+        entry = Registry().register(bundle, register)
+        typer.echo(f"registered {entry.name}")
+
+
+def _print_report(report: dict) -> None:
+    typer.echo(f"split: {report['split']['description']}")
+    typer.echo(f"device: {report['device']}; imbalance: {report['model_choice']['imbalance']}; "
+               f"rounds: {report['rounds']}")
+    typer.echo("features built: " + "; ".join(report["features_built"]))
+    if report["features_not_built"]:
+        typer.echo("features not built: " + "; ".join(report["features_not_built"]))
+    t = report["test"]
+    typer.echo(f"test: ROC-AUC {t['roc_auc']:.4f}  AUC-PR {t['pr_auc']:.4f}  CP@{t['k']} {t['card_precision_at_k']:.4f} "
+               f"({t['cp_at_k_unit']})  precision {t['precision_at_threshold']:.3f} recall {t['recall_at_threshold']:.3f} "
+               f"at threshold {t['threshold']:.4f} ({t['alerts_per_day']:.1f} alerts/day)")
+    if report.get("mlp"):
+        m = report["mlp"]
+        typer.echo(f"MLP: validation AUC-PR {m['val_pr_auc_mlp']:.4f} (LightGBM {m['val_pr_auc_lightgbm']:.4f}, best blend "
+                   f"{m['val_pr_auc_blend']:.4f}): {'blended in' if m['used'] else 'not used'}")
+    if report.get("prequential"):
+        p = report["prequential"]
+        typer.echo("prequential: " + "  ".join(f"{k} {p[k]['mean']:.4f} ± {p[k]['std']:.4f}"
+                                                for k in ("roc_auc", "pr_auc", "card_precision_at_k")))
+
+
+@cli.command()
+def evaluate(bundle: str = typer.Argument(..., help="Bundle path, registry name or finance:latest."),
+             data: Optional[Path] = typer.Argument(None, help="Labelled transactions to evaluate on (default: the "
+                                                              "bundle's stored test report)."),
+             k: int = typer.Option(100, help="Daily alert budget for Card Precision@k."),
+             out: Optional[Path] = typer.Option(None, help="Write the report as JSON here.")):
+    """Print the fraud metrics of a bundle (stored test report, or on new labelled data).
+
+    Example: lepton-apps finance evaluate finance:latest new_month.parquet --k 100
+    """
+    from .predict import FraudScorer
+
+    scorer = FraudScorer.load(bundle)
+    if data is None:
+        report = scorer.bundle.load_json("report.json")
+        _print_report(report)
+    else:
+        from .data import read_table
+
+        df = read_table(data)
+        report = scorer.evaluate(df, k=k)
+        typer.echo(json.dumps(report, indent=2, default=str))
+    if out:
+        from lepton_apps.io import atomic_write_json
+
+        atomic_write_json(out, report)
+
+
+def _score(bundle: str, data: Path, out: Path, chunk_size: int, resume: bool, reasons_for: str) -> None:
+    from .predict import FraudScorer
+
+    scorer = FraudScorer.load(bundle)
+    result = scorer.score_file(data, out, chunk_size=chunk_size, resume=resume, reasons_for=reasons_for)
+    typer.echo(f"scored {result.n_rows:,} rows ({result.n_errors:,} with an error) -> {result.output}")
+
+
+@cli.command()
+def score(bundle: str = typer.Argument(..., help="Bundle path, registry name or finance:latest."),
+          data: Path = typer.Argument(..., help="CSV or Parquet transactions to score."),
+          out: Path = typer.Option(..., "--out", help="Output .parquet or .csv (one row per input row)."),
+          chunk_size: int = typer.Option(100_000, help="Rows per chunk."),
+          resume: bool = typer.Option(True, help="Reuse finished chunks of an interrupted run."),
+          reasons_for: str = typer.Option("alerts", help="Rows that get reasons: alerts, all or none.")):
+    """Score a table: score, decision, top reasons and an error column for invalid rows.
+
+    Example: lepton-apps finance score finance:latest transactions.csv --out scores.parquet
+    """
+    _score(bundle, data, out, chunk_size, resume, reasons_for)
+
+
+@cli.command()
+def predict(bundle: str = typer.Argument(..., help="Bundle path, registry name or finance:latest."),
+            data: Path = typer.Argument(..., help="CSV or Parquet transactions to score."),
+            out: Path = typer.Option(..., "--out", help="Output .parquet or .csv (one row per input row)."),
+            chunk_size: int = typer.Option(100_000, help="Rows per chunk."),
+            resume: bool = typer.Option(True, help="Reuse finished chunks of an interrupted run."),
+            reasons_for: str = typer.Option("alerts", help="Rows that get reasons: alerts, all or none.")):
+    """Same as 'score' (the verb every template shares).
+
+    Example: lepton-apps finance predict finance:latest transactions.csv --out scores.parquet
+    """
+    _score(bundle, data, out, chunk_size, resume, reasons_for)

@@ -1,0 +1,451 @@
+"""Leak-free transaction features, one definition for batch and online scoring.
+
+Features (after the Fraud Detection Handbook, chapter 3.4), for a transaction at time t:
+
+* ``amount``; ``is_weekend``; ``is_night`` (hour 0–6, UTC);
+* per customer, over the windows (t − w, t] that include the transaction itself:
+  ``customer_nb_tx_{w}d`` and ``customer_avg_amount_{w}d``;
+* per terminal, over (t − delay − w, t − delay], i.e. only transactions whose label is known
+  at t (labels arrive ``delay`` days after the transaction): ``terminal_nb_tx_{w}d`` and
+  ``terminal_risk_{w}d`` (share of fraud; 0 when the window is empty);
+* the user's own columns: numbers as they are, categories as codes that LightGBM splits on
+  natively (unknown and missing categories are missing values).
+
+Amounts are summed as integer cents, so the batch path (sorted cumulative sums and
+``searchsorted`` window bounds over the whole table) and the online path (per-entity lists
+with ``bisect``) give bit-identical features. Rows are processed in time order; rows with the
+same timestamp in input order. An unknown label (scoring data without labels) counts as 0.
+"""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import functools
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from lepton_apps.errors import DataError
+
+DAY_S = 86_400
+NAT = np.iinfo(np.int64).min
+HISTORY_MARKER = "\x00history"
+
+
+@dataclasses.dataclass
+class FeatureSpec:
+    """What features a bundle computes; stored as ``features.json`` in the bundle."""
+
+    roles: dict[str, Optional[str]]
+    windows_days: list[int]
+    label_delay_days: float
+    numeric: list[str]
+    categorical: dict[str, list[str]]  # column -> known categories (as text)
+
+    @property
+    def has_time(self) -> bool:
+        """Return True when the data has a timestamp (time and window features exist)."""
+        return bool(self.roles.get("timestamp"))
+
+    def has(self, role: str) -> bool:
+        """Return True when the data has a column for ``role``."""
+        return bool(self.roles.get(role))
+
+    @property
+    def delay_s(self) -> int:
+        """Return the label delay in seconds."""
+        return int(round(self.label_delay_days * DAY_S))
+
+    @functools.cached_property
+    def names(self) -> list[str]:
+        """Model input column names, in order."""
+        out = ["amount"] if self.has("amount") else []
+        if self.has_time:
+            out += ["is_weekend", "is_night"]
+            for w in self.windows_days if self.has("customer") else []:
+                out.append(f"customer_nb_tx_{w}d")
+                if self.has("amount"):
+                    out.append(f"customer_avg_amount_{w}d")
+            for w in self.windows_days if self.has("terminal") and self.has("label") else []:
+                out += [f"terminal_nb_tx_{w}d", f"terminal_risk_{w}d"]
+        return out + [f"col:{c}" for c in self.numeric + list(self.categorical)]
+
+    @property
+    def categorical_names(self) -> list[str]:
+        """Return the model input names of the categorical user columns."""
+        return [f"col:{c}" for c in self.categorical]
+
+    def readable(self, name: str) -> str:
+        """Return a human label for a feature name."""
+        if name.startswith("col:"):
+            return name[4:]
+        fixed = {"amount": "Amount", "is_weekend": "Weekend", "is_night": "Night (00:00-06:59)"}
+        if name in fixed:
+            return fixed[name]
+        kind, w = name.rsplit("_", 1)
+        w = w[:-1]
+        d = f"{self.label_delay_days:g}"
+        return {
+            "customer_nb_tx": f"Customer's transactions in the last {w} d",
+            "customer_avg_amount": f"Customer's mean amount over {w} d",
+            "terminal_nb_tx": f"Terminal's transactions over {w} d (ending {d} d ago)",
+            "terminal_risk": f"Terminal's fraud rate over {w} d (labels ending {d} d ago)",
+        }[kind]
+
+    def built_and_missing(self) -> tuple[list[str], list[str]]:
+        """Return (feature groups built, groups that could not be built and why)."""
+        built, missing = [], []
+        (built if self.has("amount") else missing).append("amount" + ("" if self.has("amount") else " (no amount column)"))
+        if self.has_time:
+            built.append("time of day / weekend")
+        else:
+            missing.append("time and window features (no timestamp column)")
+        for role, what in (("customer", "per-customer count / mean amount windows"),
+                           ("terminal", "per-terminal count / fraud-risk windows")):
+            if self.has_time and self.has(role) and (role != "terminal" or self.has("label")):
+                built.append(what)
+            elif self.has_time:
+                missing.append(f"{what} (no {role} column)")
+        if self.numeric or self.categorical:
+            built.append(f"{len(self.numeric)} numeric and {len(self.categorical)} categorical user columns")
+        return built, missing
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the spec as a JSON-able dict (``features.json``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FeatureSpec:
+        """Return the spec stored by :meth:`to_json`."""
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------- shared scalars
+
+def to_cents(amount: np.ndarray) -> np.ndarray:
+    """Return amounts as int64 cents (round half to even, like Python's round)."""
+    return np.rint(np.asarray(amount, dtype=float) * 100).astype(np.int64)
+
+
+def entity_keys(values: pd.Series) -> np.ndarray:
+    """Return entity ids as keys: int64 for integer ids (fast), else text (integral floats lose '.0').
+
+    The online state keeps text keys (:func:`entity_key`); :func:`align_keys` reconciles the two.
+    """
+    if pd.api.types.is_integer_dtype(values) and not values.isna().any():
+        return values.to_numpy(dtype=np.int64)
+    if pd.api.types.is_float_dtype(values):
+        v = values.to_numpy(dtype=float)
+        if np.all(np.isfinite(v) & (v == np.floor(v))):
+            return v.astype(np.int64)
+        if np.all(np.isnan(v) | (v == np.floor(v))):
+            return np.where(np.isnan(v), "", pd.Series(v).fillna(0).astype(np.int64).astype(str).to_numpy()).astype(object)
+    return values.astype("string").fillna("").to_numpy().astype(object)
+
+
+def align_keys(history: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return history and new keys of one comparable dtype (int64 when both are integers, else text)."""
+    if new.dtype == np.int64:
+        as_int = pd.to_numeric(pd.Series(history, dtype="object"), errors="coerce")
+        if not as_int.isna().any() or len(history) == 0:
+            return as_int.to_numpy(dtype=np.int64) if len(history) else history.astype(np.int64), new
+        sentinel = np.iinfo(np.int64).min  # rows of the other entity kind in the history carry a marker
+        marker = pd.Series(history, dtype="object") == HISTORY_MARKER
+        if not (as_int.isna() & ~marker).any():
+            return as_int.fillna(sentinel).to_numpy(dtype=np.int64), new
+        return history, new.astype(str).astype(object)
+    return history.astype(object), new
+
+
+def entity_key(value: Any) -> str:
+    """Scalar twin of :func:`entity_keys`."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return "" if value is None else str(value)
+
+
+def time_flags(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (is_weekend, is_night) as float arrays for epoch seconds ``t``."""
+    dow = (t // DAY_S + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    hour = (t % DAY_S) // 3600
+    return (dow >= 5).astype(float), (hour <= 6).astype(float)
+
+
+# --------------------------------------------------------------------------- batch
+
+@dataclasses.dataclass
+class Stream:
+    """The columns features are computed from, for the valid rows of a table."""
+
+    t: Optional[np.ndarray]          # int64 epoch seconds
+    cents: Optional[np.ndarray]      # int64
+    customer: Optional[np.ndarray]   # keys (any hashable dtype)
+    terminal: Optional[np.ndarray]
+    label: Optional[np.ndarray]      # int 0/1 (-1 unknown, counted as 0)
+    tx_id: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        for a in (self.t, self.cents, self.customer, self.terminal, self.label):
+            if a is not None:
+                return len(a)
+        return 0
+
+
+def _grouped_positions(codes: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Return the row order sorted by entity, then by time rank."""
+    return np.argsort(codes.astype(np.int64) * len(rank) + rank, kind="stable")
+
+
+def window_features(s: Stream, spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """Return the time and window features of every row of ``s`` (vectorised over the whole stream)."""
+    out: dict[str, np.ndarray] = {}
+    n = len(s)
+    if not spec.has_time:
+        return out
+    t = s.t
+    out["is_weekend"], out["is_night"] = time_flags(t)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(t, kind="stable")] = np.arange(n)
+    tmin = int(t.min()) if n else 0
+    span = (int(t.max()) - tmin if n else 0) + int(max(spec.windows_days) * DAY_S) + spec.delay_s + 1
+    idx = np.arange(n)
+    if spec.has("customer"):
+        codes = pd.factorize(s.customer)[0]
+        order = _grouped_positions(codes, rank)
+        keyed = codes[order].astype(np.int64) * span + (t[order] - tmin)
+        cs = np.r_[0, np.cumsum(s.cents[order])] if s.cents is not None else None
+        for w in spec.windows_days:
+            left = np.searchsorted(keyed, keyed - w * DAY_S, side="right")
+            count = idx - left + 1
+            _put(out, f"customer_nb_tx_{w}d", order, count.astype(float))
+            if cs is not None:
+                _put(out, f"customer_avg_amount_{w}d", order, (cs[idx + 1] - cs[left]) / count / 100)
+    if spec.has("terminal") and spec.has("label"):
+        codes = pd.factorize(s.terminal)[0]
+        order = _grouped_positions(codes, rank)
+        keyed = codes[order].astype(np.int64) * span + (t[order] - tmin)
+        fraud = np.r_[0, np.cumsum(s.label[order] == 1)]
+        hi = np.searchsorted(keyed, keyed - spec.delay_s, side="right")
+        for w in spec.windows_days:
+            lo = np.searchsorted(keyed, keyed - spec.delay_s - w * DAY_S, side="right")
+            count = hi - lo
+            frauds = fraud[hi] - fraud[lo]
+            _put(out, f"terminal_nb_tx_{w}d", order, count.astype(float))
+            _put(out, f"terminal_risk_{w}d", order, np.divide(frauds, count, out=np.zeros(n), where=count > 0))
+    return out
+
+
+def _put(out: dict[str, np.ndarray], name: str, order: np.ndarray, sorted_values: np.ndarray) -> None:
+    col = np.empty(len(order), dtype=float)
+    col[order] = sorted_values
+    out[name] = col
+
+
+def encode_user_columns(df: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """Return the user's numeric columns as floats and categorical ones as codes (NaN = missing/unknown)."""
+    out = {}
+    for c in spec.numeric:
+        if c not in df.columns:
+            raise DataError(f"the model needs column {c!r}, which is not in the data", where=c,
+                            fix="score data with the same columns as the training data")
+        out[f"col:{c}"] = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
+    for c, cats in spec.categorical.items():
+        if c not in df.columns:
+            raise DataError(f"the model needs column {c!r}, which is not in the data", where=c,
+                            fix="score data with the same columns as the training data")
+        text = df[c].astype("string")
+        codes = pd.Categorical(text, categories=cats).codes.astype(float)
+        codes[codes < 0] = np.nan
+        out[f"col:{c}"] = codes
+    return out
+
+
+def feature_matrix(stream: Stream, user: dict[str, np.ndarray], spec: FeatureSpec) -> np.ndarray:
+    """Return the (rows, features) float matrix in ``spec.names`` order."""
+    cols = window_features(stream, spec)
+    if spec.has("amount"):
+        cols["amount"] = stream.cents / 100
+    cols.update(user)
+    n = len(stream) if len(stream) else (len(next(iter(user.values()))) if user else 0)
+    return stack_columns([cols[name] for name in spec.names], n)
+
+
+def stack_columns(columns: list[np.ndarray], n: int) -> np.ndarray:
+    """Return the columns as a C-ordered (n, len(columns)) float matrix, allocated once
+    (fresh allocations cost more than the strided writes on large inputs)."""
+    mat = np.empty((n, len(columns)), dtype=float)
+    for j, col in enumerate(columns):
+        mat[:, j] = col
+    return mat
+
+
+# --------------------------------------------------------------------------- online
+
+class OnlineState:
+    """Per-entity recent history for scoring one transaction at a time.
+
+    ``features(tx)`` returns the same vector batch scoring would give that transaction after
+    the same stream; ``update`` appends it to the state (with its label if known) and
+    ``record_label`` sets a label that arrives later. ``to_frame`` / ``from_frame`` save and
+    restore the state as a plain table (no pickle).
+    """
+
+    def __init__(self, spec: FeatureSpec):
+        self.spec = spec
+        self.customers: dict[str, tuple[list[int], list[int]]] = {}
+        self.terminals: dict[str, tuple[list[int], list[int], list[str]]] = {}
+        self.terminal_of: dict[str, str] = {}
+        self.keep_s = int(max(spec.windows_days) * DAY_S) + spec.delay_s
+        self.latest = NAT
+
+    def window_values(self, t: int, cents: int | None, customer: str | None, terminal: str | None) -> dict[str, float]:
+        """Return the time and window features of a transaction (without changing the state)."""
+        spec, out = self.spec, {}
+        dow, hour = (t // DAY_S + 3) % 7, (t % DAY_S) // 3600
+        out["is_weekend"], out["is_night"] = float(dow >= 5), float(hour <= 6)
+        if spec.has("customer"):
+            times, amounts = self.customers.get(customer, ([], []))
+            end = bisect.bisect_right(times, t)
+            for w in spec.windows_days:
+                left = bisect.bisect_right(times, t - w * DAY_S, 0, end)
+                count = end - left + 1
+                out[f"customer_nb_tx_{w}d"] = float(count)
+                if cents is not None:
+                    out[f"customer_avg_amount_{w}d"] = (sum(amounts[left:end]) + cents) / count / 100
+        if spec.has("terminal") and spec.has("label"):
+            times, labels, _ = self.terminals.get(terminal, ([], [], []))
+            hi = bisect.bisect_right(times, t - spec.delay_s)
+            for w in spec.windows_days:
+                lo = bisect.bisect_right(times, t - spec.delay_s - w * DAY_S, 0, hi)
+                count = hi - lo
+                frauds = sum(1 for x in labels[lo:hi] if x == 1)
+                out[f"terminal_nb_tx_{w}d"] = float(count)
+                out[f"terminal_risk_{w}d"] = frauds / count if count else 0.0
+        return out
+
+    def update(self, t: int, cents: int | None, customer: str | None, terminal: str | None,
+               label: int = -1, tx_id: str | None = None) -> None:
+        """Append a transaction (label -1 = not known yet) to its customer's and terminal's history.
+
+        Each touched entity forgets what is older than the longest window plus the label delay,
+        so the cost of one update stays small and constant.
+        """
+        cutoff = t - self.keep_s
+        if self.spec.has("customer"):
+            times, amounts = self.customers.setdefault(customer, ([], []))
+            i = bisect.bisect_right(times, t)
+            times.insert(i, t)
+            amounts.insert(i, 0 if cents is None else cents)
+            if times[0] <= cutoff:
+                cut = bisect.bisect_right(times, cutoff)
+                del times[:cut], amounts[:cut]
+        if self.spec.has("terminal") and self.spec.has("label"):
+            times, labels, ids = self.terminals.setdefault(terminal, ([], [], []))
+            i = bisect.bisect_right(times, t)
+            times.insert(i, t)
+            labels.insert(i, int(label))
+            ids.insert(i, "" if tx_id is None else str(tx_id))
+            if tx_id is not None:
+                self.terminal_of[str(tx_id)] = terminal
+            if times[0] <= cutoff:
+                cut = bisect.bisect_right(times, cutoff)
+                for old in ids[:cut]:
+                    self.terminal_of.pop(old, None)
+                del times[:cut], labels[:cut], ids[:cut]
+        self.latest = max(self.latest, t)
+
+    def record_label(self, tx_id: Any, label: int) -> bool:
+        """Set the label of an earlier transaction; return False if it is no longer in the state."""
+        terminal = self.terminal_of.get(str(tx_id))
+        if terminal is None or terminal not in self.terminals:
+            return False
+        times, labels, ids = self.terminals[terminal]
+        for i in range(len(ids) - 1, -1, -1):
+            if ids[i] == str(tx_id):
+                labels[i] = int(label)
+                return True
+        return False
+
+    def prune(self) -> None:
+        """Forget transactions older than the longest window plus the label delay."""
+        cutoff = self.latest - self.keep_s
+        for table in (self.customers, self.terminals):
+            for key in list(table):
+                lists = table[key]
+                cut = bisect.bisect_right(lists[0], cutoff)
+                if cut == len(lists[0]):
+                    if table is self.terminals:
+                        for i in lists[2]:
+                            self.terminal_of.pop(i, None)
+                    del table[key]
+                elif cut:
+                    if table is self.terminals:
+                        for i in lists[2][:cut]:
+                            self.terminal_of.pop(i, None)
+                    for lst in lists:
+                        del lst[:cut]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Return the state as a table (kind, key, t, cents_or_label, tx_id) for saving."""
+        rows = {"kind": [], "key": [], "t": [], "value": [], "tx_id": []}
+        for kind, table in (("customer", self.customers), ("terminal", self.terminals)):
+            for key, lists in table.items():
+                n = len(lists[0])
+                rows["kind"] += [kind] * n
+                rows["key"] += [key] * n
+                rows["t"] += lists[0]
+                rows["value"] += lists[1]
+                rows["tx_id"] += lists[2] if kind == "terminal" else [""] * n
+        return pd.DataFrame({"kind": pd.Series(rows["kind"], dtype="string"),
+                             "key": pd.Series(rows["key"], dtype="string"),
+                             "t": np.asarray(rows["t"], dtype=np.int64), "value": np.asarray(rows["value"], dtype=np.int64),
+                             "tx_id": pd.Series(rows["tx_id"], dtype="string")})
+
+    @classmethod
+    def from_frame(cls, spec: FeatureSpec, frame: pd.DataFrame) -> OnlineState:
+        """Rebuild a state saved by :meth:`to_frame`."""
+        state = cls(spec)
+        frame = frame.sort_values(["kind", "key", "t"], kind="stable")
+        for (kind, key), g in frame.groupby(["kind", "key"], sort=False):
+            t, v = g["t"].tolist(), g["value"].tolist()
+            if kind == "customer":
+                state.customers[str(key)] = (t, v)
+            else:
+                ids = g["tx_id"].fillna("").astype(str).tolist()
+                state.terminals[str(key)] = (t, v, ids)
+                state.terminal_of.update((i, str(key)) for i in ids if i)
+        if len(frame):
+            state.latest = int(frame["t"].max())
+        return state
+
+    def history(self) -> Stream:
+        """Return the state as a :class:`Stream` of past transactions (for batch scoring after it).
+
+        Customer and terminal histories are separate rows here: a customer row carries no
+        terminal (key "") and a terminal row no customer, which gives each window the same counts.
+        """
+        f = self.to_frame()
+        cust = f["kind"].to_numpy() == "customer"
+        keys = f["key"].to_numpy().astype(object)
+        marker = np.array([HISTORY_MARKER] * len(f), dtype=object)
+        return Stream(
+            t=f["t"].to_numpy(), cents=np.where(cust, f["value"].to_numpy(), 0),
+            customer=np.where(cust, keys, marker), terminal=np.where(~cust, keys, marker),
+            label=np.where(cust, 0, f["value"].to_numpy()), tx_id=f["tx_id"].to_numpy())
+
+
+def concat_streams(a: Stream, b: Stream) -> Stream:
+    """Return history ``a`` followed by ``b`` (fields that are None in ``b`` stay None)."""
+    def cat(x, y):
+        return None if y is None else np.concatenate([x, y]) if x is not None else y
+
+    def keys(x, y):
+        if y is None:
+            return None
+        x, y = align_keys(x, y)
+        return np.concatenate([x, y])
+    return Stream(cat(a.t, b.t), cat(a.cents, b.cents), keys(a.customer, b.customer), keys(a.terminal, b.terminal),
+                  cat(a.label, b.label), None)

@@ -1,0 +1,276 @@
+"""Fraud detection page: the alert queue, the threshold / alert-budget trade-off, reasons, and training.
+
+Mounted by the hub, or alone: ``streamlit run apps/finance/page.py``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from lepton_apps.errors import DataError
+from lepton_apps.registry import Registry
+from lepton_apps.ui.common import guarded
+
+QUEUE_ROWS = 200
+DEMO = dict(n_customers=400, n_terminals=800, n_days=30, seed=1)
+
+
+@st.cache_resource(show_spinner="Loading the fraud model…", max_entries=8)
+def load_scorer(path: str, mtime_ns: int):
+    """Return the FraudScorer of a bundle folder (cached per path and bundle.json mtime)."""
+    from lepton_apps.finance.predict import FraudScorer
+
+    return FraudScorer.load(path)
+
+
+@st.cache_data(show_spinner="Simulating demo transactions…", max_entries=2)
+def demo_table() -> pd.DataFrame:
+    """Return a small simulated transaction table (labels kept, for checking the queue)."""
+    from lepton_apps.finance.demo import simulate_transactions
+
+    return simulate_transactions(**DEMO).drop(columns=["scenario"])
+
+
+def read_upload(upload) -> pd.DataFrame:
+    """Return the uploaded CSV / Parquet file as a DataFrame (DataError when unreadable)."""
+    from lepton_apps.finance.data import read_table
+
+    suffix = Path(upload.name).suffix.lower()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(upload.getvalue())
+        return read_table(path)
+
+
+def read_path(text: str) -> pd.DataFrame:
+    """Return the table at a server-side path."""
+    from lepton_apps.finance.data import read_table
+
+    return read_table(Path(text.strip()).expanduser())
+
+
+def choose_data(key: str) -> pd.DataFrame | None:
+    """Show the data source picker (demo, upload, path); return the table or None."""
+    source = st.radio("Transactions", ["Demo data", "Upload a file", "Path on the server"], horizontal=True,
+                      key=f"{key}_source")
+    if source == "Demo data":
+        return demo_table()
+    if source == "Upload a file":
+        upload = st.file_uploader("CSV or Parquet", type=["csv", "parquet"], key=f"{key}_upload")
+        return read_upload(upload) if upload is not None else None
+    text = st.text_input("Path to a CSV or Parquet file", key=f"{key}_path")
+    return read_path(text) if text.strip() else None
+
+
+def pick_model() -> str | None:
+    """Show the model picker; return the bundle path or None when the registry has no fraud model."""
+    entries = Registry().list("finance")
+    if not entries:
+        st.info("No fraud model in the registry yet. Run `lepton-apps demo --domain finance`, or train one in the "
+                "**Train** tab.", icon=":material/inventory_2:")
+        return None
+    labels = {f"{e.name}" + (f" ({', '.join(e.aliases)})" if e.aliases else ""): str(e.path) for e in entries}
+    return labels[st.selectbox("Model", list(labels), key="model")]
+
+
+@st.cache_data(show_spinner="Scoring…", max_entries=4)
+def scored_table(path: str, mtime_ns: int, df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Return (scores with errors, feature matrix) of ``df`` under the model at ``path``."""
+    scorer = load_scorer(path, mtime_ns)
+    x, errors = scorer.features(df)
+    scores = scorer.score_features(x, errors.to_numpy(), index=df.index, reasons_for="none")
+    return scores, x
+
+
+def operating_controls(scorer, val: pd.DataFrame) -> float:
+    """Show the threshold / alert-budget control and live validation metrics; return the threshold."""
+    from lepton_apps.finance.evaluate import operating_point
+
+    info = scorer.threshold_info
+    n_days = max(float(val["day"].nunique()), 1.0)
+    mode = st.radio("Operate by", ["Threshold", "Daily alert budget"], horizontal=True, key="mode")
+    if mode == "Threshold":
+        threshold = st.slider("Threshold", 0.0, 1.0, float(round(scorer.threshold, 3)), 0.001, format="%.3f",
+                              key="threshold")
+    else:
+        budget = st.slider("Alerts per day", 1, 1000, int(info.get("k", 100)), key="budget")
+        k = int(min(len(val), max(1, round(budget * n_days))))
+        threshold = float(np.sort(val["score"].to_numpy())[::-1][k - 1]) if len(val) else scorer.threshold
+    amount = val["amount"].to_numpy() if val["amount"].notna().any() else None
+    p = operating_point(val["label"].to_numpy(), val["score"].to_numpy(), threshold, amount, n_days,
+                        info.get("cost_missed", 1.0), info.get("cost_review", 1.0))
+    cols = st.columns(4)
+    cols[0].metric("Precision (validation)", f"{p['precision']:.3f}" if p["alerts"] else "–")
+    cols[1].metric("Recall (validation)", f"{p['recall']:.3f}")
+    cols[2].metric("Alerts per day", f"{p['alerts_per_day']:.1f}")
+    cols[3].metric("Expected cost per day", f"{p['cost'] / n_days:,.0f}")
+    st.caption(f"Threshold {threshold:.4f} (the bundle's choice: {scorer.threshold:.4f}, by {info.get('method')}). "
+               "Numbers are measured on the validation period saved in the bundle.")
+    return threshold
+
+
+def pr_figure(val: pd.DataFrame, threshold: float):
+    """Return the validation PR curve with the current operating point marked."""
+    from lepton_apps.metrics import plot_pr
+
+    return plot_pr(val["label"].to_numpy(), val["score"].to_numpy(), threshold, title="Precision-recall (validation)")
+
+
+def render_queue() -> None:
+    """The alert queue tab."""
+    path = pick_model()
+    if path is None:
+        return
+    mtime = (Path(path) / "bundle.json").stat().st_mtime_ns
+    scorer = load_scorer(path, mtime)
+    evals = scorer.bundle.load_parquet("eval_scores.parquet")
+    val = evals[evals["split"] == "val"]
+    left, right = st.columns([3, 2])
+    with left:
+        threshold = operating_controls(scorer, val)
+    with right:
+        st.pyplot(pr_figure(val, threshold), clear_figure=False)
+    df = choose_data("queue")
+    if df is None:
+        st.caption("Choose demo data, upload a file or give a path to see the alert queue.")
+        return
+    scores, x = scored_table(path, mtime, df)
+    errors = scores["error"].notna()
+    if errors.any():
+        st.warning(f"{int(errors.sum())} of {len(df)} rows could not be scored; their problems are listed below.",
+                   icon=":material/warning:")
+        st.dataframe(pd.DataFrame({"row": np.flatnonzero(errors), "problem": scores.loc[errors, "error"].to_numpy()}),
+                     hide_index=True, height=150)
+    queue = df.assign(score=scores["score"].to_numpy()).loc[~errors.to_numpy()]
+    queue = queue.assign(alert=queue["score"] >= threshold).sort_values("score", ascending=False, kind="stable")
+    n_alerts = int(queue["alert"].sum())
+    st.subheader(f"Alert queue: {n_alerts} alerts of {len(queue)} transactions")
+    shown = queue.head(QUEUE_ROWS)
+    event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="queue",
+                         column_config={"score": st.column_config.ProgressColumn("score", min_value=0, max_value=1,
+                                                                                 format="%.3f")})
+    picked = event.selection.rows[0] if event and event.selection.rows else 0
+    options = list(range(len(shown)))
+    if not options:
+        return
+    label = lambda i: f"#{i + 1}: score {shown['score'].iloc[i]:.3f}"  # noqa: E731
+    choice = st.selectbox("Transaction to explain (or click a row)", options, index=picked, format_func=label,
+                          key=f"explain_{picked}")
+    render_reasons(scorer, x[df.index.get_indexer([shown.index[choice]])[0]])
+
+
+def render_reasons(scorer, vec: np.ndarray) -> None:
+    """Show a transaction's TreeSHAP contributions as a bar chart and a table."""
+    contrib = scorer.booster.predict(vec[None, :], pred_contrib=True)[0]
+    frame = pd.DataFrame({"feature": [scorer.spec.readable(n) for n in scorer.spec.names], "value": vec,
+                          "contribution": contrib[:-1]})
+    frame = frame.reindex(frame["contribution"].abs().sort_values(ascending=False).index).head(10)
+    st.markdown("**Why this score** (TreeSHAP contributions, log-odds; positive pushes towards fraud)")
+    st.bar_chart(frame, x="feature", y="contribution", horizontal=True, sort=False)
+    st.dataframe(frame, hide_index=True)
+
+
+def render_report() -> None:
+    """The model report tab: test metrics, features built, global importance and the bundle's plots."""
+    entries = Registry().list("finance")
+    if not entries:
+        st.caption("No fraud model yet.")
+        return
+    path = str(entries[0].path) if "model" not in st.session_state else None
+    for e in entries:
+        label = f"{e.name}" + (f" ({', '.join(e.aliases)})" if e.aliases else "")
+        if st.session_state.get("model") == label:
+            path = str(e.path)
+    scorer = load_scorer(path, (Path(path) / "bundle.json").stat().st_mtime_ns)
+    report = scorer.bundle.load_json("report.json")
+    test = report["test"]
+    cols = st.columns(4)
+    cols[0].metric("Test AUC-PR", f"{test['pr_auc']:.3f}")
+    cols[1].metric("Test ROC-AUC", f"{test['roc_auc']:.3f}")
+    cols[2].metric(f"Card Precision@{test['k']}", f"{test['card_precision_at_k']:.3f}")
+    cols[3].metric("Alerts per day (test)", f"{test['alerts_per_day']:.1f}")
+    st.caption(f"Split: {report['split']['description']}. Device: {report['device']}. "
+               f"Imbalance handling: {report['model_choice']['imbalance']}.")
+    st.markdown("**Features built:** " + "; ".join(report["features_built"]))
+    if report["features_not_built"]:
+        st.markdown("**Not built:** " + "; ".join(report["features_not_built"]))
+    importance = scorer.importance()
+    st.markdown("**Global importance** (mean |TreeSHAP| on test transactions)")
+    st.bar_chart(importance.head(15), x="readable", y="mean_abs_shap", horizontal=True, sort=False)
+    plots = st.columns(3)
+    for col, name in zip(plots, ("pr_curve.png", "threshold.png", "scores.png")):
+        col.image(str(scorer.bundle.file(f"plots/{name}")))
+
+
+def render_train() -> None:
+    """The train tab: data check, schema mapping form, progress bar."""
+    from lepton_apps.finance.data import ROLES, Schema, summary, validate
+
+    df = choose_data("train")
+    if df is None:
+        st.caption("Choose demo data, upload a file or give a path to check and train.")
+        return
+    v = validate(df, Schema(), need_label=False)
+    info = summary(df, v)
+    cols = st.columns(4)
+    cols[0].metric("Rows", f"{info['rows']:,}")
+    cols[1].metric("Fraud rate", f"{info['fraud_rate']:.2%}" if "fraud_rate" in info else "no label")
+    cols[2].metric("Days", f"{info['time_span']['days']:g}" if "time_span" in info else "no time")
+    cols[3].metric("Rows with problems", f"{info['invalid_rows']:,}")
+    if info["problems"]:
+        st.warning("Problems: " + ", ".join(f"{k}: {n}" for k, n in info["problems"].items()), icon=":material/warning:")
+    for note in info["notes"]:
+        st.caption(note)
+    columns = ["(none)"] + [str(c) for c in df.columns]
+    with st.form("schema"):
+        st.markdown("**Schema mapping**")
+        picks = {}
+        grid = st.columns(3)
+        for i, role in enumerate(ROLES):
+            found = v.roles.get(role)
+            picks[role] = grid[i % 3].selectbox(role, columns, index=columns.index(found) if found else 0,
+                                                key=f"role_{role}")
+        budget = st.number_input("Daily alert budget (k)", 1, 100_000, 100)
+        review = st.number_input("Cost of reviewing one alert", 0.0, 1e6, 2.0)
+        skip = st.checkbox("Leave rows with problems out of training (they are counted)", value=False)
+        submitted = st.form_submit_button("Train", type="primary")
+    if not submitted:
+        return
+    roles = {r: ("" if c == "(none)" else c) for r, c in picks.items()}
+    if not roles["label"]:
+        raise DataError("pick the label column (1 = fraud) before training", where="schema mapping")
+    from lepton_apps.finance.train import FraudConfig, train
+
+    bar = st.progress(0.0, text="starting")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = FraudConfig(data="(uploaded table)", out=str(Path(tmp) / "bundle"), columns=Schema(**roles),
+                          alert_budget=int(budget), cost_review=float(review),
+                          invalid_rows="skip" if skip else "error")
+        bundle = train(cfg, frame=df, progress=lambda msg, frac: bar.progress(min(max(frac, 0.0), 1.0), text=msg))
+        entry = Registry().register(bundle, f"finance-{stamp}")
+    m = entry.metrics
+    st.success(f"Trained and registered **{entry.name}**: test AUC-PR {m['pr_auc']:.3f}, ROC-AUC {m['roc_auc']:.3f}, "
+               f"CP@k {m['card_precision_at_k']:.3f}. Pick it in the Alert queue tab.", icon=":material/check_circle:")
+
+
+def render() -> None:
+    """Render the page."""
+    st.title("Fraud detection")
+    st.caption("Score transactions with a LightGBM model on leak-free customer and terminal features; work the "
+               "alert queue; see why each transaction was flagged.")
+    queue_tab, report_tab, train_tab = st.tabs(["Alert queue", "Model report", "Train"])
+    with queue_tab, guarded("Alert queue"):
+        render_queue()
+    with report_tab, guarded("Model report"):
+        render_report()
+    with train_tab, guarded("Training"):
+        render_train()
+
+
+render()  # no st.set_page_config: the hub owns the page config; run alone, Streamlit's defaults apply

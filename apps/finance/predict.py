@@ -1,0 +1,394 @@
+"""``FraudScorer``: load a bundle, score tables or single transactions, explain the scores.
+
+::
+
+    scorer = FraudScorer.load("finance:latest")
+    scored = scorer.score(df)                  # score, decision, reasons, error — one row per input row
+    result = scorer.score_one({"timestamp": "2018-06-01 10:00", "customer_id": 7, ...})
+    scorer.explain(tx)                         # every feature's TreeSHAP contribution
+
+Batch scoring prepends the bundle's recent history (the per-entity state saved at the end of
+training, or updated by ``score_one``) so a transaction gets the same features either way.
+"""
+from __future__ import annotations
+
+import gc
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lepton_apps.errors import DataError, require
+
+from .data import Schema, parse_timestamps, validate
+from .features import (NAT, FeatureSpec, OnlineState, Stream, concat_streams, encode_user_columns, entity_key,
+                       stack_columns, window_features)
+
+
+class FraudScorer:
+    """A trained fraud model with its features, threshold and per-entity online state."""
+
+    def __init__(self, booster, spec: FeatureSpec, threshold: dict[str, Any], state: OnlineState, bundle=None):
+        self.booster = booster
+        self.spec = spec
+        self.threshold_info = threshold
+        self.threshold = float(threshold["threshold"])
+        self.state = state
+        self.bundle = bundle
+        self._cat_codes = {c: {v: i for i, v in enumerate(cats)} for c, cats in spec.categorical.items()}
+        self.mlp = None  # (net, scaling, LightGBM weight) when the bundle blends in the optional MLP
+
+    @classmethod
+    def load(cls, ref: str | Path, home: str | Path | None = None) -> FraudScorer:
+        """Return the scorer of a bundle path, registry name or ``finance:latest``/``finance:production``."""
+        from lepton_apps.bundle import load_bundle
+        from lepton_apps.registry import Registry
+
+        lgb = require("lightgbm", feature="Fraud scoring")
+        path = Path(ref)
+        if not path.exists():
+            path = Registry(home).resolve(str(ref), domain="finance")
+        bundle = load_bundle(path, domain="finance")
+        booster = lgb.Booster(model_str=bundle.read_text("model.txt"))
+        spec = FeatureSpec.from_json(bundle.load_json("features.json"))
+        state = OnlineState.from_frame(spec, bundle.load_parquet("state.parquet"))
+        scorer = cls(booster, spec, bundle.load_json("threshold.json"), state, bundle)
+        if bundle.has("mlp.json"):
+            from . import mlp
+
+            info = bundle.load_json("mlp.json")
+            net = mlp.load(bundle.load_torch("mlp.safetensors"), len(spec.names))
+            scorer.mlp = (net, info["scale"], float(info["weight_lightgbm"]))
+        gc.collect()  # collect now, not during the first score_one calls (keeps their p99 low)
+        return scorer
+
+    # ------------------------------------------------------------------ batch
+    def _validate(self, df: pd.DataFrame):
+        roles = self.spec.roles
+        for role in ("timestamp", "amount", "customer", "terminal"):
+            if roles.get(role) and roles[role] not in df.columns:
+                raise DataError(f"the model needs the {role} column {roles[role]!r}, which is not in the data",
+                                where=f"columns: {', '.join(map(str, df.columns[:20]))}",
+                                fix=f"add the column or rename yours to {roles[role]!r}")
+        schema = Schema(**{r: (c if c and c in df.columns else "") for r, c in roles.items()},
+                        categorical=list(self.spec.categorical))
+        return validate(df, schema, need_label=False)
+
+    def features(self, df: pd.DataFrame, use_state: bool | str = "auto") -> tuple[np.ndarray, pd.Series]:
+        """Return (feature matrix of every row — NaN rows where invalid, per-row error or None).
+
+        ``use_state``: True prepends the scorer's per-entity history (the end of the training
+        data, plus what ``score_one`` has seen); False uses the table's own rows only; "auto"
+        (default) uses the history only when every row is later than it, so scoring the
+        training table itself never counts a transaction twice.
+        """
+        if not isinstance(df, pd.DataFrame):
+            raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}", fix="pass a table of transactions")
+        if len(df) == 0:
+            return np.zeros((0, len(self.spec.names))), pd.Series([], dtype="object")
+        v = self._validate(df)
+        keep = v.valid
+        from .train import make_stream
+
+        frame = df.loc[keep].reset_index(drop=True)
+        labels = v.labels[keep] if v.labels is not None else np.full(int(keep.sum()), -1, np.int8)
+        stream = make_stream(frame, v.roles, v.seconds[keep] if v.seconds is not None else None, labels)
+        x_valid = self._matrix(stream, encode_user_columns(frame, self.spec), use_state)
+        if keep.all():
+            return x_valid, v.row_errors
+        x = np.full((len(df), len(self.spec.names)), np.nan)
+        x[keep] = x_valid
+        return x, v.row_errors
+
+    def _matrix(self, stream: Stream, user: dict[str, np.ndarray], use_state: bool) -> np.ndarray:
+        spec = self.spec
+        n = len(stream) or (len(next(iter(user.values()))) if user else 0)
+        cols: dict[str, np.ndarray] = {}
+        if spec.has_time:
+            if use_state == "auto":
+                use_state = len(stream) > 0 and int(stream.t.min()) > self.state.latest
+            if use_state and (self.state.customers or self.state.terminals):
+                hist = self.state.history()
+                both = concat_streams(hist, stream)
+                cols = {k: v[len(hist):] for k, v in window_features(both, spec).items()}
+            else:
+                cols = window_features(stream, spec)
+        if spec.has("amount"):
+            cols["amount"] = stream.cents / 100
+        cols.update(user)
+        return stack_columns([cols[name] for name in spec.names], n)
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        """Return fraud scores (probabilities) for a feature matrix; NaN rows stay NaN."""
+        out = np.full(len(x), np.nan)
+        ok = ~np.all(np.isnan(x), axis=1) if len(x) else np.zeros(0, bool)
+        if ok.all():
+            return self._blend(x, self.booster.predict(x, num_threads=_threads(len(x))))
+        if ok.any():
+            out[ok] = self._blend(x[ok], self.booster.predict(x[ok], num_threads=_threads(int(ok.sum()))))
+        return out
+
+    def _blend(self, x: np.ndarray, lgb_scores: np.ndarray) -> np.ndarray:
+        if self.mlp is None or len(x) == 0:
+            return lgb_scores
+        from . import mlp
+
+        net, scale, w = self.mlp
+        return w * lgb_scores + (1 - w) * mlp.predict(net, x, scale)
+
+    def reasons_matrix(self, x: np.ndarray, top: int = 3) -> list[str]:
+        """Return, per row, the ``top`` features pushing the score up, as readable text."""
+        if len(x) == 0:
+            return []
+        contrib = self.booster.predict(x, pred_contrib=True, num_threads=_threads(len(x)))[:, :-1]
+        out = []
+        for row, values in zip(contrib, x):
+            idx = [j for j in np.argsort(-row)[:top] if row[j] > 0]
+            out.append("; ".join(f"{self.spec.readable(self.spec.names[j])} = {_fmt(values[j], self.spec, j)} "
+                                 f"(+{row[j]:.2f})" for j in idx))
+        return out
+
+    def score(self, df: pd.DataFrame, *, reasons: int = 3, reasons_for: str = "alerts",
+              threshold: float | None = None, use_state: bool | str = "auto") -> pd.DataFrame:
+        """Return one row per input row: score, decision (score ≥ threshold), reasons, error.
+
+        ``reasons_for``: "alerts" (rows at or above the threshold), "all" or "none". Invalid
+        rows get NaN scores and their problem in ``error``.
+        """
+        x, errors = self.features(df, use_state)
+        return self.score_features(x, errors.to_numpy(), index=df.index, reasons=reasons,
+                                   reasons_for=reasons_for, threshold=threshold)
+
+    def score_features(self, x: np.ndarray, errors: np.ndarray, index=None, reasons: int = 3,
+                       reasons_for: str = "alerts", threshold: float | None = None) -> pd.DataFrame:
+        """Return score / decision / reasons / error rows for a precomputed feature matrix."""
+        if reasons_for not in ("alerts", "all", "none"):
+            raise DataError(f"unknown reasons_for {reasons_for!r}", where="reasons_for", fix="use alerts, all or none")
+        th = self.threshold if threshold is None else float(threshold)
+        s = self.predict_matrix(x)
+        decision = pd.arrays.BooleanArray(np.nan_to_num(s, nan=-np.inf) >= th, np.isnan(s))
+        text = pd.Series(pd.NA, index=range(len(s)), dtype="string")
+        want = ~np.isnan(s) & ((s >= th) if reasons_for == "alerts" else (reasons_for == "all"))
+        if want.any() and reasons > 0:
+            text[want] = self.reasons_matrix(x[want], reasons)
+        out = pd.DataFrame({"score": s, "decision": decision, "reasons": text.to_numpy(),
+                            "error": pd.Series(errors, dtype="object").to_numpy()})
+        if index is not None:
+            out.index = index
+        return out
+
+    def score_file(self, data: str | Path, out: str | Path, *, chunk_size: int = 100_000, resume: bool = True,
+                   reasons_for: str = "alerts", progress: bool = True, use_state: bool | str = "auto"):
+        """Score a CSV / Parquet file through the core batch driver; return its BatchResult.
+
+        Features need each entity's history, so they are built once over the whole file
+        (vectorised); the driver then scores chunk by chunk (resumable, atomic, one output row
+        per input row, invalid rows with their problem in ``error``).
+        """
+        from lepton_apps.batch import run_batch
+
+        from .data import read_table
+
+        df = read_table(data, id_column=self.spec.roles.get("id"))
+        x, errors = self.features(df, use_state)
+        names = [f"f{j}" for j in range(x.shape[1])]
+        work = pd.DataFrame(x, columns=names)
+        id_col = self.spec.roles.get("id")
+        if id_col and id_col in df.columns:
+            work.insert(0, id_col, df[id_col].to_numpy())
+        else:
+            id_col = None
+        work["_problem"] = errors.to_numpy()
+        score_fn = _ChunkScorer(self, names, reasons_for)
+        return run_batch(work, out, score_fn, id_column=id_col, chunk_size=chunk_size, resume=resume,
+                         progress=progress)
+
+    def evaluate(self, df: pd.DataFrame, k: int = 100) -> dict[str, Any]:
+        """Return the fraud metrics of this model on labelled transactions ``df`` (valid rows only)."""
+        from .evaluate import fraud_report
+
+        label = self.spec.roles.get("label")
+        if not label or label not in df.columns:
+            raise DataError(f"evaluation needs the label column {label!r}", fix="pass labelled transactions")
+        x, errors = self.features(df)
+        ok = errors.isna().to_numpy().copy()
+        v = self._validate(df)
+        y = v.labels
+        ok = ok & (y >= 0)
+        s = self.predict_matrix(x[ok])
+        day = v.seconds[ok] // 86400 if v.seconds is not None else None
+        card = df[self.spec.roles["customer"]].to_numpy()[ok] if self.spec.has("customer") else None
+        amount = pd.to_numeric(df[self.spec.roles["amount"]]).to_numpy()[ok] if self.spec.has("amount") else None
+        th = self.threshold_info
+        report = fraud_report(y[ok], s, self.threshold, amount=amount, day=day, card=card, k=k,
+                              cost_missed=th.get("cost_missed", 1.0), cost_review=th.get("cost_review", 1.0))
+        report["rows_skipped_invalid"] = int((~errors.isna()).sum())
+        return report
+
+    # ------------------------------------------------------------------ online
+    def _one_vector(self, tx: dict[str, Any]) -> tuple[np.ndarray, tuple]:
+        spec, roles = self.spec, self.spec.roles
+        if not isinstance(tx, dict):
+            raise DataError(f"a transaction must be a dict of column: value, got {type(tx).__name__}")
+        t = cents = customer = terminal = None
+        if spec.has_time:
+            raw = tx.get(roles["timestamp"])
+            t = _one_time(raw, roles["timestamp"])
+        if spec.has("amount"):
+            a = tx.get(roles["amount"])
+            try:
+                a = float(a)
+            except (TypeError, ValueError):
+                raise DataError(f"amount is not a number: {a!r}", where=roles["amount"]) from None
+            if not math.isfinite(a) or a < 0:
+                raise DataError(f"amount must be a finite, non-negative number, got {a!r}", where=roles["amount"])
+            cents = round(a * 100)
+        for role in ("customer", "terminal"):
+            if spec.has(role):
+                val = tx.get(roles[role])
+                if val is None or (isinstance(val, float) and math.isnan(val)) or val == "":
+                    raise DataError(f"missing {role} id", where=roles[role], fix=f"pass the {role} id of the transaction")
+        if spec.has("customer"):
+            customer = entity_key(tx[roles["customer"]])
+        if spec.has("terminal"):
+            terminal = entity_key(tx[roles["terminal"]])
+        values: dict[str, float] = self.state.window_values(t, cents, customer, terminal) if spec.has_time else {}
+        if spec.has("amount"):
+            values["amount"] = cents / 100
+        for c in spec.numeric:
+            try:
+                values[f"col:{c}"] = float(tx.get(c)) if tx.get(c) is not None else math.nan
+            except (TypeError, ValueError):
+                values[f"col:{c}"] = math.nan
+        for c in spec.categorical:
+            raw = tx.get(c)
+            code = None if raw is None else self._cat_codes[c].get(str(raw))
+            values[f"col:{c}"] = math.nan if code is None else float(code)
+        vec = np.array([values[n] for n in spec.names], dtype=float)
+        return vec, (t, cents, customer, terminal)
+
+    def score_one(self, tx: dict[str, Any], *, update: bool = True, reasons: int = 3) -> dict[str, Any]:
+        """Score one transaction from the live state; return score, decision, reasons and features.
+
+        With ``update`` the transaction joins its customer's and terminal's history (with its
+        label when the dict carries one), so later transactions see it, as in batch scoring.
+        """
+        vec, (t, cents, customer, terminal) = self._one_vector(tx)
+        score = float(self._blend(vec[None, :], self.booster.predict(vec[None, :], num_threads=1))[0])
+        decision = score >= self.threshold
+        why = self.reasons_matrix(vec[None, :], reasons)[0] if (decision and reasons) else ""
+        if update and self.spec.has_time:
+            label_col = self.spec.roles.get("label")
+            label = _label_value(tx.get(label_col)) if label_col else -1
+            tx_id = tx.get(self.spec.roles["id"]) if self.spec.roles.get("id") else None
+            self.state.update(t, cents, customer, terminal, label, tx_id)
+        return {"score": score, "decision": bool(decision), "threshold": self.threshold, "reasons": why,
+                "features": dict(zip(self.spec.names, vec.tolist()))}
+
+    def record_label(self, tx_id: Any, label: int) -> bool:
+        """Record the (late) label of a transaction seen by ``score_one``; False if no longer in the state."""
+        return self.state.record_label(tx_id, label)
+
+    def save_state(self, path: str | Path) -> Path:
+        """Write the per-entity online state to a Parquet file (atomically); return the path."""
+        from lepton_apps.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            self.state.to_frame().to_parquet(tmp, index=False)
+        return Path(path)
+
+    def load_state(self, path: str | Path) -> None:
+        """Replace the online state with one saved by :meth:`save_state`."""
+        if not Path(path).is_file():
+            raise DataError(f"state file not found: {path}", fix="pass a file written by save_state")
+        self.state = OnlineState.from_frame(self.spec, pd.read_parquet(path))
+        gc.collect()
+
+    # ------------------------------------------------------------------ reasons
+    def explain(self, tx: dict[str, Any] | pd.DataFrame, use_state: bool | str = "auto") -> pd.DataFrame:
+        """Return every feature's value and TreeSHAP contribution (log-odds) for one transaction,
+        largest absolute contribution first. Does not change the state."""
+        if isinstance(tx, pd.DataFrame):
+            if len(tx) != 1:
+                raise DataError(f"explain takes one transaction, got {len(tx)} rows", fix="pass a single row")
+            x, errors = self.features(tx, use_state)
+            if errors.iloc[0] is not None and not pd.isna(errors.iloc[0]):
+                raise DataError(f"cannot explain an invalid transaction: {errors.iloc[0]}")
+            vec = x[0]
+        else:
+            vec, _ = self._one_vector(tx)
+        contrib = self.booster.predict(vec[None, :], pred_contrib=True)[0]
+        out = pd.DataFrame({"feature": self.spec.names, "readable": [self.spec.readable(n) for n in self.spec.names],
+                            "value": vec, "contribution": contrib[:-1]})
+        out = out.reindex(out["contribution"].abs().sort_values(ascending=False).index).reset_index(drop=True)
+        out.attrs["bias"] = float(contrib[-1])
+        return out
+
+    def importance(self) -> pd.DataFrame:
+        """Return the global importance stored at training (mean |SHAP| on test rows, and gain)."""
+        return pd.DataFrame(self.bundle.load_json("importance.json")) if self.bundle else pd.DataFrame()
+
+
+class _ChunkScorer:
+    """The batch driver's score function: scores precomputed feature columns of a chunk."""
+
+    def __init__(self, scorer: FraudScorer, names: list[str], reasons_for: str):
+        self.scorer, self.names, self.reasons_for = scorer, names, reasons_for
+        self.__qualname__ = "FraudScorer.score_file"
+
+    def __call__(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        x = chunk[self.names].to_numpy(dtype=float)
+        out = self.scorer.score_features(x, chunk["_problem"].to_numpy(), reasons_for=self.reasons_for)
+        return out.reset_index(drop=True)
+
+
+def _threads(rows: int) -> int:
+    """One thread for small inputs (no OpenMP start-up or contention cost), all cores for large ones."""
+    return 1 if rows < 50_000 else 0
+
+
+def _label_value(value: Any) -> int:
+    text = str(value).strip().lower() if value is not None else ""
+    return 1 if text in ("1", "1.0", "true", "yes", "fraud") else 0 if text in ("0", "0.0", "false", "no") else -1
+
+
+def _one_time(raw: Any, column: str) -> int:
+    """Return epoch seconds of one timestamp, with fast paths for numbers, datetimes and ISO text."""
+    import datetime as dt
+
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+        raise DataError("missing timestamp", where=column, fix="pass the transaction time")
+    if isinstance(raw, (int, float, np.integer, np.floating)) and not isinstance(raw, bool):
+        if not math.isfinite(float(raw)):
+            raise DataError(f"unparsable timestamp: {raw!r}", where=column)
+        return int(math.floor(float(raw)))
+    if isinstance(raw, pd.Timestamp):
+        raw = raw.tz_convert("UTC").tz_localize(None) if raw.tzinfo else raw
+        return int(raw.value // 1_000_000_000)
+    if isinstance(raw, str):
+        try:
+            raw = dt.datetime.fromisoformat(raw.strip())
+        except ValueError:
+            pass
+    if isinstance(raw, dt.datetime):
+        if raw.tzinfo is not None:
+            raw = raw.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return (raw - dt.datetime(1970, 1, 1)) // dt.timedelta(seconds=1)
+    t = int(parse_timestamps(pd.Series([raw]))[0])
+    if t == NAT:
+        raise DataError(f"unparsable timestamp: {raw!r}", where=column, fix="use ISO format, e.g. 2024-05-01 13:45:00")
+    return t
+
+
+def _fmt(value: float, spec: FeatureSpec, j: int) -> str:
+    name = spec.names[j]
+    if np.isnan(value):
+        return "missing"
+    if name.startswith("col:") and name[4:] in spec.categorical:
+        cats = spec.categorical[name[4:]]
+        return cats[int(value)] if 0 <= int(value) < len(cats) else "unknown"
+    if name in ("is_weekend", "is_night"):
+        return "yes" if value else "no"
+    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:,.0f}"
