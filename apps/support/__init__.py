@@ -1,14 +1,40 @@
 """Customer-service question answering template (``lepton-apps support …``).
 
-The domain's verbs (train, evaluate, answer, check, demo-data) are added by the support
-template issue; this package already plugs into the suite through :data:`DOMAIN`.
+    from lepton_apps.support import SupportAssistant, train, SupportConfig
+
+    bundle = train(SupportConfig(kb="faq.csv", questions="heldout.csv", sentiment_data="tone.csv"))
+    bot = SupportAssistant.load(bundle)
+    bot.answer("my card was stolen")   # answer, faq_id, confidence, sources, handoff, intent, escalate
+
+Importing this package stays light (no torch / transformers): the heavy modules load on first use.
 """
-import typer
+from __future__ import annotations
+
+from pathlib import Path
 
 from lepton_apps.domains import DomainSpec
 
-cli = typer.Typer(help="Customer-service QA: FAQ retrieval with a Transformer encoder, confidence and hand-off.",
-                  no_args_is_help=True)
+from .cli import cli
+
+_LAZY = {"SupportAssistant": "predict", "Answer": "predict", "Source": "predict", "train": "train",
+         "SupportConfig": "config", "read_kb": "data", "evaluate_assistant": "evaluate", "SentenceEncoder": "encoder"}
+__all__ = ["DOMAIN", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_demo(workdir: Path, registry) -> str:
+    """Write the Nimbus Bank demo data to ``workdir``, build and register the demo bundle; return its name."""
+    from .demo import build_demo as _build
+
+    return _build(workdir, registry)
+
 
 DOMAIN = DomainSpec(
     name="support",
@@ -17,6 +43,8 @@ DOMAIN = DomainSpec(
              "answer with its sources and a calibrated confidence, the intent, and a hand-off to a human agent "
              "when the assistant is unsure or the customer is upset."),
     cli=cli,
+    page=Path(__file__).with_name("page.py"),
     icon=":material/support_agent:",
+    build_demo=build_demo,
     headline_metrics=("top1_accuracy", "mrr", "handoff_recall"),
 )

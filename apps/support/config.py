@@ -1,0 +1,47 @@
+"""SupportConfig: everything ``train`` needs, as a strict pydantic model loadable from YAML."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from lepton_apps.config import LeptonConfig
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+
+
+class SupportConfig(LeptonConfig):
+    """Settings of a support-assistant build (KB + optional labelled data -> bundle)."""
+
+    kb: str = Field(..., description="FAQ knowledge base: CSV, JSON or JSONL with id, question, answer")
+    out: str = Field("runs/support/bundle", description="bundle folder to write")
+    questions: str | None = Field(None, description="held-out questions (question, faq_id; empty faq_id = out of scope); "
+                                                     "rows with split=val calibrate, split=test evaluate")
+    intent_data: str | None = Field(None, description="CSV/JSON of text,intent for the intent classifier; "
+                                                       "default: the KB's categories")
+    intent_backbone: Literal["frozen", "finetune"] = Field(
+        "frozen", description="frozen: a head on the encoder's embeddings (fast); finetune: fine-tune the "
+                              "backbone as AutoModelForSequenceClassification (needs intent_data; best on a GPU)")
+    intent_epochs: int = Field(3, ge=1, description="epochs of the full intent fine-tuning")
+    intent_lr: float = Field(5e-5, gt=0)
+    sentiment_data: str | None = Field(None, description="CSV/JSON of text,label for escalation (label 'neutral' = no escalation)")
+    encoder: str = Field(DEFAULT_ENCODER, description="sentence encoder: all-MiniLM-L6-v2, a local folder or a cached HF id")
+    finetune_encoder: bool = Field(False, description="fine-tune the bi-encoder on the KB's question/paraphrase pairs")
+    finetune_epochs: int = Field(4, ge=1)
+    finetune_lr: float = Field(5e-5, gt=0)
+    finetune_batch_size: int = Field(32, ge=2)
+    top_k: int = Field(5, ge=1, le=50)
+    fusion_weight: float | None = Field(None, ge=0, le=1, description="weight of the dense score (1-w for BM25); None = chosen on validation")
+    target_precision: float = Field(0.9, gt=0, le=1, description="precision wanted on answered questions")
+    ambiguity_margin: float = Field(0.015, ge=0, description="hand off when the top-2 FAQs' fused scores are closer than this")
+    ann_threshold: int = Field(50_000, ge=1, description="use a FAISS HNSW index when the KB has more texts than this")
+    max_query_chars: int = Field(2_000, ge=10, description="longer questions are truncated before encoding")
+    escalation_threshold: float = Field(0.5, gt=0, lt=1, description="escalate when P(non-neutral sentiment) is at least this")
+    teams: dict[str, str] = Field(default_factory=dict, description="intent -> team routing (default: the intent itself)")
+    head_epochs: int = Field(60, ge=1, description="epochs of the intent / sentiment heads")
+    head_lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(64, ge=1, description="encoding batch size")
+    device: str = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    seed: int = 0
+    progress: bool = True

@@ -1,0 +1,107 @@
+"""Evaluation of a support assistant on held-out questions: retrieval, hand-off, coverage, intent.
+
+Answerable questions (with a faq_id) give top-1 accuracy, MRR and recall@k of the ranking;
+out-of-scope questions (empty faq_id) give hand-off precision / recall; all questions give the
+answered-precision vs coverage curve as the confidence threshold moves.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data import read_questions
+
+
+def answered_precision_curve(confidence: np.ndarray, correct: np.ndarray) -> pd.DataFrame:
+    """Return coverage and precision of the answered questions for every confidence threshold (descending)."""
+    order = np.argsort(-confidence, kind="stable")
+    hits = np.cumsum(correct[order])
+    n = np.arange(1, len(order) + 1)
+    return pd.DataFrame({"threshold": confidence[order], "coverage": n / len(order), "precision": hits / n})
+
+
+def evaluate_assistant(assistant, questions, k: int = 5) -> tuple[dict, pd.DataFrame, dict]:
+    """Return (metrics, per-question table, matplotlib figures) for ``assistant`` on ``questions``.
+
+    ``questions``: a path or table with question, faq_id ('' = out of scope) and optional intent.
+    """
+    from sklearn.metrics import f1_score
+
+    from lepton_apps.metrics import plot_calibration
+
+    q = read_questions(questions, kb_ids=set(assistant.kb["id"]))
+    replies = assistant.answer_batch(q["question"].tolist())
+    gold = q["faq_id"].tolist()
+    ranked = [[s.faq_id for s in r.sources] for r in replies]
+    rank = np.array([rk.index(g) + 1 if g and g in rk else 0 for rk, g in zip(ranked, gold)])
+    answerable = np.array([bool(g) for g in gold])
+    top1 = np.array([bool(rk) and rk[0] == g for rk, g in zip(ranked, gold)])
+    handoff = np.array([r.handoff for r in replies])
+    conf = np.array([r.confidence for r in replies])
+    answered_right = np.array([(not r.handoff) and r.faq_id == g for r, g in zip(replies, gold)])
+    m: dict = {"n_questions": int(len(q)), "n_answerable": int(answerable.sum()), "n_out_of_scope": int((~answerable).sum())}
+    if answerable.any():
+        r_a = rank[answerable]
+        m["top1_accuracy"] = float(top1[answerable].mean())
+        m["mrr"] = float(np.where(r_a > 0, 1.0 / np.maximum(r_a, 1), 0.0).mean())
+        m[f"recall_at_{k}"] = float(((r_a > 0) & (r_a <= k)).mean())
+        m["answerable_answered_rate"] = float((~handoff[answerable]).mean())
+    if (~answerable).any():
+        m["handoff_recall"] = float(handoff[~answerable].mean())
+        m["handoff_precision"] = float((~answerable[handoff]).mean()) if handoff.any() else 0.0
+    m["coverage"] = float((~handoff).mean())
+    m["answered_precision"] = float(answered_right[~handoff].mean()) if (~handoff).any() else 0.0
+    intent_gold = [i or (assistant.kb.set_index("id").loc[g, "category"] if g else "")
+                   for i, g in zip(q["intent"], gold)]
+    pairs = [(g, r.intent) for g, r in zip(intent_gold, replies) if g and r.intent is not None]
+    if pairs and any(g in assistant.intent_labels for g, _ in pairs):
+        y, p = zip(*pairs)
+        m["intent_accuracy"] = float(np.mean([a == b for a, b in pairs]))
+        m["intent_macro_f1"] = float(f1_score(y, p, average="macro", zero_division=0))
+    details = q.assign(predicted=[r.faq_id for r in replies], top1=[rk[0] if rk else None for rk in ranked],
+                       rank=rank, confidence=conf, handoff=handoff, handoff_reason=[r.handoff_reason for r in replies],
+                       intent_predicted=[r.intent for r in replies], escalate=[r.escalate for r in replies])
+    correct = np.array([bool(rk) and rk[0] == g for rk, g in zip(ranked, gold)], dtype=float)
+    curve = answered_precision_curve(conf, correct)
+    figures = {"coverage_curve.png": _plot_coverage(curve, assistant.settings.threshold, conf),
+               "confidence_calibration.png": plot_calibration(correct.astype(int), conf,
+                                                              title="Confidence vs. top-1 correct")}
+    return m, details, figures
+
+
+def _plot_coverage(curve: pd.DataFrame, threshold: float, conf: np.ndarray):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4.2))
+    ax = fig.subplots()
+    ax.plot(curve["coverage"], curve["precision"], lw=2)
+    cov = float((conf >= threshold).mean())
+    at = curve[curve["coverage"] <= cov + 1e-9]
+    if len(at):
+        ax.scatter([at["coverage"].iloc[-1]], [at["precision"].iloc[-1]], color="crimson", zorder=3,
+                   label=f"threshold {threshold:.2f}")
+        ax.legend(loc="lower left")
+    ax.set(xlabel="coverage (share of questions answered)", ylabel="precision of answered questions",
+           title="Answered precision vs coverage", ylim=(0, 1.02), xlim=(0, 1.0))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def write_report(metrics: dict, details: pd.DataFrame, figures: dict, out: str | Path) -> Path:
+    """Write metrics.json, details.csv and the PNG plots to ``out``; return the folder."""
+    import json
+
+    from lepton_apps.io import atomic_write_json
+    from lepton_apps.metrics import save_figure
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "metrics.json", metrics)
+    details.to_csv(out / "details.csv", index=False)
+    for name, fig in figures.items():
+        save_figure(fig, out / name)
+    (out / "README.txt").write_text(json.dumps(metrics, indent=2) + "\n")
+    return out

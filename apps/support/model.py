@@ -1,0 +1,268 @@
+"""The trainable parts: classifier heads on frozen embeddings, the confidence model, bi-encoder fine-tuning.
+
+* :class:`EmbeddingHead` — a linear (optionally one hidden layer) classifier on sentence
+  embeddings, trained with the core :class:`~lepton_apps.training.Trainer` (mixed precision,
+  early stopping on validation accuracy); used for intents and for sentiment / urgency.
+* :class:`ConfidenceModel` — logistic regression on retrieval features, giving P(the top FAQ is
+  the right answer); weights stored as JSON.
+* :func:`finetune_biencoder` — in-batch-negatives (MultipleNegativesRanking) fine-tuning of the
+  encoder on the KB's question/paraphrase pairs, with the core Trainer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from lepton_apps.training import Trainer, TrainConfig, balanced_class_weights, make_loss
+
+
+class EmbeddingHead(torch.nn.Module):
+    """Classifier on fixed sentence embeddings: dropout + linear (or a one-hidden-layer MLP)."""
+
+    def __init__(self, dim: int, n_classes: int, hidden: int = 0, dropout: float = 0.1):
+        super().__init__()
+        self.dim, self.n_classes, self.hidden = dim, n_classes, hidden
+        layers: list[torch.nn.Module] = [torch.nn.Dropout(dropout)]
+        if hidden:
+            layers += [torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Dropout(dropout)]
+        layers.append(torch.nn.Linear(hidden or dim, n_classes))
+        self.net = torch.nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
+        """Return class probabilities (n, n_classes) for embeddings (n, dim)."""
+        self.eval()
+        with torch.inference_mode():
+            logits = self(torch.as_tensor(embeddings, dtype=torch.float32))
+        return torch.softmax(logits.float(), dim=-1).numpy()
+
+
+@dataclasses.dataclass
+class HeadResult:
+    """A trained head, its label names and its training summary."""
+
+    head: EmbeddingHead
+    labels: list[str]
+    summary: dict
+
+
+def _stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        if len(idx) >= 3:
+            val.extend(idx[: max(1, int(round(fraction * len(idx))))])
+    val_mask = np.zeros(len(y), dtype=bool)
+    val_mask[val] = True
+    return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+
+
+def _accuracy(outputs: np.ndarray, targets: np.ndarray) -> dict:
+    return {"accuracy": float((outputs.argmax(1) == targets).mean())}
+
+
+def train_head(embeddings: np.ndarray, labels: list[str], *, epochs: int, lr: float, seed: int,
+               device: str = "auto", precision: str = "auto", hidden: int = 0, batch_size: int = 64,
+               label_order: list[str] | None = None, progress: bool = False,
+               callback: Callable[[dict], None] | None = None) -> HeadResult:
+    """Train an :class:`EmbeddingHead` on (embeddings, labels); return it with its label names.
+
+    20% of each class (classes with 3+ examples) is held out for early stopping on accuracy; the
+    loss weighs classes by inverse frequency (scikit-learn's 'balanced').
+    """
+    names = label_order or sorted(set(labels))
+    index = {n: i for i, n in enumerate(names)}
+    y = np.array([index[label] for label in labels], dtype=np.int64)
+    x = torch.as_tensor(embeddings, dtype=torch.float32)
+    tr, va = _stratified_split(y, 0.2, seed)
+    train_ds = torch.utils.data.TensorDataset(x[tr], torch.as_tensor(y[tr]))
+    val_ds = torch.utils.data.TensorDataset(x[va], torch.as_tensor(y[va])) if len(va) else None
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=1e-4, warmup_fraction=0.0,
+                      monitor="val_accuracy" if val_ds else "train_loss", mode="max" if val_ds else "min",
+                      patience=max(5, epochs // 4), seed=seed, device=device, precision=precision, progress=progress)
+    head = EmbeddingHead(x.shape[1], len(names), hidden=hidden)
+    with tempfile.TemporaryDirectory(prefix="lepton-support-head-") as run_dir:
+        loss = make_loss("cross_entropy", balanced_class_weights(y[tr], len(names)))
+        result = Trainer(head, train_ds, val_ds, cfg, run_dir=run_dir, loss_fn=loss, metric_fn=_accuracy,
+                         callback=callback).fit()
+    head = head.cpu().float().eval()
+    return HeadResult(head, names, {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                                    "val_accuracy": result.best_metric if val_ds else None,
+                                    "n_train": int(len(tr)), "n_val": int(len(va)), "seconds": round(result.seconds, 2)})
+
+
+def head_config(head: EmbeddingHead, labels: list[str]) -> dict:
+    """Return the JSON description needed to rebuild a head."""
+    return {"dim": head.dim, "n_classes": head.n_classes, "hidden": head.hidden, "labels": labels}
+
+
+def head_from_state(config: dict, state: dict) -> EmbeddingHead:
+    """Return a head rebuilt from :func:`head_config` output and its state dict."""
+    head = EmbeddingHead(config["dim"], config["n_classes"], hidden=config.get("hidden", 0))
+    head.load_state_dict(state)
+    return head.eval()
+
+
+# ------------------------------------------------------------------------------------ confidence
+FEATURES = ("fused_top1", "dense_top1", "dense_margin", "fused_margin", "lexical_top1")
+
+
+def retrieval_features(hits) -> np.ndarray:
+    """Return the confidence features of one query's ranked hits (see :data:`FEATURES`)."""
+    if not hits:
+        return np.zeros(len(FEATURES), dtype=np.float64)
+    h1 = hits[0]
+    d2 = hits[1].dense if len(hits) > 1 else 0.0
+    f2 = hits[1].score if len(hits) > 1 else 0.0
+    return np.array([h1.score, h1.dense, h1.dense - d2, h1.score - f2, h1.lexical_raw / (1.0 + h1.lexical_raw)])
+
+
+@dataclasses.dataclass
+class ConfidenceModel:
+    """Logistic regression P(correct) on standardised retrieval features; JSON round-trip."""
+
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+
+    @classmethod
+    def fit(cls, features: np.ndarray, correct: np.ndarray, C: float = 1.0) -> ConfidenceModel:
+        """Return the model fitted on (features, correct in {0,1})."""
+        from sklearn.linear_model import LogisticRegression
+
+        mean = features.mean(0)
+        scale = features.std(0) + 1e-9
+        if len(np.unique(correct)) < 2:  # degenerate: every answer right (or wrong)
+            return cls(mean.tolist(), scale.tolist(), [0.0] * features.shape[1], 4.0 if correct.all() else -4.0)
+        lr = LogisticRegression(C=C, max_iter=1000).fit((features - mean) / scale, correct)
+        return cls(mean.tolist(), scale.tolist(), lr.coef_[0].tolist(), float(lr.intercept_[0]))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Return P(correct) for each row of ``features``."""
+        z = ((np.atleast_2d(features) - np.array(self.mean)) / np.array(self.scale)) @ np.array(self.coef) + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def to_dict(self) -> dict:
+        """Return the JSON-serialisable parameters."""
+        return {**dataclasses.asdict(self), "features": list(FEATURES)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ConfidenceModel:
+        """Return the model from :meth:`to_dict` output."""
+        return cls(d["mean"], d["scale"], d["coef"], d["intercept"])
+
+
+# ------------------------------------------------------------------------------ bi-encoder tuning
+class _PairScorer(torch.nn.Module):
+    """Scores every anchor against every positive in the batch (cosine * scale)."""
+
+    def __init__(self, encoder, scale: float = 20.0):
+        super().__init__()
+        self.model = encoder.model
+        self._encoder = encoder
+        self.scale = scale
+
+    def forward(self, a_input_ids, a_attention_mask, p_input_ids, p_attention_mask, **extra):
+        a = self._encoder.forward_features({"input_ids": a_input_ids, "attention_mask": a_attention_mask,
+                                            **{k[2:]: v for k, v in extra.items() if k.startswith("a_")}})
+        p = self._encoder.forward_features({"input_ids": p_input_ids, "attention_mask": p_attention_mask,
+                                            **{k[2:]: v for k, v in extra.items() if k.startswith("p_")}})
+        return a @ p.T * self.scale
+
+
+def _mnrl_loss(scores: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+    """In-batch-negatives cross-entropy; other pairs of the same FAQ are masked out (not negatives)."""
+    n = scores.shape[0]
+    same = owners[:, None] == owners[None, :]
+    eye = torch.eye(n, dtype=torch.bool, device=scores.device)
+    scores = scores.float().masked_fill(same & ~eye, float("-inf"))
+    target = torch.arange(n, device=scores.device)
+    return (torch.nn.functional.cross_entropy(scores, target) + torch.nn.functional.cross_entropy(scores.T, target)) / 2
+
+
+def kb_pairs(texts: list[str], owner: list[int], seed: int) -> list[tuple[str, str, int]]:
+    """Return (anchor, positive, faq row) pairs: every ordered pair of distinct texts of the same FAQ."""
+    groups: dict[int, list[str]] = {}
+    for t, o in zip(texts, owner):
+        groups.setdefault(o, []).append(t)
+    pairs = [(a, b, o) for o, ts in groups.items() for i, a in enumerate(ts) for j, b in enumerate(ts) if i != j]
+    random.Random(seed).shuffle(pairs)
+    return pairs
+
+
+def finetune_biencoder(encoder, texts: list[str], owner: list[int], *, epochs: int, lr: float, batch_size: int,
+                       seed: int, precision: str = "auto", progress: bool = False,
+                       callback: Callable[[dict], None] | None = None) -> dict:
+    """Fine-tune ``encoder`` in place on the KB's paraphrase pairs; return a training summary."""
+    pairs = kb_pairs(texts, owner, seed)
+    if len(pairs) < 2:
+        return {"skipped": "the KB has no paraphrases to learn from", "pairs": len(pairs)}
+
+    def collate(batch):
+        a = encoder.tokenize([b[0] for b in batch])
+        p = encoder.tokenize([b[1] for b in batch])
+        out = {f"a_{k}": v for k, v in a.items()}
+        out.update({f"p_{k}": v for k, v in p.items()})
+        out["labels"] = torch.tensor([b[2] for b in batch])
+        return out
+
+    scorer = _PairScorer(encoder)
+    cfg = TrainConfig(epochs=epochs, batch_size=min(batch_size, len(pairs)), lr=lr, weight_decay=0.01,
+                      warmup_fraction=0.1, monitor="train_loss", mode="min", patience=None, seed=seed,
+                      device=str(encoder.policy.device), precision=precision, progress=progress)
+    encoder.model.train()
+    with tempfile.TemporaryDirectory(prefix="lepton-support-ft-") as run_dir:
+        result = Trainer(scorer, pairs, None, cfg, run_dir=Path(run_dir), loss_fn=_mnrl_loss, collate_fn=collate,
+                         callback=callback).fit()
+    encoder.model.eval()
+    return {"pairs": len(pairs), "epochs": result.epochs_run, "steps": result.global_step,
+            "final_train_loss": result.history[-1]["train_loss"], "first_train_loss": result.history[0]["train_loss"],
+            "seconds": round(result.seconds, 1)}
+
+
+# ------------------------------------------------------------------------- intent: full fine-tuning
+def finetune_intent_model(encoder_path: str, texts: list[str], labels: list[str], *, epochs: int, lr: float,
+                          batch_size: int, seed: int, device: str = "auto", precision: str = "auto",
+                          max_length: int = 64, progress: bool = False,
+                          callback: Callable[[dict], None] | None = None):
+    """Fine-tune ``AutoModelForSequenceClassification`` on the encoder's backbone with the core Trainer.
+
+    Returns (model, tokenizer, label names, summary). Mixed precision comes from the device policy;
+    early stopping watches accuracy on a stratified 20% of the data.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    names = sorted(set(labels))
+    index = {n: i for i, n in enumerate(names)}
+    y = np.array([index[label] for label in labels], dtype=np.int64)
+    tr, va = _stratified_split(y, 0.2, seed)
+    tokenizer = AutoTokenizer.from_pretrained(encoder_path, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        encoder_path, num_labels=len(names), id2label=dict(enumerate(names)), label2id=index, local_files_only=True)
+
+    def collate(batch):
+        enc = tokenizer([b[0] for b in batch], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return {**enc, "labels": torch.tensor([b[1] for b in batch])}
+
+    train_ds = [(texts[i], int(y[i])) for i in tr]
+    val_ds = [(texts[i], int(y[i])) for i in va] or None
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01, warmup_fraction=0.06,
+                      monitor="val_accuracy" if val_ds else "train_loss", mode="max" if val_ds else "min",
+                      patience=2, seed=seed, device=device, precision=precision, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="lepton-support-intent-") as run_dir:
+        result = Trainer(model, train_ds, val_ds, cfg, run_dir=run_dir, metric_fn=_accuracy, collate_fn=collate,
+                         callback=callback).fit()
+    model = model.cpu().float().eval()
+    return model, tokenizer, names, {"backbone": "fine-tuned", "best_epoch": result.best_epoch,
+                                     "epochs_run": result.epochs_run, "val_accuracy": result.best_metric if val_ds else None,
+                                     "n_train": int(len(tr)), "n_val": int(len(va)), "seconds": round(result.seconds, 1)}

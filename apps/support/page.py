@@ -1,0 +1,211 @@
+"""Streamlit page of the support template: chat, feedback, knowledge-base rebuild, model report.
+
+Runs mounted by the hub (``lepton-apps ui``) or alone: ``streamlit run apps/support/page.py``.
+Customer text is always shown with ``st.text`` (never interpreted as Markdown or HTML).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from lepton_apps.ui.common import guarded
+
+CHAT_KEY = "support_chat"
+
+
+@st.cache_resource(show_spinner="Loading the support assistant…", max_entries=4)
+def _assistant(path_str: str, mtime_ns: int):
+    from lepton_apps.support.predict import SupportAssistant
+
+    return SupportAssistant.load(path_str)
+
+
+def load_assistant(path: Path):
+    """Return the cached assistant for the bundle at ``path`` (reloaded when bundle.json changes)."""
+    manifest = path / "bundle.json"
+    return _assistant(str(path.resolve()), manifest.stat().st_mtime_ns if manifest.is_file() else 0)
+
+
+def pick_bundle() -> Path | None:
+    """Sidebar: choose a registered support bundle or type a path; return its folder or None."""
+    from lepton_apps.registry import Registry
+
+    reg = Registry()
+    entries = reg.list("support")
+    names = [e.name + (f"  ({', '.join(e.aliases)})" if e.aliases else "") for e in entries]
+    choice = st.sidebar.selectbox("Support model", names, index=0 if names else None,
+                                  placeholder="no support model registered")
+    typed = st.sidebar.text_input("…or a bundle folder", value="", key="support_bundle_path")
+    if typed.strip():
+        return Path(typed.strip()).expanduser()
+    if choice is None:
+        st.info("No support model in the registry yet. Build the demo with `lepton-apps demo --domain support`, "
+                "or train one with `lepton-apps support train FAQ.csv`.")
+        return None
+    return entries[names.index(choice)].path
+
+
+def feedback_store():
+    """Return the FeedbackStore at the path typed in the sidebar (default $LEPTON_HOME/support_feedback.sqlite)."""
+    from lepton_apps.support.feedback import FeedbackStore, default_feedback_path
+
+    path = st.sidebar.text_input("Feedback database", value=str(default_feedback_path()), key="support_feedback_db")
+    return FeedbackStore(path)
+
+
+def render_reply(i: int, turn: dict, store) -> None:
+    """Show one assistant reply: answer, matched FAQ + confidence, hand-off state, escalation badge, sources, feedback."""
+    r = turn["reply"]
+    with st.chat_message("assistant"):
+        if r["handoff"]:
+            st.warning("Connecting you to a human agent…", icon=":material/support_agent:")
+            st.caption(f"Hand-off reason: {r['handoff_reason']}")
+        else:
+            st.text(r["answer"])
+            st.caption(f"Matched FAQ: {r['faq_id']} · confidence {r['confidence']:.2f}")
+        tags = []
+        if r.get("intent"):
+            tags.append(f"intent: {r['intent']} → {r.get('team') or r['intent']}")
+        if r.get("sentiment"):
+            tags.append(f"sentiment: {r['sentiment']}")
+        if tags:
+            st.caption(" · ".join(tags))
+        if r.get("escalate"):
+            st.badge(f"Escalate: {r['escalation_reason']}", icon=":material/priority_high:", color="red")
+        if r.get("truncated"):
+            st.caption("The message was very long and was shortened before searching.")
+        if r["sources"]:
+            with st.expander(f"Sources ({len(r['sources'])})"):
+                import pandas as pd
+
+                st.dataframe(pd.DataFrame(r["sources"])[["faq_id", "score", "dense", "lexical", "matched_text", "question"]],
+                             hide_index=True)
+        rated = turn.get("rated")
+        if rated:
+            st.caption("Thanks for the feedback " + ("👍" if rated > 0 else "👎"))
+        else:
+            up, down, _ = st.columns([1, 1, 8])
+            for col, value, label in ((up, 1, "👍"), (down, -1, "👎")):
+                if col.button(label, key=f"support_fb_{i}_{value}", help="Rate this answer"):
+                    with guarded("Could not store the feedback"):
+                        store.add(turn["question"], r["answer"], r["faq_id"], value, r["model_version"],
+                                  confidence=r["confidence"], handoff=r["handoff"])
+                        turn["rated"] = value
+                        st.rerun()
+
+
+def chat_tab(bot, store) -> None:
+    """The chat: history, the input box, and a reply per question."""
+    history = st.session_state.setdefault(CHAT_KEY, [])
+    question = st.chat_input("Ask a question, e.g. 'my card was stolen'")
+    if question is not None:
+        with guarded("Could not answer"):
+            reply = bot.answer(question)
+            history.append({"question": reply.question or question, "reply": reply.to_dict(), "rated": 0})
+    for i, turn in enumerate(history):
+        with st.chat_message("user"):
+            st.text(turn["question"][:2000])
+        render_reply(i, turn, store)
+    if history and st.button("Clear the conversation", key="support_clear"):
+        st.session_state[CHAT_KEY] = []
+        st.rerun()
+
+
+def feedback_tab(store) -> None:
+    """Stored ratings with a CSV download (fine-tuning data)."""
+    df = store.frame()
+    st.caption(f"{len(df)} rating(s) in {store.path}")
+    if len(df):
+        st.metric("Thumbs up", f"{(df['rating'] > 0).mean():.0%}")
+        st.dataframe(df, hide_index=True)
+    st.download_button("Download feedback as CSV", store.to_csv(), file_name="support_feedback.csv",
+                       mime="text/csv", key="support_fb_csv")
+
+
+def kb_tab(bundle_path: Path | None) -> None:
+    """Upload a KB file, validate it, and rebuild the index into a new registered bundle with a progress bar."""
+    from lepton_apps.support.data import read_kb
+
+    st.write("Upload a knowledge base (CSV, JSON or JSONL with `id, question, answer`, optional `paraphrases`, "
+             "`category`, `url`). It is validated first; rebuilding encodes it and registers a new model.")
+    upload = st.file_uploader("Knowledge base file", type=["csv", "json", "jsonl"], key="support_kb_upload")
+    if upload is None:
+        return
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="lepton-support-kb-"))
+    path = folder / Path(upload.name).name
+    path.write_bytes(upload.getvalue())
+    kb = None
+    with guarded("The knowledge base is not valid"):
+        kb = read_kb(path)
+    if kb is None:
+        return
+    st.success(f"Valid: {len(kb)} entries, {int(kb['paraphrases'].map(len).sum())} paraphrases.")
+    st.dataframe(kb[["id", "question", "category"]].head(50), hide_index=True)
+    if st.button("Rebuild the index", key="support_rebuild", type="primary"):
+        with guarded("Rebuilding failed"):
+            from lepton_apps.registry import Registry
+            from lepton_apps.support.config import SupportConfig
+            from lepton_apps.support.train import train
+
+            encoder = "all-MiniLM-L6-v2"
+            if bundle_path is not None:
+                encoder = load_assistant(bundle_path).encoder.name
+            bar = st.progress(0.0, text="starting")
+            out = folder / "bundle"
+            train(SupportConfig(kb=str(path), out=str(out), encoder=encoder, progress=False),
+                  progress=lambda stage, frac: bar.progress(min(1.0, frac), text=stage))
+            name = f"support-kb-{time.strftime('%Y%m%d-%H%M%S')}"
+            Registry().register(out, name)
+            st.success(f"Registered {name}; pick it in the sidebar.")
+
+
+def model_tab(bundle_path: Path) -> None:
+    """Bundle metrics and the evaluation plots saved in it."""
+    from lepton_apps.ui.common import cached_bundle
+
+    bundle = cached_bundle(str(bundle_path), domain="support")
+    metrics = {k: v for k, v in bundle.metrics.items() if isinstance(v, (int, float))}
+    cols = st.columns(4)
+    for i, key in enumerate(("top1_accuracy", "mrr", "handoff_recall", "answered_precision")):
+        if key in metrics:
+            cols[i].metric(key.replace("_", " "), f"{metrics[key]:.3f}")
+    st.json(metrics, expanded=False)
+    for name in ("plots/coverage_curve.png", "plots/confidence_calibration.png"):
+        if bundle.has(name):
+            st.image(str(bundle.file(name)), caption=name.split("/")[-1], width=480)
+
+
+def main() -> None:
+    """Render the page."""
+    st.title("Support assistant")
+    st.caption("Answers from your FAQ with sources and a calibrated confidence; hands off to a human when unsure.")
+    bundle_path = store = bot = None
+    with guarded("Could not open the feedback database"):
+        store = feedback_store()
+    with guarded("Could not load the model"):
+        bundle_path = pick_bundle()
+        if bundle_path is not None:
+            bot = load_assistant(bundle_path)
+    chat, fb, kb, model = st.tabs(["Chat", "Feedback", "Knowledge base", "Model"])
+    with chat:
+        if bot is not None and store is not None:
+            chat_tab(bot, store)
+    with fb:
+        if store is not None:
+            with guarded("Could not read the feedback"):
+                feedback_tab(store)
+    with kb:
+        with guarded("Knowledge base"):
+            kb_tab(bundle_path)
+    with model:
+        if bundle_path is not None:
+            with guarded("Could not show the model report"):
+                model_tab(bundle_path)
+
+
+# Runs the same mounted by the hub and standalone; no st.set_page_config (the hub owns it).
+main()

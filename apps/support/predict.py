@@ -1,0 +1,300 @@
+"""SupportAssistant: load a bundle, answer questions with sources, confidence, hand-off and escalation.
+
+    bot = SupportAssistant.load("support:latest")
+    reply = bot.answer("my card was stolen")
+    reply.answer, reply.faq_id, reply.confidence, reply.handoff, reply.intent, reply.escalate
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .index import FaqIndex, Hit
+from .model import ConfidenceModel, EmbeddingHead, retrieval_features
+
+DOMAIN = "support"
+HANDOFF_MESSAGE = "I'm not sure I can answer that correctly, so I'm connecting you to a human agent."
+NEUTRAL = "neutral"
+
+
+@dataclasses.dataclass
+class Source:
+    """One retrieved FAQ: id, question, the KB text that matched best, and the score parts."""
+
+    faq_id: str
+    question: str
+    matched_text: str
+    score: float
+    dense: float
+    lexical: float
+    answer: str
+    url: str = ""
+
+
+@dataclasses.dataclass
+class Answer:
+    """The assistant's reply to one customer message."""
+
+    question: str
+    answer: str
+    faq_id: str | None
+    confidence: float
+    handoff: bool
+    handoff_reason: str | None
+    sources: list[Source]
+    intent: str | None = None
+    intent_confidence: float | None = None
+    team: str | None = None
+    sentiment: str | None = None
+    sentiment_confidence: float | None = None
+    escalate: bool = False
+    escalation_reason: str | None = None
+    truncated: bool = False
+    model_version: str = ""
+
+    def to_dict(self) -> dict:
+        """Return the reply as plain JSON-serialisable data."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Settings:
+    """Decision settings stored in the bundle's ``retrieval.json``."""
+
+    fusion_weight: float
+    threshold: float
+    ambiguity_margin: float
+    top_k: int
+    max_query_chars: int
+    escalation_threshold: float
+    teams: dict[str, str]
+    ann_threshold: int = 50_000
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_question(text: Any, max_chars: int) -> tuple[str, bool, str | None]:
+    """Return (clean text, truncated?, problem) for any input: bytes are decoded, controls removed, length capped."""
+    if text is None or (isinstance(text, float) and text != text):
+        return "", False, "empty question"
+    if isinstance(text, (bytes, bytearray)):
+        raw = bytes(text)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            if b"\x00" in raw:
+                return "", False, "the message is not readable text (binary data)"
+            text = raw.decode("cp1252", errors="replace")  # the usual non-UTF-8 encoding of typed text
+    text = str(text)
+    if text and sum(ch.isprintable() or ch.isspace() for ch in text) < 0.7 * len(text):
+        return "", False, "the message is not readable text (binary data or unknown encoding)"
+    text = unicodedata.normalize("NFC", str(text))
+    text = _CONTROL.sub(" ", text).strip()
+    if not text:
+        return "", False, "empty question"
+    letters = sum(ch.isalnum() for ch in text)
+    if letters == 0:
+        return text[:max_chars], False, "the message holds no words to search for"
+    truncated = len(text) > max_chars
+    return text[:max_chars], truncated, None
+
+
+class SupportAssistant:
+    """Answers customer questions from a knowledge base; built by ``train`` or :meth:`load`."""
+
+    def __init__(self, encoder, kb: pd.DataFrame, index: FaqIndex, confidence: ConfidenceModel, settings: Settings,
+                 intent_head: EmbeddingHead | None = None, intent_labels: Sequence[str] = (),
+                 sentiment_head: EmbeddingHead | None = None, sentiment_labels: Sequence[str] = (),
+                 version: str = "", batch_size: int = 64, intent_model: tuple | None = None):
+        self.encoder = encoder
+        self.kb = kb.reset_index(drop=True)
+        self.index = index
+        self.confidence = confidence
+        self.settings = settings
+        self.intent_head, self.intent_labels = intent_head, list(intent_labels)
+        self.sentiment_head, self.sentiment_labels = sentiment_head, list(sentiment_labels)
+        self.version = version
+        self.batch_size = batch_size
+        self._ids = self.kb["id"].tolist()
+        self.intent_model = intent_model  # (AutoModelForSequenceClassification, tokenizer, labels) or None
+        if intent_model is not None:
+            self.intent_labels = list(intent_model[2])
+        import threading
+
+        self._intent_lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, ref: str | Path, *, device: str = "auto", quantize: str = "none", registry=None) -> SupportAssistant:
+        """Return the assistant stored in a bundle (a path, a registry name or ``support:latest``).
+
+        ``quantize="int8"`` encodes questions with dynamic int8 Linear layers on CPU (faster, KB vectors unchanged).
+        """
+        from lepton_apps.bundle import load_bundle
+        from lepton_apps.registry import Registry
+
+        from .encoder import SentenceEncoder
+        from .model import head_from_state
+
+        path = Path(ref) if Path(ref).is_dir() else (registry or Registry()).resolve(str(ref), domain=DOMAIN)
+        bundle = load_bundle(path, domain=DOMAIN)
+        settings = Settings(**bundle.load_json("retrieval.json")["settings"])
+        enc_cfg = bundle.load_json("encoder.json")
+        name = str(bundle.path / "encoder") if enc_cfg.get("stored_in_bundle") else enc_cfg["name"]
+        encoder = SentenceEncoder(name, device=device, max_length=enc_cfg.get("max_length", 256), quantize=quantize)
+        kb = pd.DataFrame(bundle.load_json("kb.json"))
+        texts = bundle.load_json("kb_texts.json")
+        index = FaqIndex(bundle.load_numpy("kb_embeddings.npy"), texts["owner"], texts["texts"],
+                         ann_threshold=settings.ann_threshold,
+                         ann_bytes=bundle.load_numpy("faiss_hnsw.npy") if bundle.has("faiss_hnsw.npy") else None)
+        confidence = ConfidenceModel.from_dict(bundle.load_json("retrieval.json")["confidence"])
+        heads = {}
+        for kind in ("intent", "sentiment"):
+            if bundle.has(f"{kind}_head.json"):
+                conf = bundle.load_json(f"{kind}_head.json")
+                heads[kind] = (head_from_state(conf, bundle.load_torch(f"{kind}_head.safetensors")), conf["labels"])
+        intent = heads.get("intent", (None, []))
+        intent_model = None
+        if bundle.has("intent_model.json"):
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            folder = str(bundle.path / "intent_model")
+            model = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True).eval()
+            model.to(encoder.policy.device)
+            intent_model = (model, AutoTokenizer.from_pretrained(folder, local_files_only=True),
+                            bundle.load_json("intent_model.json")["labels"])
+        sentiment = heads.get("sentiment", (None, []))
+        return cls(encoder, kb, index, confidence, settings, intent[0], intent[1], sentiment[0], sentiment[1],
+                   version=f"{bundle.path.name}@{bundle.metadata.get('created', '')}", intent_model=intent_model)
+
+    # ------------------------------------------------------------------------------ answering
+    def answer(self, text: Any) -> Answer:
+        """Return the :class:`Answer` to one customer message (never raises on odd text)."""
+        return self.answer_batch([text])[0]
+
+    def answer_batch(self, texts: Sequence[Any]) -> list[Answer]:
+        """Return one :class:`Answer` per message, in order; encodes the batch in one pass."""
+        cleaned = [clean_question(t, self.settings.max_query_chars) for t in texts]
+        live = [i for i, c in enumerate(cleaned) if c[2] is None]
+        embs = self.encoder.encode([cleaned[i][0] for i in live], batch_size=self.batch_size)
+        intents = (self._classify_text([cleaned[i][0] for i in live]) if self.intent_model is not None
+                   else self._classify(self.intent_head, self.intent_labels, embs))
+        sentiments = self._classify(self.sentiment_head, self.sentiment_labels, embs)
+        out: list[Answer] = []
+        pos = {i: j for j, i in enumerate(live)}
+        for i, (text, truncated, problem) in enumerate(cleaned):
+            if problem is not None:
+                out.append(Answer(question=text, answer=HANDOFF_MESSAGE, faq_id=None, confidence=0.0, handoff=True,
+                                  handoff_reason=problem, sources=[], truncated=truncated, model_version=self.version))
+                continue
+            j = pos[i]
+            hits = self.index.search(embs[j], text, self.settings.top_k, self.settings.fusion_weight)
+            out.append(self._decide(text, truncated, hits, intents[j] if intents else None,
+                                    sentiments[j] if sentiments else None))
+        return out
+
+    def _classify(self, head, labels, embs) -> list[tuple[str, float, np.ndarray]] | None:
+        if head is None or len(embs) == 0:
+            return None
+        probs = head.predict_proba(embs)
+        return [(labels[int(p.argmax())], float(p.max()), p) for p in probs]
+
+    def _classify_text(self, texts: list[str]) -> list[tuple[str, float, np.ndarray]] | None:
+        """Intent from the fine-tuned sequence classifier (a second forward pass)."""
+        if not texts:
+            return None
+        import torch
+
+        model, tokenizer, labels = self.intent_model
+        probs = []
+        with self._intent_lock, torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                enc = tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True, max_length=64,
+                                return_tensors="pt").to(model.device)
+                probs.append(torch.softmax(model(**enc).logits.float(), -1).cpu().numpy())
+        return [(labels[int(p.argmax())], float(p.max()), p) for p in np.concatenate(probs)]
+
+    def _decide(self, text: str, truncated: bool, hits: list[Hit], intent, sentiment) -> Answer:
+        s = self.settings
+        sources = [self._source(h) for h in hits]
+        conf = float(self.confidence.predict(retrieval_features(hits))[0]) if hits else 0.0
+        reason = None
+        if not hits:
+            reason = "the knowledge base is empty"
+        elif conf < s.threshold:
+            reason = f"low confidence ({conf:.2f} < {s.threshold:.2f}): probably not covered by the knowledge base"
+        elif len(hits) > 1 and hits[0].score - hits[1].score < s.ambiguity_margin:
+            reason = (f"ambiguous: '{sources[0].faq_id}' and '{sources[1].faq_id}' match almost equally "
+                      f"({hits[0].score:.3f} vs {hits[1].score:.3f})")
+        reply = Answer(question=text, answer=HANDOFF_MESSAGE if reason else sources[0].answer,
+                       faq_id=None if reason else sources[0].faq_id, confidence=conf, handoff=reason is not None,
+                       handoff_reason=reason, sources=sources, truncated=truncated, model_version=self.version)
+        if intent is not None:
+            reply.intent, reply.intent_confidence = intent[0], intent[1]
+            reply.team = s.teams.get(intent[0], intent[0])
+        if sentiment is not None:
+            labels, probs = self.sentiment_labels, sentiment[2]
+            upset = [(p, lab) for lab, p in zip(labels, probs) if lab != NEUTRAL]
+            p_upset = float(sum(p for p, _ in upset))
+            reply.sentiment, reply.sentiment_confidence = sentiment[0], sentiment[1]
+            if sentiment[0] != NEUTRAL and p_upset >= s.escalation_threshold:
+                worst = max(upset)[1]
+                reply.escalate = True
+                reply.escalation_reason = f"the customer seems {worst} (p={p_upset:.2f})"
+        return reply
+
+    def _source(self, hit: Hit) -> Source:
+        row = self.kb.iloc[hit.row]
+        return Source(faq_id=str(row["id"]), question=str(row["question"]),
+                      matched_text=self.index.texts[hit.text_index] if hit.text_index >= 0 else "",
+                      score=round(hit.score, 4), dense=round(hit.dense, 4), lexical=round(hit.lexical, 4),
+                      answer=str(row["answer"]), url=str(row.get("url", "") or ""))
+
+    def explain(self, text: Any) -> dict:
+        """Return why the assistant answered as it did: each source's matched text and dense / lexical parts,
+        the fusion weight, the confidence features and the thresholds."""
+        reply = self.answer(text)
+        clean, _, problem = clean_question(text, self.settings.max_query_chars)
+        features = {}
+        if problem is None:
+            emb = self.encoder.encode([clean])[0]
+            hits = self.index.search(emb, clean, self.settings.top_k, self.settings.fusion_weight)
+            from .model import FEATURES
+
+            features = dict(zip(FEATURES, map(float, retrieval_features(hits))))
+        w = self.settings.fusion_weight
+        return {"reply": reply.to_dict(), "fusion": f"score = {w:.2f} * dense + {1 - w:.2f} * lexical",
+                "confidence_features": features, "threshold": self.settings.threshold,
+                "ambiguity_margin": self.settings.ambiguity_margin, "index": self.index.kind,
+                "sources": [dataclasses.asdict(s) for s in reply.sources]}
+
+    # ------------------------------------------------------------------------------ batch scoring
+    def answer_frame(self, frame: pd.DataFrame, column: str = "question") -> pd.DataFrame:
+        """Return one output row per input row (for the core batch driver): answer, faq_id, confidence, …"""
+        col = column if column in frame.columns else ("text" if "text" in frame.columns else None)
+        if col is None:
+            from lepton_apps.errors import DataError
+
+            raise DataError(f"the input has no {column!r} (or 'text') column", where="questions table",
+                            fix=f"name the question column {column!r}; found: {', '.join(map(str, frame.columns))}")
+        replies = self.answer_batch(frame[col].tolist())
+        return pd.DataFrame({
+            "answer": [r.answer for r in replies],
+            "faq_id": [r.faq_id for r in replies],
+            "confidence": [r.confidence for r in replies],
+            "handoff": [r.handoff for r in replies],
+            "handoff_reason": [r.handoff_reason for r in replies],
+            "top_sources": [",".join(s.faq_id for s in r.sources) for r in replies],
+            "intent": [r.intent for r in replies],
+            "team": [r.team for r in replies],
+            "sentiment": [r.sentiment for r in replies],
+            "escalate": [r.escalate for r in replies],
+            "truncated": [r.truncated for r in replies],
+        })

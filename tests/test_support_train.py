@@ -1,0 +1,108 @@
+"""Training paths with a tiny random encoder (shapes and plumbing, fast): fine-tuning, intent CSV, bundle with encoder."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_support_fixtures import tiny_encoder_dir  # noqa: F401
+
+from lepton_apps.errors import DataError
+from lepton_apps.support.config import SupportConfig
+from lepton_apps.support.model import ConfidenceModel, _mnrl_loss, kb_pairs
+from lepton_apps.support.predict import SupportAssistant
+from lepton_apps.support.train import train
+
+
+def _small_kb(tmp_path):
+    rows = [{"id": f"f{i}", "question": f"question number {i} about topic {w}", "answer": f"answer {i}",
+             "paraphrases": [f"topic {w} help {i}", f"need info {w} {i}", f"{w} {i} please"], "category": c}
+            for i, (w, c) in enumerate([("cards", "a"), ("loans", "b"), ("savings", "b"), ("transfers", "a"),
+                                        ("fees", "a"), ("app", "b")])]
+    path = tmp_path / "kb.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def test_mnrl_loss_masks_other_pairs_of_the_same_faq():
+    import torch
+
+    scores = torch.tensor([[5.0, 5.0, 0.0], [5.0, 5.0, 0.0], [0.0, 0.0, 5.0]])
+    same = torch.tensor([0, 0, 1])
+    distinct = torch.tensor([0, 1, 2])
+    assert _mnrl_loss(scores, same) < 0.02 < _mnrl_loss(scores, distinct)
+
+
+def test_kb_pairs_are_all_ordered_pairs_within_each_faq():
+    pairs = kb_pairs(["a", "b", "c", "d"], [0, 0, 0, 1], seed=0)
+    assert len(pairs) == 6 and {p[2] for p in pairs} == {0}
+
+
+def test_confidence_model_json_round_trip_and_monotone_in_score():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(200, 5))
+    y = (x[:, 0] + 0.1 * rng.normal(size=200) > 0.5).astype(int)
+    m = ConfidenceModel.fit(x, y)
+    m2 = ConfidenceModel.from_dict(json.loads(json.dumps(m.to_dict())))
+    lo, hi = np.full((1, 5), 0.5), np.full((1, 5), 0.5)
+    lo[0, 0], hi[0, 0] = 0.1, 0.9
+    assert m2.predict(hi)[0] > 0.8 > 0.2 > m2.predict(lo)[0]
+    assert np.allclose(m.predict(x), m2.predict(x))
+
+
+def test_train_with_finetuning_and_intent_csv_writes_a_loadable_bundle(tmp_path, tiny_encoder_dir):
+    kb = _small_kb(tmp_path)
+    intents = pd.DataFrame({"text": [f"{w} thing {i}" for w in ("card", "loan", "app") for i in range(12)],
+                            "intent": [w for w in ("card", "loan", "app") for _ in range(12)]})
+    intents.to_csv(tmp_path / "intents.csv", index=False)
+    questions = pd.DataFrame({"question": ["topic cards", "topic loans", "weather", "topic fees", "topic app", "pizza"],
+                              "faq_id": ["f0", "f1", "", "f4", "f5", ""], "split": ["val", "val", "val", "test", "test", "test"]})
+    questions.to_csv(tmp_path / "q.csv", index=False)
+    steps = []
+    cfg = SupportConfig(kb=str(kb), out=str(tmp_path / "bundle"), encoder=tiny_encoder_dir, questions=str(tmp_path / "q.csv"),
+                        intent_data=str(tmp_path / "intents.csv"), finetune_encoder=True, finetune_epochs=3,
+                        finetune_batch_size=8, finetune_lr=1e-3, head_epochs=5, device="cpu", progress=False,
+                        teams={"card": "Cards team"}, ann_threshold=10)  # 24 texts > 10: the FAISS path
+    path = train(cfg, progress=lambda stage, frac: steps.append((stage, frac)))
+    assert [f for _, f in steps] == sorted(f for _, f in steps) and steps[-1] == ("done", 1.0)
+    ft = json.loads((path / "finetune.json").read_text())
+    assert ft["pairs"] == 6 * 12 and ft["final_train_loss"] < ft["first_train_loss"]
+    assert "top1_accuracy" in ft["test_dense_before"] and "top1_accuracy" in ft["test_dense_after"]
+    assert (path / "encoder" / "model.safetensors").is_file()
+    bot = SupportAssistant.load(path, device="cpu")
+    assert bot.encoder.path == str(path / "encoder")          # the fine-tuned encoder, not the base one
+    assert bot.index.kind == "faiss-hnsw" and (path / "faiss_hnsw.npy").is_file()   # stored graph, not rebuilt
+    assert bot.intent_labels == ["app", "card", "loan"] and bot.sentiment_head is None
+    r = bot.answer("topic cards help")
+    assert r.intent in bot.intent_labels and len(r.sources) == 5 and r.sentiment is None
+    if r.intent == "card":
+        assert r.team == "Cards team"
+    metrics = json.loads((path / "bundle.json").read_text())["metrics"]
+    assert {"finetune_top1_before", "finetune_top1_after", "top1_accuracy", "handoff_recall"} <= set(metrics)
+
+
+def test_train_rejects_questions_about_unknown_faqs(tmp_path, tiny_encoder_dir):
+    kb = _small_kb(tmp_path)
+    pd.DataFrame({"question": ["x"], "faq_id": ["missing-id"]}).to_csv(tmp_path / "q.csv", index=False)
+    with pytest.raises(DataError, match="missing-id"):
+        train(SupportConfig(kb=str(kb), encoder=tiny_encoder_dir, questions=str(tmp_path / "q.csv"),
+                            out=str(tmp_path / "b"), progress=False))
+
+
+def test_intent_backbone_finetuning_with_transformers_round_trips(tmp_path, tiny_encoder_dir):
+    kb = _small_kb(tmp_path)
+    words = {"card": "plastic card payment", "loan": "borrow money credit", "app": "phone application crash"}
+    intents = pd.DataFrame({"text": [f"{w} {i}" for k, w in words.items() for i in range(10)],
+                            "intent": [k for k in words for _ in range(10)]})
+    intents.to_csv(tmp_path / "intents.csv", index=False)
+    cfg = SupportConfig(kb=str(kb), out=str(tmp_path / "bundle"), encoder=tiny_encoder_dir,
+                        intent_data=str(tmp_path / "intents.csv"), intent_backbone="finetune", intent_epochs=2,
+                        intent_lr=1e-3, head_epochs=3, device="cpu", progress=False)
+    path = train(cfg)
+    assert (path / "intent_model" / "model.safetensors").is_file()
+    bot = SupportAssistant.load(path, device="cpu")
+    assert bot.intent_model is not None and bot.intent_labels == ["app", "card", "loan"]
+    replies = bot.answer_batch(["plastic card payment 3", "", "borrow money credit 2"])
+    assert replies[0].intent in bot.intent_labels and replies[1].intent is None
+    with pytest.raises(Exception, match="needs intent_data"):
+        train(SupportConfig(kb=str(kb), encoder=tiny_encoder_dir, intent_backbone="finetune",
+                            out=str(tmp_path / "b2"), progress=False))

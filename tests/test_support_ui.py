@@ -1,0 +1,83 @@
+"""The support page under Streamlit's AppTest: a chat turn, hand-off, safe rendering, feedback, KB validation."""
+import shutil
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_support_fixtures import demo_build, demo_bundle  # noqa: F401
+
+from lepton_apps.registry import Registry
+from lepton_apps.support.feedback import FeedbackStore
+
+PAGE = "apps/support/page.py"
+TIMEOUT = 180
+
+
+@pytest.fixture
+def page(demo_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("LEPTON_SUPPORT_FEEDBACK", str(tmp_path / "fb.sqlite"))
+    Registry().register(demo_bundle, "support-demo-test")
+    from conftest import ROOT
+
+    return AppTest.from_file(str(ROOT / PAGE), default_timeout=TIMEOUT).run()
+
+
+def _errors(at):
+    return [e.value for e in at.exception] + [e.value for e in at.error]
+
+
+def test_chat_turn_shows_answer_faq_confidence_sources_and_stores_feedback(page, tmp_path):
+    at = page
+    assert not _errors(at)
+    at.chat_input[0].set_value("my card was stolen").run()
+    assert not _errors(at)
+    texts = [t.value for t in at.text]
+    assert texts[0] == "my card was stolen" and texts[1].startswith("Freeze the card immediately")
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("Matched FAQ: lost-card · confidence 0.9") for c in captions)
+    assert any("intent: cards → Cards team" in c for c in captions)
+    assert at.expander[0].label == "Sources (5)"
+    at.button(key="support_fb_0_1").click().run()
+    rows = FeedbackStore(tmp_path / "fb.sqlite").frame()
+    assert rows[["question", "faq_id", "rating"]].values.tolist() == [["my card was stolen", "lost-card", 1]]
+    assert rows["model_version"].iloc[0].startswith("support-demo-test@")
+    assert any("Thanks for the feedback" in c.value for c in at.caption)
+
+
+def test_handoff_and_html_are_shown_safely(page):
+    at = page
+    evil = "<img src=x onerror=alert(1)> '; DROP TABLE feedback; -- what's the weather"
+    at.chat_input[0].set_value(evil).run()
+    assert not _errors(at)
+    assert [w.value for w in at.warning] == ["Connecting you to a human agent…"]
+    assert at.text[0].value == evil                       # shown verbatim as text, not rendered as HTML
+    assert not any("<img" in m.value for m in at.markdown)
+    assert any(c.value.startswith("Hand-off reason: low confidence") for c in at.caption)
+
+
+def test_kb_tab_explains_the_upload_format(page):
+    at = page
+    assert at.tabs[2].label == "Knowledge base"
+    assert any("Upload a knowledge base" in m.value for m in at.tabs[2].markdown)
+
+
+def test_page_without_models_explains_how_to_get_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEPTON_SUPPORT_FEEDBACK", str(tmp_path / "fb.sqlite"))
+    from conftest import ROOT
+
+    at = AppTest.from_file(str(ROOT / PAGE), default_timeout=TIMEOUT).run()
+    assert not _errors(at)
+    assert any("lepton-apps demo --domain support" in i.value for i in at.info)
+
+
+def test_damaged_bundle_is_an_error_line_not_a_traceback(demo_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("LEPTON_SUPPORT_FEEDBACK", str(tmp_path / "fb.sqlite"))
+    broken = tmp_path / "broken"
+    shutil.copytree(demo_bundle, broken)
+    (broken / "retrieval.json").write_text("{}")
+    from conftest import ROOT
+
+    at = AppTest.from_file(str(ROOT / PAGE), default_timeout=TIMEOUT)
+    at.session_state["support_bundle_path"] = str(broken)
+    at.run()
+    assert not at.exception
+    assert any("Could not load the model" in e.value and "truncated or replaced" in e.value for e in at.error)
