@@ -1,0 +1,151 @@
+"""``lepton-apps medical …``: train, evaluate, predict, check, demo-data, deidentify.
+
+Heavy imports (torch, timm, pydicom) happen inside the commands, so the CLI and the hub can
+import this module cheaply.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+cli = typer.Typer(help="Medical image classification: PNG/JPEG/DICOM folders, CSV manifests, MedMNIST .npz.",
+                  no_args_is_help=True)
+
+
+@cli.command("train")
+def train_cmd(data: Optional[str] = typer.Argument(None, help="Folder root/<class>/*, manifest.csv or MedMNIST .npz."),
+              config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (MedicalConfig keys)."),
+              out: Optional[Path] = typer.Option(None, help="Bundle folder to write (default runs/medical-<time>/bundle)."),
+              backbone: Optional[str] = typer.Option(None, help="timm backbone name (default efficientnet_lite0)."),
+              epochs: Optional[int] = typer.Option(None, help="Maximum epochs (early stopping on validation AUC)."),
+              image_size: Optional[int] = typer.Option(None, help="Input size in pixels, 28 to 512."),
+              pretrained: Optional[bool] = typer.Option(None, "--pretrained/--scratch", help="Start from ImageNet weights."),
+              weights: Optional[Path] = typer.Option(None, help="Local backbone weights (.safetensors or state dict)."),
+              register: Optional[str] = typer.Option(None, help="Also register the bundle under this name."),
+              home: Optional[Path] = typer.Option(None, help="Registry folder for --register.")):
+    """Train a classifier and write a bundle (weights, report, plots, calibration).
+
+    Example: lepton-apps medical train xrays/ --epochs 10 --backbone resnet18 --register xray-v1
+    """
+    from .config import MedicalConfig
+    from .train import train
+
+    values = MedicalConfig.from_yaml(config).model_dump() if config else {}
+    overrides = {"data": data, "out": str(out) if out else None, "backbone": backbone, "epochs": epochs,
+                 "image_size": image_size, "pretrained": pretrained, "weights": str(weights) if weights else None}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "data" not in values:
+        raise typer.BadParameter("give DATA or a --config with a 'data' key")
+    bundle = train(MedicalConfig.from_dict(values, source=str(config or "command line")))
+    report = json.loads((bundle / "report.json").read_text())
+    typer.echo(f"bundle: {bundle}")
+    typer.echo(_summary(report))
+    if register:
+        from lepton_apps.registry import Registry
+
+        entry = Registry(home).register(bundle, register)
+        typer.echo(f"registered {entry.name}")
+
+
+def _summary(r: dict) -> str:
+    ci = r.get("roc_auc_ci") or [float("nan")] * 2
+    text = f"{r['split']} (n={r['n']}): AUC {r['roc_auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    if r["task"] == "binary":
+        text += (f", accuracy {r['accuracy']:.3f}, sensitivity {r['sensitivity']:.3f}, "
+                 f"specificity {r['specificity']:.3f} at threshold {r['threshold']:.3f} ({r['operating_point']})")
+    else:
+        text += f", accuracy {r['accuracy']:.3f}"
+    return text + f"; ECE {r['ece_before']:.3f} -> {r['ece_after']:.3f} after temperature scaling"
+
+
+@cli.command("evaluate")
+def evaluate_cmd(bundle: str = typer.Argument(..., help="Bundle folder, registry name or medical:latest."),
+                 data: str = typer.Argument(..., help="Labelled data: folder, manifest.csv or .npz."),
+                 split: Optional[str] = typer.Option(None, help="Only rows of this split (train/val/test); default all."),
+                 out: Optional[Path] = typer.Option(None, help="Folder for report.json and the plots."),
+                 home: Optional[Path] = typer.Option(None, help="Registry folder.")):
+    """Evaluate a bundle on labelled data with its stored temperature and operating point.
+
+    Example: lepton-apps medical evaluate medical:latest xrays/test/ --out eval/
+    """
+    from .evaluate_data import evaluate_bundle
+
+    report = evaluate_bundle(bundle, data, split=split, out=out, home=home)
+    typer.echo(_summary(report))
+    if out:
+        typer.echo(f"report and plots in {out}")
+
+
+@cli.command("predict")
+def predict_cmd(bundle: str = typer.Argument(..., help="Bundle folder, registry name or medical:latest."),
+                source: Path = typer.Argument(..., help="Folder of images (every file) or manifest.csv with a 'path' column."),
+                out: Path = typer.Option(..., "--out", "-o", help="Output .parquet or .csv (one row per input)."),
+                resume: bool = typer.Option(True, help="Reuse finished chunks of an interrupted run."),
+                chunk_size: int = typer.Option(256, help="Images per chunk (one resumable part each)."),
+                home: Optional[Path] = typer.Option(None, help="Registry folder.")):
+    """Score a folder or manifest in batch; unreadable files become rows with an 'error'.
+
+    Example: lepton-apps medical predict medical:latest scans/ --out preds.parquet
+    """
+    from .predict import predict_source
+
+    res = predict_source(bundle, source, out, resume=resume, chunk_size=chunk_size, home=home)
+    typer.echo(f"{res.n_rows} rows ({res.n_errors} with errors) -> {res.output}"
+               + (f"; {res.resumed_chunks} chunk(s) reused" if res.resumed_chunks else ""))
+
+
+@cli.command("check")
+def check_cmd(data: str = typer.Argument(..., help="Folder, manifest.csv or MedMNIST .npz."),
+              json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON.")):
+    """Check a data set: counts, unreadable files, duplicates, patient leakage, sizes. Exit 1 on blocking issues.
+
+    Example: lepton-apps medical check xrays/
+    """
+    from lepton_apps.io import atomic_write_json
+
+    from .check import check_data, format_report, has_blocking_issues
+
+    report = check_data(data)
+    typer.echo(format_report(report))
+    if json_out:
+        atomic_write_json(json_out, report)
+    if has_blocking_issues(report):
+        raise typer.Exit(1)
+
+
+@cli.command("demo-data")
+def demo_data_cmd(out: Path = typer.Argument(..., help="Folder to write the synthetic images to."),
+                  n: int = typer.Option(500, help="Number of images (half with a lesion-like blob)."),
+                  seed: int = typer.Option(0, help="Random seed.")):
+    """Write a SYNTHETIC two-class image set (normal / lesion) as PNG folders plus manifest.csv.
+
+    Example: lepton-apps medical demo-data demo_data/medical
+    """
+    from .demo import write_demo_data, write_demo_dicom
+
+    write_demo_data(out, n=n, seed=seed)
+    write_demo_dicom(Path(out) / "samples" / "synthetic_lesion.dcm", seed=seed + 11)
+    typer.echo(f"wrote {n} synthetic images to {out} (manifest: {Path(out) / 'manifest.csv'})")
+
+
+@cli.command("deidentify")
+def deidentify_cmd(src: Path = typer.Argument(..., help="DICOM file or folder."),
+                   dst: Path = typer.Argument(..., help="Output file or folder."),
+                   key: Optional[str] = typer.Option(None, envvar="LEPTON_DEID_KEY",
+                                                     help="Secret for consistent pseudonyms across runs (default: random).")):
+    """Write de-identified DICOM copies (PS3.15 basic profile: names, IDs, dates, addresses, UIDs).
+
+    Example: lepton-apps medical deidentify incoming/ deidentified/
+    """
+    from .deid import deidentify
+
+    res = deidentify(src, dst, key=key)
+    typer.echo(f"de-identified {res['written']} file(s) into {dst}; {len(res['failed'])} failed; "
+               f"{res['skipped_non_dicom']} non-DICOM file(s) skipped")
+    for f in res["failed"]:
+        typer.echo(f"  failed: {f['file']} ({f['reason']})", err=True)
+    if res["failed"]:
+        raise typer.Exit(1)

@@ -1,0 +1,62 @@
+"""The medical template's configuration (pydantic, strict keys, loadable from YAML)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from lepton_apps.config import LeptonConfig
+
+
+class AugmentConfig(LeptonConfig):
+    """On-device batch augmentation, applied to training batches only.
+
+    Defaults suit radiographs: no vertical flip (anatomy has an up), no horizontal flip
+    (laterality matters, e.g. the heart is on the left), a small affine and intensity jitter.
+    """
+
+    hflip: bool = False
+    vflip: bool = False
+    rotate_degrees: float = Field(10.0, ge=0, le=180)
+    scale: float = Field(0.10, ge=0, lt=1, description="random zoom in [1-scale, 1+scale]")
+    translate: float = Field(0.06, ge=0, lt=0.5, description="random shift as a fraction of the image side")
+    brightness: float = Field(0.15, ge=0, lt=1)
+    contrast: float = Field(0.15, ge=0, lt=1)
+    gamma: float = Field(0.15, ge=0, lt=1, description="random gamma in [1-gamma, 1+gamma]")
+    noise: float = Field(0.02, ge=0, lt=1, description="std of Gaussian noise, as a fraction of the full range")
+    enabled: bool = True
+
+
+class MedicalConfig(LeptonConfig):
+    """Everything ``train()`` needs: data, backbone, image size, optimisation and operating point."""
+
+    data: str = Field(..., description="folder root/<class>/*, manifest.csv or MedMNIST .npz")
+    out: str | None = Field(None, description="bundle folder to write (default runs/medical-<time>/bundle)")
+    backbone: str = Field("efficientnet_lite0", description="any timm model name")
+    pretrained: bool = Field(True, description="start from ImageNet weights (local file, HF cache, or packaged)")
+    weights: str | None = Field(None, description="local .safetensors / state-dict file with backbone weights")
+    allow_download: bool = Field(False, description="let timm download weights from the Hugging Face hub")
+    image_size: int = Field(64, ge=28, le=512)
+    channels: Literal["auto", 1, 3] = Field("auto", description="1 = grayscale, 3 = colour; auto = from the data")
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int | None = Field(3, ge=1)
+    class_weighting: Literal["balanced", "none"] = "balanced"
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    val_fraction: float = Field(0.15, ge=0, lt=0.5)
+    test_fraction: float = Field(0.15, ge=0, lt=0.5)
+    operating_point: Literal["youden", "sensitivity"] = "youden"
+    target_sensitivity: float = Field(0.95, gt=0, le=1)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    skip_unreadable: bool = Field(False, description="train without unreadable files instead of stopping")
+    cache_dir: str | None = Field(None, description="cache decoded, resized images here (.npz)")
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    compile: bool = False
+    num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice)")
+    n_boot: int = Field(1000, ge=10, description="bootstrap resamples for the confidence intervals")
+    resume: bool = Field(False, description="continue the interrupted run in <out>-run instead of starting over")
+    progress: bool = True

@@ -1,0 +1,179 @@
+"""The evaluation report: AUCs with bootstrap CIs, operating point, confusion, calibration, plots.
+
+:func:`calibrate` fits the temperature and the operating point on validation logits;
+:func:`build_report` applies them to the evaluation set (test, else validation) and returns a
+JSON-ready dict; :func:`save_plots` writes the ROC, reliability and confusion PNGs.
+``lepton-apps medical evaluate BUNDLE DATA`` runs the same on new data with the bundle's
+stored temperature and threshold.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lepton_apps import metrics as M
+
+
+def probabilities(logits: np.ndarray, task: str, temperature: float = 1.0) -> np.ndarray:
+    """Return class probabilities (n, k): softmax for binary / multi-class, sigmoid per label for multi-label."""
+    return M.apply_temperature(np.asarray(logits, dtype=np.float64), temperature, multilabel=task == "multilabel")
+
+
+def positive_scores(probs: np.ndarray, task: str) -> np.ndarray:
+    """Binary: P(positive class) (n,); otherwise the probabilities unchanged."""
+    return probs[:, 1] if task == "binary" else probs
+
+
+def calibrate(val_logits: np.ndarray, val_y: np.ndarray, task: str, operating_point: str = "youden",
+              target_sensitivity: float = 0.95) -> dict[str, Any]:
+    """Return ``{temperature, thresholds, operating_point, validation: {…}}`` fitted on validation data.
+
+    Binary: one threshold on P(positive); multi-label: one per label; multi-class: argmax (no threshold).
+    The temperature minimises the validation NLL (Guo et al. 2017).
+    """
+    multilabel = task == "multilabel"
+    T = M.fit_temperature(val_logits, val_y, multilabel=multilabel) if len(val_y) else 1.0
+    probs = probabilities(val_logits, task, T)
+    thresholds: list[float] = []
+    columns = [(probs[:, 1], val_y)] if task == "binary" else (
+        [(probs[:, j], val_y[:, j]) for j in range(probs.shape[1])] if multilabel else [])
+    for score, y in columns:
+        if 0 < y.sum() < len(y):
+            if operating_point == "sensitivity":
+                thresholds.append(M.threshold_for_sensitivity(y, score, target_sensitivity))
+            else:
+                thresholds.append(M.threshold_youden(y, score))
+        else:
+            thresholds.append(0.5)
+    out: dict[str, Any] = {"temperature": T, "thresholds": thresholds, "operating_point": operating_point,
+                           "target_sensitivity": target_sensitivity if operating_point == "sensitivity" else None}
+    if task == "binary" and len(val_y):
+        out["validation"] = M._plain(M.threshold_metrics(val_y, probs[:, 1], thresholds[0]))
+    return out
+
+
+def build_report(logits: np.ndarray, y: np.ndarray, task: str, label_names: list[str], calibration: dict,
+                 *, split: str, logits_before: bool = True, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Return the evaluation report of ``logits`` against labels ``y`` using the fitted ``calibration``.
+
+    Keys: split, n, task, per_class_auc {name: [auc, low, high]}, macro_auc, macro_auc_ci, accuracy,
+    sensitivity / specificity (binary, at the operating point), per_label operating points
+    (multi-label), confusion, ece_before, ece_after, temperature, plus the binary_report keys.
+    """
+    T = calibration["temperature"]
+    raw = probabilities(logits, task, 1.0)
+    probs = probabilities(logits, task, T)
+    report: dict[str, Any] = {"split": split, "n": int(len(y)), "task": task, "label_names": label_names,
+                              "temperature": T, "operating_point": calibration["operating_point"]}
+    if task == "binary":
+        thr = calibration["thresholds"][0]
+        br = M.binary_report(y, probs[:, 1], thr, n_boot=n_boot, seed=seed)
+        report.update(br)
+        report["per_class_auc"] = {label_names[1]: [br["roc_auc"], *br["roc_auc_ci"]]}
+        report["macro_auc"], report["macro_auc_ci"] = br["roc_auc"], br["roc_auc_ci"]
+        report["accuracy_argmax"] = float((probs.argmax(1) == y).mean())
+        pred = (probs[:, 1] >= thr).astype(int)
+        report["confusion"] = M.confusion(y, pred, labels=[0, 1]).tolist()
+        report["ece_before"] = M.expected_calibration_error(y, raw[:, 1])
+        report["ece_after"] = M.expected_calibration_error(y, probs[:, 1])
+    elif task == "multiclass":
+        per = {}
+        for j, name in enumerate(label_names):
+            col = (y == j).astype(int)
+            per[name] = _auc_ci(col, probs[:, j], n_boot, seed) if 0 < col.sum() < len(col) else [None, None, None]
+        report["per_class_auc"] = per
+        macro = M.bootstrap_ci(lambda yy, pp: M.macro_auc(yy, pp), y, probs, n_boot=n_boot, seed=seed, stratify=y)
+        report["macro_auc"], report["macro_auc_ci"] = macro[0], [macro[1], macro[2]]
+        report["roc_auc"], report["roc_auc_ci"] = report["macro_auc"], report["macro_auc_ci"]
+        report["accuracy"] = float((probs.argmax(1) == y).mean())
+        report["confusion"] = M.confusion(y, probs.argmax(1), labels=list(range(len(label_names)))).tolist()
+        report["ece_before"] = M.expected_calibration_error(y, raw)
+        report["ece_after"] = M.expected_calibration_error(y, probs)
+    else:
+        per, ops = {}, {}
+        for j, name in enumerate(label_names):
+            col = y[:, j].astype(int)
+            per[name] = _auc_ci(col, probs[:, j], n_boot, seed) if 0 < col.sum() < len(col) else [None, None, None]
+            tm = M.threshold_metrics(col, probs[:, j], calibration["thresholds"][j])
+            ops[name] = M._plain({k: tm[k] for k in ("threshold", "sensitivity", "specificity", "accuracy")})
+        report["per_class_auc"] = per
+        defined = [v[0] for v in per.values() if v[0] is not None]
+        report["macro_auc"] = float(np.mean(defined)) if defined else None
+        report["macro_auc_ci"] = [float(np.mean([v[1] for v in per.values() if v[0] is not None])),
+                                  float(np.mean([v[2] for v in per.values() if v[0] is not None]))] if defined else None
+        report["roc_auc"], report["roc_auc_ci"] = report["macro_auc"], report["macro_auc_ci"]
+        report["per_label_operating_point"] = ops
+        thr = np.asarray(calibration["thresholds"])
+        report["accuracy"] = float(((probs >= thr) == (y > 0.5)).mean())  # label-wise accuracy
+        flat_y, flat_p = y.reshape(-1), probs.reshape(-1)
+        report["ece_before"] = M.expected_calibration_error(flat_y, raw.reshape(-1))
+        report["ece_after"] = M.expected_calibration_error(flat_y, flat_p)
+    return M._plain(report)
+
+
+def _auc_ci(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int) -> list[float]:
+    point, low, high = M.bootstrap_ci(M.roc_auc, y, s, n_boot=n_boot, seed=seed, stratify=y)
+    return [point, low, high]
+
+
+def save_plots(logits: np.ndarray, y: np.ndarray, task: str, label_names: list[str], calibration: dict,
+               folder: Path) -> dict[str, Path]:
+    """Write roc.png, calibration.png and confusion.png into ``folder``; return ``{name: path}``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    T = calibration["temperature"]
+    raw, probs = probabilities(logits, task, 1.0), probabilities(logits, task, T)
+    out = {}
+    if task == "binary":
+        thr = calibration["thresholds"][0]
+        out["roc"] = M.save_figure(M.plot_roc(y, probs[:, 1], threshold=thr, title=f"ROC: {label_names[1]}"),
+                                   folder / "roc.png")
+        out["calibration"] = M.save_figure(
+            M.plot_calibration(y, raw[:, 1], y_prob_after=probs[:, 1], title="Reliability (before / after T)"),
+            folder / "calibration.png")
+        pred = (probs[:, 1] >= thr).astype(int)
+        out["confusion"] = M.save_figure(M.plot_confusion(M.confusion(y, pred, labels=[0, 1]), label_names),
+                                         folder / "confusion.png")
+    else:
+        onehot = y if task == "multilabel" else np.eye(len(label_names), dtype=int)[y]
+        scores = {name: probs[:, j] for j, name in enumerate(label_names) if 0 < onehot[:, j].sum() < len(onehot)}
+        truth = {name: onehot[:, j] for j, name in enumerate(label_names)}
+        fig = _multi_roc(truth, scores)
+        out["roc"] = M.save_figure(fig, folder / "roc.png")
+        if task == "multiclass":
+            out["calibration"] = M.save_figure(
+                M.plot_calibration(y, raw, y_prob_after=probs, title="Top-label reliability (before / after T)"),
+                folder / "calibration.png")
+            out["confusion"] = M.save_figure(
+                M.plot_confusion(M.confusion(y, probs.argmax(1), labels=list(range(len(label_names)))), label_names),
+                folder / "confusion.png")
+        else:
+            out["calibration"] = M.save_figure(
+                M.plot_calibration(y.reshape(-1), raw.reshape(-1), y_prob_after=probs.reshape(-1),
+                                   title="Label-wise reliability (before / after T)"), folder / "calibration.png")
+    return out
+
+
+def _multi_roc(truth: dict[str, np.ndarray], scores: dict[str, np.ndarray]):
+    from matplotlib.figure import Figure
+    from sklearn.metrics import roc_curve
+
+    fig = Figure(figsize=(5.0, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for name, s in scores.items():
+        fpr, tpr, _ = roc_curve(truth[name], s)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {M.roc_auc(truth[name], s):.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title("ROC per class (one-vs-rest)")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """Return the few metrics shown in the registry and the hub (roc_auc, its CI, accuracy, sens/spec, ECE)."""
+    keys = ("roc_auc", "roc_auc_ci", "accuracy", "sensitivity", "specificity", "ece_after", "split", "n")
+    return {k: report[k] for k in keys if k in report}

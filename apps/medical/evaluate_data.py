@@ -1,0 +1,54 @@
+"""Evaluate a stored bundle on labelled data (``lepton-apps medical evaluate``)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lepton_apps.errors import DataError
+
+from .data import load_pixels, open_data
+from .evaluate import build_report, save_plots
+
+
+def evaluate_bundle(bundle: str | os.PathLike, data: str | os.PathLike, *, split: str | None = None,
+                    out: str | os.PathLike | None = None, home=None, n_boot: int = 1000) -> dict[str, Any]:
+    """Return the evaluation report of ``bundle`` on ``data`` (optionally one split); write it and the plots to ``out``.
+
+    The bundle's temperature and operating point are used as stored (fitted on its validation
+    data), so the numbers say how the deployed model behaves. Unreadable images are refused.
+    """
+    from lepton_apps.io import atomic_write_json
+
+    from .predict import MedicalClassifier, predict_logits
+
+    clf = MedicalClassifier.load(bundle, home=home)
+    md = open_data(data)
+    if split:
+        keep = (md.table["split"] == split).to_numpy()
+        md.table = md.table[keep].reset_index(drop=True)
+        if md.arrays is not None:
+            md.arrays = md.arrays[keep]
+        if md.table.empty:
+            raise DataError(f"no rows in split {split!r}", where=str(data), fix="use train, val or test")
+    unknown = sorted({n for lab in md.table["label"] for n in str(lab).split("|") if n} - set(clf.label_names))
+    if unknown:
+        raise DataError(f"labels {unknown[:5]} are not classes of the model {clf.label_names}", where=str(data),
+                        fix="evaluate on data with the model's classes")
+    md.label_names = clf.label_names
+    pixels, errors = load_pixels(md, clf.image_size, clf.channels)
+    if errors:
+        raise DataError(f"{len(errors)} images cannot be read: {list(errors.values())[0]}", where=str(data),
+                        fix="run 'lepton-apps medical check' and remove or repair them")
+    y = md.targets()
+    logits = predict_logits(clf.model, pixels, clf.policy)
+    calibration = clf.calibration
+    report = build_report(logits, y, clf.task, clf.label_names, calibration, split=split or "all", n_boot=n_boot)
+    report["model_version"] = clf.model_version
+    if out:
+        out = Path(out)
+        save_plots(logits, y, clf.task, clf.label_names, calibration, out)
+        atomic_write_json(out / "report.json", report)
+    return report

@@ -1,0 +1,282 @@
+"""``MedicalClassifier``: load a bundle, predict typed results, explain with Grad-CAM, score in batch.
+
+::
+
+    clf = MedicalClassifier.load("medical:latest")        # a registry name, alias or bundle folder
+    [res] = clf.predict(["chest.dcm"])                     # Prediction(label, probabilities, decision, …)
+    exp = clf.explain("chest.dcm")                         # Explanation(heatmap, overlay, …)
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from lepton_apps.errors import DataError, LeptonError
+
+from .evaluate import probabilities
+from .imageio import prepare, read_image, resize, to_channels
+
+
+@dataclasses.dataclass
+class Prediction:
+    """One image's result.
+
+    label:         the predicted class (binary: the positive class when ``decision``; multi-label: the
+                   labels at or above their thresholds, joined by ``|``, or "" when none).
+    probabilities: calibrated probability per class.
+    decision:      binary: P(positive) >= threshold; multi-class: None; multi-label: any label flagged.
+    score:         binary: P(positive); otherwise the top probability.
+    threshold:     the operating point used (binary), else None.
+    model_version: the bundle's name and creation time.
+    """
+
+    item: str
+    label: str
+    probabilities: dict[str, float]
+    decision: bool | None
+    score: float
+    threshold: float | None
+    model_version: str
+
+
+@dataclasses.dataclass
+class Explanation:
+    """Grad-CAM for one image: ``heatmap`` (H, W) in [0, 1] at the model's input size, ``overlay`` RGB uint8,
+    ``image`` the model's view of the input (uint8, H, W, 3), and the class explained."""
+
+    heatmap: np.ndarray
+    overlay: np.ndarray
+    image: np.ndarray
+    target: str
+    probability: float
+
+
+def predict_logits(model, pixels, policy=None, batch_size: int = 256) -> np.ndarray:
+    """Return the logits (n, k) of uint8 ``pixels`` (n, C, H, W; tensor or array), in batches, no grad."""
+    import torch
+
+    x = torch.from_numpy(np.require(pixels, requirements=['C', 'W'])) if isinstance(pixels, np.ndarray) else pixels
+    device = policy.device if policy is not None else next(model.parameters()).device
+    outs = []
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            batch = x[i:i + batch_size].to(device, non_blocking=True)
+            ctx = policy.autocast() if policy is not None else _null()
+            with ctx:
+                outs.append(model(batch).float().cpu())
+    k = getattr(getattr(model, "backbone", model), "num_classes", 0)
+    return torch.cat(outs).numpy() if outs else np.zeros((0, k), dtype=np.float32)
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+class MedicalClassifier:
+    """A trained medical image classifier loaded from a bundle."""
+
+    def __init__(self, bundle, model, policy):
+        self.bundle = bundle
+        self.model = model
+        self.policy = policy
+        info = bundle.load_json("model.json")
+        self.image_size = int(info["image_size"])
+        self.channels = int(info["channels"])
+        self.backbone = info["backbone"]
+        self.task = bundle.task
+        self.label_names = bundle.label_names
+        self.calibration = bundle.load_json("calibration.json")
+        self.temperature = float(self.calibration["temperature"])
+        self.thresholds = list(self.calibration["thresholds"])
+        self.model_version = f"{bundle.path.name}@{bundle.metadata.get('created', '?')}"
+
+    @classmethod
+    def load(cls, ref: str | os.PathLike = "medical:latest", *, device: str = "auto",
+             home: str | os.PathLike | None = None) -> MedicalClassifier:
+        """Return the classifier stored in a bundle folder, registry name or alias (checksums verified)."""
+        from lepton_apps.bundle import load_bundle
+        from lepton_apps.device import DevicePolicy
+        from lepton_apps.registry import Registry
+
+        from .model import MedicalNet, create_backbone
+
+        bundle = load_bundle(Registry(home).resolve(ref, domain="medical"), domain="medical")
+        info = bundle.load_json("model.json")
+        net = MedicalNet(create_backbone(info["backbone"], int(info["num_classes"])), info["mean"], info["std"])
+        net.load_state_dict(bundle.load_torch("model.safetensors"))
+        policy = DevicePolicy.resolve(device, "auto")
+        return cls(bundle, policy.prepare_model(net).eval(), policy)
+
+    @property
+    def threshold(self) -> float | None:
+        """The binary operating point (P(positive) >= threshold is positive), else None."""
+        return self.thresholds[0] if self.task == "binary" else None
+
+    # -- prediction -----------------------------------------------------------------------
+    def preprocess(self, item: Any, name: str | None = None) -> np.ndarray:
+        """Return ``item`` as the model's uint8 input (C, S, S)."""
+        return prepare(item, self.image_size, self.channels, name=name)
+
+    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Return calibrated probabilities (n, k) for uint8 model inputs (n, C, S, S)."""
+        return probabilities(predict_logits(self.model, pixels, self.policy), self.task, self.temperature)
+
+    def predict(self, items: Any, *, threshold: float | None = None, batch_size: int = 64,
+                names: Sequence[str] | None = None) -> Prediction | list[Prediction]:
+        """Return a Prediction per item (a single Prediction for a single item).
+
+        Items are paths, bytes, PIL images, numpy arrays or pydicom Datasets; an unreadable one
+        raises DataError naming it. ``threshold`` overrides the binary operating point; ``names``
+        label the items in results and errors (e.g. the file names of uploaded bytes).
+        """
+        single = not isinstance(items, (list, tuple))
+        seq = [items] if single else list(items)
+        names = list(names) if names is not None else [_name(it, i) for i, it in enumerate(seq)]
+        pixels = np.stack([self.preprocess(it, n) for it, n in zip(seq, names)]) if seq else np.zeros(
+            (0, self.channels, self.image_size, self.image_size), np.uint8)
+        results = []
+        for start in range(0, len(seq), batch_size):
+            probs = self.predict_pixels(pixels[start:start + batch_size])
+            results += [self._result(n, p, threshold) for n, p in zip(names[start:start + batch_size], probs)]
+        return results[0] if single else results
+
+    def _result(self, name: str, p: np.ndarray, threshold: float | None) -> Prediction:
+        probs = {c: float(v) for c, v in zip(self.label_names, p)}
+        if self.task == "binary":
+            thr = float(self.threshold if threshold is None else threshold)
+            decision = bool(p[1] >= thr)
+            return Prediction(name, self.label_names[int(decision)], probs, decision, float(p[1]), thr,
+                              self.model_version)
+        if self.task == "multilabel":
+            flagged = [c for c, v, t in zip(self.label_names, p, self.thresholds) if v >= t]
+            return Prediction(name, "|".join(flagged), probs, bool(flagged), float(p.max()), None, self.model_version)
+        return Prediction(name, self.label_names[int(p.argmax())], probs, None, float(p.max()), None,
+                          self.model_version)
+
+    # -- explanation ----------------------------------------------------------------------
+    def explain(self, item: Any, target: str | int | None = None, *, name: str | None = None) -> Explanation:
+        """Return the Grad-CAM heatmap and overlay for ``item`` (default target: the predicted class,
+        or the positive class for binary models)."""
+        import torch
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.image import show_cam_on_image
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        from .model import gradcam_target_layer
+
+        x = self.preprocess(item, name or _name(item, 0))
+        probs = self.predict_pixels(x[None])[0]
+        if target is None:
+            idx = 1 if self.task == "binary" else int(probs.argmax())
+        elif isinstance(target, str):
+            if target not in self.label_names:
+                raise DataError(f"unknown class {target!r}", where="explain(target=…)",
+                                fix=f"use one of {self.label_names}")
+            idx = self.label_names.index(target)
+        else:
+            idx = int(target)
+        tensor = torch.from_numpy(np.array(x[None], dtype=np.float32)).to(self.policy.device)
+        with GradCAM(model=self.model, target_layers=[gradcam_target_layer(self.model, self.image_size)]) as cam:
+            heat = cam(input_tensor=tensor, targets=[ClassifierOutputTarget(idx)])[0]
+        heat = np.nan_to_num(np.asarray(heat, dtype=np.float32))
+        image = np.repeat(x.transpose(1, 2, 0), 3 // x.shape[0], axis=2) if x.shape[0] == 1 else x.transpose(1, 2, 0)
+        overlay = show_cam_on_image(image.astype(np.float32) / 255, heat, use_rgb=True, image_weight=0.6)
+        return Explanation(heat, overlay, np.ascontiguousarray(image), self.label_names[idx], float(probs[idx]))
+
+    # -- batch ----------------------------------------------------------------------------
+    def score_frame(self, frame: pd.DataFrame, base_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+        """Return one row per input row of a ``path`` frame: path, prediction, p_<class>, decision, error.
+
+        A file that cannot be read becomes a row with its ``error`` text; the others are scored.
+        Relative paths are resolved against ``base_dir`` (the manifest's folder).
+        """
+        n = len(frame)
+        pixels = np.zeros((n, self.channels, self.image_size, self.image_size), np.uint8)
+        errors: list[str | None] = [None] * n
+        for i, p in enumerate(frame["path"].astype(str)):
+            path = Path(p)
+            if base_dir is not None and not path.is_absolute():
+                path = Path(base_dir) / path
+            try:
+                pixels[i] = self.preprocess(path, name=p)
+            except LeptonError as exc:
+                errors[i] = str(exc)
+        ok = np.array([e is None for e in errors])
+        out = pd.DataFrame({"path": frame["path"].astype(str).to_numpy()}, index=range(n))
+        out["prediction"] = pd.Series([None] * n, dtype=object)
+        for c in self.label_names:
+            out[f"p_{c}"] = np.nan
+        out["decision"] = pd.Series([None] * n, dtype=object)
+        if ok.any():
+            probs = self.predict_pixels(pixels[ok])
+            rows = [self._result("", p, None) for p in probs]
+            idx = np.flatnonzero(ok)
+            out.loc[idx, "prediction"] = [r.label for r in rows]
+            for j, c in enumerate(self.label_names):
+                out.loc[idx, f"p_{c}"] = probs[:, j]
+            out.loc[idx, "decision"] = [r.decision for r in rows]
+        out["threshold"] = self.threshold if self.threshold is not None else np.nan
+        out["model_version"] = self.model_version
+        out["error"] = errors
+        return out
+
+
+def _name(item: Any, i: int) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    return getattr(item, "filename", None) or f"item {i} ({type(item).__name__})"
+
+
+def predict_source(bundle: str | os.PathLike, source: str | os.PathLike, output: str | os.PathLike, *,
+                   resume: bool = True, progress: bool = True, chunk_size: int = 256, home=None):
+    """Score a folder (every file, recursively) or a manifest CSV (``path`` column) into ``output``.
+
+    Returns the core :class:`~lepton_apps.batch.BatchResult`. Resumable: a killed run re-uses
+    the finished chunks. One output row per file or manifest row; unreadable files get an ``error``.
+    """
+    from lepton_apps.batch import run_batch
+
+    clf = MedicalClassifier.load(bundle, home=home)
+    source = Path(source)
+    if source.is_file() and source.suffix.lower() == ".csv":
+        header = pd.read_csv(source, nrows=0).columns
+        if "path" not in header:
+            raise DataError("the manifest has no 'path' column", where=str(source),
+                            fix="add a header with a 'path' column (other columns are carried along)")
+        base = source.parent
+
+        def score_manifest(chunk: pd.DataFrame) -> pd.DataFrame:
+            return clf.score_frame(chunk, base_dir=base)
+
+        return run_batch(source, output, score_manifest, resume=resume, progress=progress, chunk_size=chunk_size)
+
+    def score_files(chunk: pd.DataFrame) -> pd.DataFrame:
+        return clf.score_frame(chunk)
+
+    return run_batch(source, output, score_files, resume=resume, progress=progress, chunk_size=chunk_size,
+                     file_glob="*")
+
+
+def display_image(item: Any, name: str | None = None) -> np.ndarray:
+    """Return ``item`` as a uint8 image for display (DICOM windowed), downscaled to at most 768 px."""
+    img = read_image(item, name=name)
+    side = max(img.shape[:2])
+    if side > 768:
+        scale = 768 / side
+        from PIL import Image
+
+        h, w = int(img.shape[0] * scale), int(img.shape[1] * scale)
+        img = np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.BOX))
+    return img
+
+
+__all__ = ["MedicalClassifier", "Prediction", "Explanation", "predict_logits", "predict_source", "display_image",
+           "resize", "to_channels"]

@@ -1,0 +1,199 @@
+"""``train(config) -> bundle path``: data -> splits -> uint8 pixels -> Trainer -> report -> bundle.
+
+Read top to bottom: open the data, refuse what cannot be trained on (empty class folders,
+unreadable files, a validation split with one class), decode every image once to uint8 at the
+configured size, train with on-device augmentation and early stopping on validation AUC, fit
+the temperature and operating point on validation, evaluate on test, write the bundle.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from lepton_apps.errors import DataError
+
+from .config import MedicalConfig
+from .data import MedicalData, assign_splits, infer_channels, load_pixels, open_data
+
+MODEL_FILE = "model.safetensors"
+
+
+def coerce_config(config: MedicalConfig | dict | str | os.PathLike) -> MedicalConfig:
+    """Return a MedicalConfig from a config object, a dict or a YAML path."""
+    if isinstance(config, MedicalConfig):
+        return config
+    if isinstance(config, dict):
+        return MedicalConfig.from_dict(config)
+    return MedicalConfig.from_yaml(config)
+
+
+def default_out() -> Path:
+    """Return ``runs/medical-<UTC time>/bundle``."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"medical-{stamp}" / "bundle"
+
+
+def prepare_data(cfg: MedicalConfig, progress: Callable[[int, int], None] | None = None
+                 ) -> tuple[MedicalData, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Return ``(data, split per row, pixels uint8 (N, C, S, S), targets, channels)`` ready to train on.
+
+    Raises DataError for empty class folders, fewer than two classes, unreadable files (unless
+    ``skip_unreadable``), and train / validation splits that cannot be trained on.
+    """
+    md = open_data(cfg.data)
+    empty = [p for p in md.problems if "holds no" in p]
+    if empty:
+        raise DataError("; ".join(empty), where=md.source, fix="add images to the folder or remove it")
+    if len(md.label_names) < 2:
+        raise DataError(f"only one class ({md.label_names}) was found", where=md.source,
+                        fix="a classifier needs at least two classes")
+    split = assign_splits(md, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    channels = infer_channels(md) if cfg.channels == "auto" else int(cfg.channels)
+    pixels, errors = load_pixels(md, cfg.image_size, channels, cache_dir=cfg.cache_dir, progress=progress)
+    y = md.targets()
+    keep = np.ones(len(md.table), dtype=bool)
+    if errors:
+        if not cfg.skip_unreadable:
+            shown = "; ".join(list(errors.values())[:3])
+            raise DataError(f"{len(errors)} of {len(md.table)} images cannot be read: {shown}", where=md.source,
+                            fix="remove or repair them (see 'lepton-apps medical check DATA'), "
+                                "or set skip_unreadable: true")
+        keep[list(errors)] = False
+    for name in ("train", "val"):
+        rows = keep & (split == name)
+        if not rows.any():
+            raise DataError(f"the {name} split is empty", where=md.source,
+                            fix="add images, or lower val_fraction / test_fraction less aggressively")
+    val_y = y[keep & (split == "val")]
+    if md.task != "multilabel" and len(np.unique(val_y)) < 2:
+        raise DataError("the validation split holds a single class, so AUC is undefined", where=md.source,
+                        fix="add images of every class or raise val_fraction")
+    split = np.where(keep, split, "unreadable")
+    return md, split, pixels, y, channels
+
+
+def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callable[[dict], None] | None = None
+          ) -> Path:
+    """Train a classifier as ``config`` says; return the path of the written bundle.
+
+    ``callback`` receives the Trainer's step / epoch events plus ``{"event": "decode", "done", "total"}``
+    while images are decoded and ``{"event": "evaluate"}`` before the report.
+    """
+    import torch
+
+    from lepton_apps.bundle import BundleWriter, fingerprint_data
+    from lepton_apps.training import Trainer, TrainConfig, balanced_class_weights
+    from lepton_apps.metrics import macro_auc, roc_auc
+
+    from .augment import make_augment
+    from .evaluate import build_report, calibrate, headline, probabilities, save_plots
+    from .model import build_network
+    from .predict import predict_logits
+
+    cfg = coerce_config(config)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    out = Path(cfg.out) if cfg.out else default_out()
+    run_dir = out.with_name(out.name + "-run")  # checkpoints + metrics.jsonl, next to the bundle
+    if run_dir.exists() and not cfg.resume:
+        import shutil
+
+        shutil.rmtree(run_dir)
+
+    def decoded(done: int, total: int) -> None:
+        if callback:
+            callback({"event": "decode", "done": done, "total": total})
+
+    md, split, pixels, y, channels = prepare_data(cfg, decoded)
+    task, names = md.task, md.label_names
+    rows = {s: np.flatnonzero(split == s) for s in ("train", "val", "test")}
+    tensors = torch.from_numpy(pixels)
+    targets = torch.from_numpy(np.array(y))
+
+    def subset(s: str):
+        return torch.utils.data.TensorDataset(tensors[rows[s]], targets[rows[s]])
+
+    net, weights_info = build_network(cfg.backbone, len(names), pretrained=cfg.pretrained, weights=cfg.weights,
+                                      allow_download=cfg.allow_download)
+    if task == "multilabel":
+        pos = y[rows["train"]].sum(0)
+        pos_weight = (len(rows["train"]) - pos) / np.maximum(pos, 1) if cfg.class_weighting == "balanced" else None
+        loss_fn = torch.nn.BCEWithLogitsLoss(
+            pos_weight=None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32))
+    else:
+        weights = balanced_class_weights(y[rows["train"]], len(names)) if cfg.class_weighting == "balanced" else None
+        loss_fn = torch.nn.CrossEntropyLoss(
+            weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32),
+            label_smoothing=cfg.label_smoothing)
+
+    def metric_fn(outputs: np.ndarray, tgt: np.ndarray) -> dict[str, float]:
+        probs = probabilities(outputs, task)
+        if task == "binary":
+            return {"auc": roc_auc(tgt, probs[:, 1]), "acc": float((probs.argmax(1) == tgt).mean())}
+        if task == "multiclass":
+            return {"auc": macro_auc(tgt, probs), "acc": float((probs.argmax(1) == tgt).mean())}
+        return {"auc": macro_auc(tgt, probs)}
+
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                       monitor="val_auc", mode="max", patience=cfg.patience, seed=cfg.seed, device=cfg.device,
+                       precision=cfg.precision, compile=cfg.compile, progress=cfg.progress,
+                       resume=cfg.resume)
+    trainer = Trainer(net, subset("train"), subset("val"), tcfg, run_dir=run_dir, loss_fn=loss_fn,
+                      metric_fn=metric_fn, augment_fn=make_augment(cfg.augment), callback=callback)
+    result = trainer.fit()
+    if callback:
+        callback({"event": "evaluate"})
+
+    model = trainer.model.eval()
+    logits = {s: predict_logits(model, tensors[rows[s]], trainer.policy) for s in ("val", "test")}
+    calibration = calibrate(logits["val"], y[rows["val"]], task, cfg.operating_point, cfg.target_sensitivity)
+    eval_split = "test" if len(rows["test"]) else "val"
+    report = build_report(logits[eval_split], y[rows[eval_split]], task, names, calibration, split=eval_split,
+                          n_boot=cfg.n_boot, seed=cfg.seed)
+    val_probs = probabilities(logits["val"], task, calibration["temperature"])
+
+    summary = data_summary(md, split)
+    model_info = {"backbone": cfg.backbone, "num_classes": len(names), "channels": channels,
+                  "image_size": cfg.image_size, "mean": list(weights_info.mean), "std": list(weights_info.std),
+                  "initial_weights": weights_info.source}
+    with BundleWriter(out, domain="medical", task=task, overwrite=True, label_names=names,
+                      preprocessing={"image_size": cfg.image_size, "channels": channels, "resize": "square (box/bilinear)",
+                                     "dicom": "modality LUT, VOI LUT / window else 0.5-99.5 percentile, MONOCHROME1 inverted",
+                                     "normalisation": {"mean": list(weights_info.mean), "std": list(weights_info.std)}},
+                      training_config=cfg.model_dump(mode="json"), metrics=headline(report),
+                      data_fingerprint=fingerprint_data(pixels)) as w:
+        w.save_torch(MODEL_FILE, model.state_dict())
+        w.save_json("model.json", model_info)
+        w.save_json("calibration.json", calibration)
+        w.save_json("report.json", report)
+        w.save_json("data_summary.json", summary)
+        w.save_json("history.json", {"history": result.history, "best_epoch": result.best_epoch,
+                                     "epochs_run": result.epochs_run, "seconds": result.seconds,
+                                     "train_images": int(len(rows["train"]))})
+        w.save_numpy("val_probs.npy", val_probs.astype(np.float32))
+        w.save_numpy("val_labels.npy", y[rows["val"]])
+        save_plots(logits[eval_split], y[rows[eval_split]], task, names, calibration, w.workdir / "plots")
+    return out
+
+
+def data_summary(md: MedicalData, split: np.ndarray) -> dict[str, Any]:
+    """Return counts per class and split (no paths, no patient ids) for the model card."""
+    counts: dict[str, dict[str, int]] = {}
+    y = md.targets()
+    for s in ("train", "val", "test", "unreadable"):
+        rows = split == s
+        if not rows.any():
+            continue
+        if md.task == "multilabel":
+            counts[s] = {n: int(y[rows, j].sum()) for j, n in enumerate(md.label_names)}
+            counts[s]["(images)"] = int(rows.sum())
+        else:
+            counts[s] = {n: int((y[rows] == j).sum()) for j, n in enumerate(md.label_names)}
+    return {"source": Path(md.source).name, "kind": md.kind, "task": md.task, "label_names": md.label_names,
+            "counts": counts, "patient_level_split": bool(md.has_patients)}
+
