@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
+import types
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
@@ -42,6 +44,27 @@ class DomainSpec:
     icon: str = ":material/apps:"
     build_demo: Callable[..., str] | None = None
     headline_metrics: tuple[str, ...] = ()
+
+
+class _DomainPackage(types.ModuleType):
+    """A package whose public functions are not replaced by same-named submodules on import."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and name in self.__dict__.get("__lepton_functions__", ()):
+            return
+        super().__setattr__(name, value)
+
+
+def keep_functions(package_name: str, *names: str) -> None:
+    """Keep ``package.<name>`` the function even after the submodule ``package/<name>.py`` is imported.
+
+    Python sets a package attribute to each submodule it imports, so ``train`` (the function the
+    domain API promises) would silently become the module ``train.py`` once anything imported it.
+    Call ``keep_functions(__name__, "train")`` at the top of a domain's ``__init__.py``.
+    """
+    module = sys.modules[package_name]
+    module.__dict__["__lepton_functions__"] = frozenset(names)
+    module.__class__ = _DomainPackage
 
 
 @functools.lru_cache(maxsize=1)

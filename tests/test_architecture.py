@@ -63,3 +63,22 @@ def test_domain_imports_no_other_domain(domain):
     assert files, f"apps/{domain} has no Python files"
     pkg = lambda f: ".".join(("lepton_apps", domain) + f.relative_to(ROOT / "apps" / domain).parent.parts)  # noqa: E731
     assert violations(files, domain, pkg) == []
+
+
+@pytest.mark.parametrize("domain,names", [
+    ("medical", ("MedicalClassifier", "MedicalConfig")),
+    ("finance", ("FraudScorer", "FraudConfig")),
+    ("support", ("SupportAssistant", "SupportConfig")),
+])
+def test_domains_share_one_api_shape(domain, names):
+    """`from lepton_apps.<domain> import <Predictor>, train, <Config>` works, and `train` stays the function
+    even after the submodule train.py has been imported (Python would otherwise replace it)."""
+    import importlib
+    import inspect
+
+    pkg = importlib.import_module(f"lepton_apps.{domain}")
+    importlib.import_module(f"lepton_apps.{domain}.train")
+    assert inspect.isfunction(pkg.train), f"lepton_apps.{domain}.train is {pkg.train!r}, not the train function"
+    predictor, config = (getattr(pkg, n) for n in names)
+    assert callable(getattr(predictor, "load")), f"{names[0]} has no load()"
+    assert hasattr(config, "from_yaml"), f"{names[1]} is not a LeptonConfig"

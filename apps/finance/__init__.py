@@ -9,11 +9,9 @@ Python API (imported lazily, so importing this package stays light for the CLI a
     scorer.score(df)            # score, decision, reasons, error — one row per input row
     scorer.score_one(tx)        # online, with per-entity state
 """
-import sys
-import types
 from pathlib import Path
 
-from lepton_apps.domains import DomainSpec
+from lepton_apps.domains import DomainSpec, keep_functions
 
 from .cli import cli
 
@@ -37,17 +35,7 @@ def train(config, **kwargs):
     return _train(config, **kwargs)
 
 
-class _Package(types.ModuleType):
-    """Keeps ``lepton_apps.finance.train`` the function: importing the submodule ``train.py``
-    would otherwise replace the package attribute with the module."""
-
-    def __setattr__(self, name, value):
-        if name == "train" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+keep_functions(__name__, "train")  # importing the submodule train.py must not replace this function
 
 
 def _build_demo(workdir: Path, registry) -> str:

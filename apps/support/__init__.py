@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lepton_apps.domains import DomainSpec
+from lepton_apps.domains import DomainSpec, keep_functions
 
 from .cli import cli
 
-_LAZY = {"SupportAssistant": "predict", "Answer": "predict", "Source": "predict", "train": "train",
+_LAZY = {"SupportAssistant": "predict", "Answer": "predict", "Source": "predict",
          "SupportConfig": "config", "read_kb": "data", "evaluate_assistant": "evaluate", "SentenceEncoder": "encoder"}
-__all__ = ["DOMAIN", *_LAZY]
+__all__ = ["DOMAIN", "train", *_LAZY]
 
 
 def __getattr__(name: str):
@@ -27,6 +27,16 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def train(config, **kwargs):
+    """Build a support bundle; return its folder (see :func:`lepton_apps.support.train.train`)."""
+    from .train import train as _train
+
+    return _train(config, **kwargs)
+
+
+keep_functions(__name__, "train")  # importing the submodule train.py must not replace this function
 
 
 def build_demo(workdir: Path, registry) -> str:
