@@ -274,3 +274,59 @@ def test_check_reports_counts_unreadable_duplicates_and_patient_leakage(tmp_path
     assert r["patients"] == 7 and r["patients_across_splits"] == 1
     assert r["sizes"]["height"] == [20, 20.0, 30] and r["modes"] == {"gray": 7}
     assert has_blocking_issues(r)
+
+
+# --------------------------------------------------------------------------- decode cache, 8-bit DICOM
+
+def test_decode_cache_is_reused_and_a_changed_file_invalidates_it(tmp_path, monkeypatch):
+    import os
+
+    import lepton_apps.medical.data as data_mod
+
+    rng = np.random.default_rng(0)
+    for cls in ("normal", "lesion"):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(tmp_path / "d" / cls / f"{i}.png")
+    (tmp_path / "d" / "lesion" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    calls = []
+    real = data_mod.prepare
+    monkeypatch.setattr(data_mod, "prepare", lambda item, *a, **k: (calls.append(item), real(item, *a, **k))[1])
+    cache = tmp_path / "cache"
+    md = open_data(tmp_path / "d")
+    first, err1 = load_pixels(md, 16, 1, cache_dir=cache)
+    assert len(calls) == 7 and len(list(cache.glob("*.npz"))) == 1
+    assert list(err1) == [md.table["item"].tolist().index(str(tmp_path / "d" / "lesion" / "bad.png"))]
+    calls.clear()
+    second, err2 = load_pixels(open_data(tmp_path / "d"), 16, 1, cache_dir=cache)
+    assert calls == [] and np.array_equal(first, second) and list(err2) == list(err1)
+    # another size is another cache entry; a rewritten file invalidates the cache
+    load_pixels(md, 20, 1, cache_dir=cache)
+    assert len(calls) == 7 and len(list(cache.glob("*.npz"))) == 2
+    calls.clear()
+    target = tmp_path / "d" / "normal" / "0.png"
+    Image.fromarray(np.full((20, 20), 255, np.uint8)).save(target)
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    third, _ = load_pixels(open_data(tmp_path / "d"), 16, 1, cache_dir=cache)
+    assert len(calls) == 7
+    row = md.table["item"].tolist().index(str(target))
+    assert (third[row] == 255).all() and not (first[row] == 255).all()
+    others = np.arange(len(third)) != row
+    assert np.array_equal(third[others], first[others])
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_dicom_8bit_pixels_are_read_as_stored(tmp_path, photometric):
+    pixels = (np.arange(16 * 24).reshape(16, 24) % 200 + 20).astype(np.uint8)  # 20..219: not stretched to 0..255
+    path = make_dicom(tmp_path / "8bit.dcm", pixels, photometric=photometric, bits=8)
+    import pydicom
+
+    assert pydicom.dcmread(path).BitsAllocated == 8
+    img = read_image(path)
+    assert img.dtype == np.uint8 and img.shape == (16, 24)
+    expected = pixels if photometric == "MONOCHROME2" else 255 - pixels
+    np.testing.assert_array_equal(img, expected)
+    # with a window, the window still applies (PS3.3 C.11.2.1.2): centre 120, width 100 -> 70..170 maps to 0..255
+    windowed = read_image(make_dicom(tmp_path / "w.dcm", pixels, bits=8, window=(120, 100)))
+    assert windowed[pixels <= 69].max() == 0 and windowed[pixels >= 170].min() == 255

@@ -81,3 +81,27 @@ def test_train_tab_checks_a_folder(page, bundle):
     at.button(key="medical_check").click().run()
     assert not at.exception
     assert any("48 images, 2 classes (binary); 0 unreadable" in s.value for s in at.success)
+
+
+def test_train_tab_trains_and_registers_a_bundle(page, bundle, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)  # the Train tab writes runs/medical-<time>/bundle under the working folder
+    home = Registry(os.environ["LEPTON_HOME"])
+    before = {e.name for e in home.list("medical")}
+    at = page.run()
+    at.text_input(key="medical_data").set_value(str(bundle[1] / "manifest.csv"))
+    at.number_input(key="medical_epochs").set_value(1)
+    at.number_input(key="medical_size").set_value(28)
+    at.checkbox(key="medical_pretrained").uncheck()
+    at.text_input(key="medical_name").set_value("medical-from-page")
+    at.button(key="medical_train").click().run(timeout=120)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(s.value.startswith("Registered medical-from-page") for s in at.success), [s.value for s in at.success]
+    new = {e.name for e in home.list("medical")} - before
+    assert new == {"medical-from-page"}
+    from lepton_apps.bundle import load_bundle
+
+    b = load_bundle(home.resolve("medical-from-page", domain="medical"), domain="medical")
+    assert b.load_json("model.json")["image_size"] == 28 and b.load_json("history.json")["epochs_run"] == 1
+    assert b.load_json("model.json")["initial_weights"] == "random initialisation"

@@ -169,6 +169,14 @@ def _first(value: Any) -> float:
     return float(value)
 
 
+def _is_plain_8bit(ds, values: np.ndarray) -> bool:
+    """True for unsigned data stored in at most 8 bits whose modality-LUT values stay within 0–255."""
+    bits = int(getattr(ds, "BitsStored", 0) or getattr(ds, "BitsAllocated", 16) or 16)
+    unsigned = int(getattr(ds, "PixelRepresentation", 0) or 0) == 0
+    return bits <= 8 and unsigned and values.size > 0 and values.min() >= 0 and values.max() <= 255 \
+        and np.array_equal(values, np.round(values))
+
+
 def dicom_to_uint8(ds, *, where: str) -> np.ndarray:
     """Return the displayable uint8 image of a pydicom Dataset (first frame of multi-frame files)."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -197,6 +205,8 @@ def dicom_to_uint8(ds, *, where: str) -> np.ndarray:
         out = window_percentile(apply_voi_lut(values, ds).astype(np.float64), 0, 100)
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         out = window_center_width(values, _first(ds.WindowCenter), _first(ds.WindowWidth))
+    elif _is_plain_8bit(ds, values):
+        out = values.astype(np.uint8)  # 8-bit data without a window is already display-ready (like a PNG)
     else:
         out = window_percentile(values)
     if photometric == "MONOCHROME1":

@@ -163,7 +163,7 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
                   "initial_weights": weights_info.source}
     with BundleWriter(out, domain="medical", task=task, overwrite=True, label_names=names,
                       preprocessing={"image_size": cfg.image_size, "channels": channels, "resize": "square (box/bilinear)",
-                                     "dicom": "modality LUT, VOI LUT / window else 0.5-99.5 percentile, MONOCHROME1 inverted",
+                                     "dicom": "modality LUT, VOI LUT / window, else 8-bit as stored or 0.5-99.5 percentile, MONOCHROME1 inverted",
                                      "normalisation": {"mean": list(weights_info.mean), "std": list(weights_info.std)}},
                       training_config=cfg.model_dump(mode="json"), metrics=headline(report),
                       data_fingerprint=fingerprint_data(pixels)) as w:
