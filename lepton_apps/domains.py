@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import sys
 import types
 from importlib.metadata import entry_points
@@ -65,6 +66,23 @@ def keep_functions(package_name: str, *names: str) -> None:
     module = sys.modules[package_name]
     module.__dict__["__lepton_functions__"] = frozenset(names)
     module.__class__ = _DomainPackage
+
+
+def lazy_exports(package_name: str, names: dict[str, str]) -> Callable[[str], Any]:
+    """Return a module-level ``__getattr__`` that imports ``name`` from submodule ``names[name]`` on first use.
+
+    Keeps ``import lepton_apps.<domain>`` light (no torch, LightGBM or transformers) for the CLI and the
+    hub, while ``from lepton_apps.<domain> import Predictor`` still works.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {package_name!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package_name}.{names[name]}"), name)
+        setattr(sys.modules[package_name], name, value)  # later lookups skip this function
+        return value
+
+    return __getattr__
 
 
 @functools.lru_cache(maxsize=1)

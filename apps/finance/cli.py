@@ -219,15 +219,5 @@ def score(bundle: str = typer.Argument(..., help="Bundle path, registry name or 
     _score(bundle, data, out, chunk_size, resume, reasons_for)
 
 
-@cli.command()
-def predict(bundle: str = typer.Argument(..., help="Bundle path, registry name or finance:latest."),
-            data: Path = typer.Argument(..., help="CSV or Parquet transactions to score."),
-            out: Path = typer.Option(..., "--out", help="Output .parquet or .csv (one row per input row)."),
-            chunk_size: int = typer.Option(100_000, help="Rows per chunk."),
-            resume: bool = typer.Option(True, help="Reuse finished chunks of an interrupted run."),
-            reasons_for: str = typer.Option("alerts", help="Rows that get reasons: alerts, all or none.")):
-    """Same as 'score' (the verb every template shares).
-
-    Example: lepton-apps finance predict finance:latest transactions.csv --out scores.parquet
-    """
-    _score(bundle, data, out, chunk_size, resume, reasons_for)
+cli.command("predict", help="Same as 'score' (the verb every template shares).\n\n"
+            "Example: lepton-apps finance predict finance:latest transactions.csv --out scores.parquet")(score)

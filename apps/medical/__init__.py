@@ -13,33 +13,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lepton_apps.domains import DomainSpec
+from lepton_apps.domains import DomainSpec, lazy_exports
 
 from .cli import cli
 from .train import train  # bound eagerly: the submodule of the same name would otherwise shadow it (no torch here)
 
 _LAZY = {
-    "MedicalClassifier": ("predict", "MedicalClassifier"),
-    "Prediction": ("predict", "Prediction"),
-    "Explanation": ("predict", "Explanation"),
-    "MedicalConfig": ("config", "MedicalConfig"),
-    "AugmentConfig": ("config", "AugmentConfig"),
-    "open_data": ("data", "open_data"),
-    "check_data": ("check", "check_data"),
-    "deidentify": ("deid", "deidentify"),
-    "write_demo_data": ("demo", "write_demo_data"),
+    "MedicalClassifier": "predict",
+    "Prediction": "predict",
+    "Explanation": "predict",
+    "MedicalConfig": "config",
+    "AugmentConfig": "config",
+    "open_data": "data",
+    "check_data": "check",
+    "deidentify": "deid",
+    "write_demo_data": "demo",
 }
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def build_demo(workdir: Path, registry) -> str:

@@ -12,21 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lepton_apps.domains import DomainSpec, keep_functions
+from lepton_apps.domains import DomainSpec, keep_functions, lazy_exports
 
 from .cli import cli
 
 _LAZY = {"SupportAssistant": "predict", "Answer": "predict", "Source": "predict",
          "SupportConfig": "config", "read_kb": "data", "evaluate_assistant": "evaluate", "SentenceEncoder": "encoder"}
 __all__ = ["DOMAIN", "train", *_LAZY]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def train(config, **kwargs):
