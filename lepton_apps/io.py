@@ -60,3 +60,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def cache_dir(kind: str) -> Path:
+    """Return (and create) ``$LEPTON_CACHE/<kind>`` (default ``~/.cache/lepton-apps/<kind>``).
+
+    For per-machine derived files that make things faster but are never part of a bundle
+    (compiled fraud models, exported ONNX encoders); deleting the folder only costs a rebuild.
+    """
+    root = Path(os.environ.get("LEPTON_CACHE") or Path.home() / ".cache" / "lepton-apps").expanduser()
+    folder = root / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -19,10 +19,17 @@ WORKERS = Path(__file__).parent / "workers"
 PYTHON = sys.executable
 
 
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("lepton_cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_registry(tmp_path, monkeypatch):
-    """Every test gets its own empty $LEPTON_HOME, so none touches ./lepton_models."""
+def _isolated_registry(tmp_path, monkeypatch, _session_cache):
+    """Every test gets its own empty $LEPTON_HOME, so none touches ./lepton_models, and the
+    session shares one $LEPTON_CACHE (compiled models), so none touches ~/.cache."""
     monkeypatch.setenv("LEPTON_HOME", str(tmp_path / "lepton_home"))
+    monkeypatch.setenv("LEPTON_CACHE", str(_session_cache))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 

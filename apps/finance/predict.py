@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lepton_apps.errors import DataError, require
+from lepton_apps.errors import ConfigError, DataError, require
 
 from .data import Schema, parse_timestamps, validate
 from .features import (NAT, FeatureSpec, OnlineState, Stream, concat_streams, encode_user_columns, entity_key,
@@ -39,10 +39,19 @@ class FraudScorer:
         self.bundle = bundle
         self._cat_codes = {c: {v: i for i, v in enumerate(cats)} for c, cats in spec.categorical.items()}
         self.mlp = None  # (net, scaling, LightGBM weight) when the bundle blends in the optional MLP
+        self.compiled_mode = "no"
+        self.compiled = None  # CompiledModel (lleaves) when scoring runs as native code
+        self.scoring_engine = "LightGBM"
 
     @classmethod
-    def load(cls, ref: str | Path, home: str | Path | None = None) -> FraudScorer:
-        """Return the scorer of a bundle path, registry name or ``finance:latest``/``finance:production``."""
+    def load(cls, ref: str | Path, home: str | Path | None = None, *, compiled: str = "auto") -> FraudScorer:
+        """Return the scorer of a bundle path, registry name or ``finance:latest``/``finance:production``.
+
+        ``compiled``: "yes" compiles the model to native code now (or loads it from the per-machine
+        cache) and fails if it cannot; "auto" (default) uses the cached compiled model when there is
+        one and otherwise compiles on the first batch of ``AUTO_COMPILE_ROWS`` rows or more, falling
+        back to LightGBM with a warning; "no" always scores with LightGBM. Scores agree either way.
+        """
         from lepton_apps.bundle import load_bundle
         from lepton_apps.registry import Registry
 
@@ -61,6 +70,7 @@ class FraudScorer:
             info = bundle.load_json("mlp.json")
             net = mlp.load(bundle.load_torch("mlp.safetensors"), len(spec.names))
             scorer.mlp = (net, info["scale"], float(info["weight_lightgbm"]))
+        scorer.use_compiled(compiled)
         gc.collect()  # collect now, not during the first score_one calls (keeps their p99 low)
         return scorer
 
@@ -120,14 +130,46 @@ class FraudScorer:
         cols.update(user)
         return stack_columns([cols[name] for name in spec.names], n)
 
+    def use_compiled(self, mode: str = "auto") -> FraudScorer:
+        """Choose the scoring engine (see ``load``); return self."""
+        from . import compiled
+
+        if mode not in compiled.MODES:
+            raise ConfigError(f"compiled must be one of {', '.join(compiled.MODES)}, not {mode!r}",
+                              fix="use 'auto' (default), 'yes' or 'no'")
+        self.compiled_mode, self.compiled, self.scoring_engine = mode, None, "LightGBM"
+        text = self.bundle.read_text("model.txt") if self.bundle is not None else self.booster.model_to_string()
+        if mode == "yes" or (mode == "auto" and compiled.is_cached(text)):
+            self.compiled = compiled.compile_model(text) if mode == "yes" else compiled.try_compile(text)[0]
+        if self.compiled is not None:
+            self.scoring_engine = "compiled (lleaves)"
+        return self
+
+    def _maybe_compile(self, rows: int) -> None:
+        """With compiled="auto", compile before scoring a batch large enough to repay it."""
+        from . import compiled
+
+        if self.compiled is None and self.compiled_mode == "auto" and rows >= compiled.AUTO_COMPILE_ROWS:
+            text = self.bundle.read_text("model.txt") if self.bundle is not None else self.booster.model_to_string()
+            self.compiled, status = compiled.try_compile(text)
+            self.compiled_mode = "auto" if self.compiled is not None else "no"  # do not retry a failure
+            self.scoring_engine = "compiled (lleaves)" if self.compiled is not None else status
+
+    def _raw_predict(self, x: np.ndarray) -> np.ndarray:
+        threads = _threads(len(x))
+        if self.compiled is not None:
+            return self.compiled.predict(x, threads)
+        return self.booster.predict(x, num_threads=threads)
+
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
         """Return fraud scores (probabilities) for a feature matrix; NaN rows stay NaN."""
+        self._maybe_compile(len(x))
         out = np.full(len(x), np.nan)
         ok = ~np.all(np.isnan(x), axis=1) if len(x) else np.zeros(0, bool)
         if ok.all():
-            return self._blend(x, self.booster.predict(x, num_threads=_threads(len(x))))
+            return self._blend(x, self._raw_predict(x))
         if ok.any():
-            out[ok] = self._blend(x[ok], self.booster.predict(x[ok], num_threads=_threads(int(ok.sum()))))
+            out[ok] = self._blend(x[ok], self._raw_predict(x[ok]))
         return out
 
     def _blend(self, x: np.ndarray, lgb_scores: np.ndarray) -> np.ndarray:
@@ -193,6 +235,7 @@ class FraudScorer:
 
         df = read_table(data, id_column=self.spec.roles.get("id"))
         x, errors = self.features(df, use_state)
+        self._maybe_compile(len(x))
         names = [f"f{j}" for j in range(x.shape[1])]
         work = pd.DataFrame(x, columns=names)
         id_col = self.spec.roles.get("id")
@@ -276,7 +319,7 @@ class FraudScorer:
         label when the dict carries one), so later transactions see it, as in batch scoring.
         """
         vec, (t, cents, customer, terminal) = self._one_vector(tx)
-        score = float(self._blend(vec[None, :], self.booster.predict(vec[None, :], num_threads=1))[0])
+        score = float(self._blend(vec[None, :], self._raw_predict(vec[None, :]))[0])
         decision = score >= self.threshold
         why = self.reasons_matrix(vec[None, :], reasons)[0] if (decision and reasons) else ""
         if update and self.spec.has_time:
