@@ -295,14 +295,14 @@ def test_decode_cache_is_reused_and_a_changed_file_invalidates_it(tmp_path, monk
     cache = tmp_path / "cache"
     md = open_data(tmp_path / "d")
     first, err1 = load_pixels(md, 16, 1, cache_dir=cache)
-    assert len(calls) == 7 and len(list(cache.glob("*.npz"))) == 1
+    assert len(calls) == 7 and len(list(cache.glob("pixels-*"))) == 1
     assert list(err1) == [md.table["item"].tolist().index(str(tmp_path / "d" / "lesion" / "bad.png"))]
     calls.clear()
     second, err2 = load_pixels(open_data(tmp_path / "d"), 16, 1, cache_dir=cache)
     assert calls == [] and np.array_equal(first, second) and list(err2) == list(err1)
     # another size is another cache entry; a rewritten file invalidates the cache
     load_pixels(md, 20, 1, cache_dir=cache)
-    assert len(calls) == 7 and len(list(cache.glob("*.npz"))) == 2
+    assert len(calls) == 7 and len(list(cache.glob("pixels-*"))) == 2
     calls.clear()
     target = tmp_path / "d" / "normal" / "0.png"
     Image.fromarray(np.full((20, 20), 255, np.uint8)).save(target)

@@ -51,7 +51,14 @@ class MedicalConfig(LeptonConfig):
     target_sensitivity: float = Field(0.95, gt=0, le=1)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     skip_unreadable: bool = Field(False, description="train without unreadable files instead of stopping")
-    cache_dir: str | None = Field(None, description="cache decoded, resized images here (.npz)")
+    cache_dir: str | None = Field(None, description="keep decoded, resized images here for later runs "
+                                                    "(streaming default: <out>-run/decoded)")
+    data_loading: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="memory: decode up front and hold in RAM; stream: decode in DataLoader workers "
+                            "into a disk cache; auto: memory when 2 x N x C x image_size^2 bytes fits memory_budget_gb")
+    memory_budget_gb: float | None = Field(None, gt=0, description="RAM the in-memory path may use (default: half the RAM)")
+    num_workers: int | None = Field(None, ge=0, description="decoding worker processes when streaming "
+                                                            "(default min(4, CPUs); 0 = in the training process)")
     seed: int = 0
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"

@@ -9,12 +9,12 @@ Three layouts are read into one :class:`MedicalData` (a table with one row per i
   RGB, binary, multi-class or multi-label (e.g. ChestMNIST).
 
 :func:`load_pixels` decodes every image once into a uint8 array ``(N, C, size, size)``
-(threads, optionally cached on disk), which training keeps in memory and augments on the device.
+(threads, optionally cached on disk), which training keeps in memory and augments on the device;
+:mod:`.stream` decodes the same way inside DataLoader workers when the set is too large for that.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +26,7 @@ import pandas as pd
 from lepton_apps.errors import DataError
 
 from .imageio import SUFFIXES, prepare, to_channels, resize
+from .pixelcache import PixelCache
 
 Task = Literal["binary", "multiclass", "multilabel"]
 SPLITS = ("train", "val", "test")
@@ -266,59 +267,50 @@ def load_pixels(md: MedicalData, size: int, channels: int, *, cache_dir: str | o
     """Return ``(pixels uint8 (N, C, size, size), {row: error message})`` for every row of ``md``.
 
     Rows that cannot be read keep zero pixels and appear in the error dict. With ``cache_dir``
-    the decoded array is saved as ``.npy`` keyed by the files' names, sizes and mtimes, and
-    reused by the next run.
+    the decoded rows and the reasons of failed ones go to a :class:`PixelCache` on disk, keyed
+    by the files' names, sizes and mtimes, and the next run decodes only what is missing.
     """
     n = len(md.table)
     if md.arrays is not None:
         out = np.stack([_prep_array(a, size, channels) for a in md.arrays]) if n else np.zeros((0, channels, size, size), np.uint8)
         return out, {}
-    cache = _cache_path(md, size, channels, cache_dir) if cache_dir else None
-    if cache is not None and cache.exists():
-        data = np.load(cache, allow_pickle=False)
-        errors = {int(i): "unreadable (cached decode)" for i in np.flatnonzero(data["failed"])}
-        return data["pixels"], errors
-    out = np.zeros((n, channels, size, size), dtype=np.uint8)
-    errors: dict[int, str] = {}
+    items = md.table["item"].tolist()
+    cache = PixelCache.for_items(items, size, channels, cache_dir) if cache_dir else PixelCache.in_memory(n, channels, size)
+    decode_rows(cache, items, cache.pending(), workers=workers, progress=progress)
+    cache.flush()
+    return np.array(cache.pixels), cache.errors(items)
+
+
+def decode_rows(cache: PixelCache, items: list[str], rows: np.ndarray, *, workers: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> None:
+    """Decode ``items[row]`` for each of ``rows`` into ``cache`` with a thread pool (PIL releases the GIL)."""
 
     def work(i: int) -> None:
-        try:
-            out[i] = prepare(md.table["item"].iat[i], size, channels)
-        except DataError as exc:
-            errors[i] = str(exc)
+        decode_into(cache, items, int(i))
 
-    done = 0
+    done, n = 0, len(rows)
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2))) as pool:
-        for _ in pool.map(work, range(n)):
+        for _ in pool.map(work, rows):
             done += 1
             if progress and (done % 64 == 0 or done == n):
                 progress(done, n)
-    if cache is not None:
-        from lepton_apps.io import atomic_path
 
-        failed = np.zeros(n, dtype=bool)
-        failed[list(errors)] = True
-        with atomic_path(cache) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, pixels=out, failed=failed)
-    return out, errors
+
+def decode_into(cache: PixelCache, items: list[str], row: int) -> np.ndarray | None:
+    """Decode one row into ``cache`` at its size and channels; return the pixels, or None (reason recorded)."""
+    _, channels, size, _ = cache.pixels.shape
+    try:
+        image = prepare(items[row], size, channels)
+    except DataError as exc:
+        cache.fail(row, exc)
+        return None
+    cache.put(row, image)
+    return image
 
 
 def _prep_array(a: np.ndarray, size: int, channels: int) -> np.ndarray:
     img = resize(to_channels(a, channels), size)
     return img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
-
-
-def _cache_path(md: MedicalData, size: int, channels: int, cache_dir: str | os.PathLike) -> Path:
-    h = hashlib.sha256(f"{size}:{channels}".encode())
-    for item in md.table["item"]:
-        try:
-            st = os.stat(item)
-            h.update(f"{item}:{st.st_size}:{st.st_mtime_ns}".encode())
-        except OSError:
-            h.update(f"{item}:missing".encode())
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    return Path(cache_dir) / f"pixels-{h.hexdigest()[:24]}.npz"
 
 
 # --------------------------------------------------------------------------- splits

@@ -187,12 +187,7 @@ def dicom_to_uint8(ds, *, where: str) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for undecodable pixel data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        syntax_name = getattr(syntax, "name", str(syntax))
-        raise DataError(f"cannot decode the DICOM pixel data (transfer syntax {syntax_name}: "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]})", where=where,
-                        fix="install the handler for this syntax (pip install pylibjpeg pylibjpeg-libjpeg "
-                            "pylibjpeg-openjpeg) or convert the file to an uncompressed syntax") from None
+        raise _undecodable(ds, exc, where) from None
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     colour = int(getattr(ds, "SamplesPerPixel", 1) or 1) == 3
@@ -212,6 +207,48 @@ def dicom_to_uint8(ds, *, where: str) -> np.ndarray:
     if photometric == "MONOCHROME1":
         out = 255 - out
     return out
+
+
+def _undecodable(ds, exc: Exception, where: str) -> DataError:
+    """Return the error for pixel data pydicom could not decode: no handler installed, or a damaged stream."""
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    label = f"{getattr(syntax, 'name', syntax)} ({syntax})" if syntax else "missing transfer syntax"
+    reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}" if str(exc) else type(exc).__name__
+    try:
+        decoder = get_decoder(syntax)
+    except (NotImplementedError, ValueError, TypeError):
+        decoder = None
+    if decoder is not None and decoder.is_available:
+        plugins = ", ".join(decoder.available_plugins)
+        return DataError(f"cannot decode the DICOM pixel data with transfer syntax {label}: the installed "
+                         f"handler(s) ({plugins}) failed ({reason})", where=where,
+                         fix="the compressed data is probably damaged: re-export the file, or convert it to an "
+                             "uncompressed transfer syntax")
+    if decoder is None:
+        return DataError(f"cannot decode the DICOM pixel data: pydicom has no decoder for transfer syntax {label}",
+                         where=where, fix="convert the file to an uncompressed transfer syntax "
+                                          "(e.g. 'gdcmconv --raw in.dcm out.dcm' or 'dcmdjpeg')")
+    return DataError(f"cannot decode the DICOM pixel data: no installed handler supports transfer syntax {label}",
+                     where=where, fix=f"install a handler: {_install_hint(decoder.missing_dependencies)}; or convert "
+                                      "the file to an uncompressed transfer syntax")
+
+
+def _install_hint(missing: list[str]) -> str:
+    """Turn pydicom's ``'pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-openjpeg>=2.0'`` into a pip command."""
+    import re
+
+    pip_names = {"gdcm": "python-gdcm"}  # pydicom names the module; pip wants the distribution
+    commands = []
+    for entry in missing:
+        _, _, needs = entry.partition(" - requires ")
+        reqs = [re.match(r"([A-Za-z0-9_.-]+)(.*)", r.strip()).groups() for r in needs.split(" and ") if r.strip()]
+        pkgs = [f"'{pip_names.get(name, name)}{spec}'" for name, spec in reqs if name != "numpy"]
+        if pkgs:
+            commands.append("pip install " + " ".join(pkgs))
+    commands.sort(key=lambda c: "gdcm" in c)  # pylibjpeg's plugins (wheels everywhere) first
+    return " or ".join(commands) if commands else "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
 
 
 def to_channels(img: np.ndarray, channels: int) -> np.ndarray:

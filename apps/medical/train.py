@@ -2,8 +2,10 @@
 
 Read top to bottom: open the data, refuse what cannot be trained on (empty class folders,
 unreadable files, a validation split with one class), decode every image once to uint8 at the
-configured size, train with on-device augmentation and early stopping on validation AUC, fit
-the temperature and operating point on validation, evaluate on test, write the bundle.
+configured size (up front into memory, or, for sets too large for that, in DataLoader workers
+into a disk cache during the first epoch), train with on-device augmentation and early stopping
+on validation AUC, fit the temperature and operating point on validation, evaluate on test,
+write the bundle.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import numpy as np
 from lepton_apps.errors import DataError
 
 from .config import MedicalConfig
-from .data import MedicalData, assign_splits, infer_channels, load_pixels, open_data
+from .data import MedicalData, assign_splits, decode_rows, infer_channels, load_pixels, open_data
+from .pixelcache import PixelCache
 
 MODEL_FILE = "model.safetensors"
 
@@ -38,13 +41,8 @@ def default_out() -> Path:
     return Path("runs") / f"medical-{stamp}" / "bundle"
 
 
-def prepare_data(cfg: MedicalConfig, progress: Callable[[int, int], None] | None = None
-                 ) -> tuple[MedicalData, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Return ``(data, split per row, pixels uint8 (N, C, S, S), targets, channels)`` ready to train on.
-
-    Raises DataError for empty class folders, fewer than two classes, unreadable files (unless
-    ``skip_unreadable``), and train / validation splits that cannot be trained on.
-    """
+def open_for_training(cfg: MedicalConfig) -> tuple[MedicalData, np.ndarray, int]:
+    """Return ``(data, split per row, channels)``; raises DataError for empty class folders or one class."""
     md = open_data(cfg.data)
     empty = [p for p in md.problems if "holds no" in p]
     if empty:
@@ -54,8 +52,15 @@ def prepare_data(cfg: MedicalConfig, progress: Callable[[int, int], None] | None
                         fix="a classifier needs at least two classes")
     split = assign_splits(md, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     channels = infer_channels(md) if cfg.channels == "auto" else int(cfg.channels)
-    pixels, errors = load_pixels(md, cfg.image_size, channels, cache_dir=cfg.cache_dir, progress=progress)
-    y = md.targets()
+    return md, split, channels
+
+
+def usable_split(md: MedicalData, split: np.ndarray, errors: dict[int, str], cfg: MedicalConfig) -> np.ndarray:
+    """Return ``split`` with unreadable rows marked ``"unreadable"``.
+
+    Raises DataError for unreadable files (unless ``skip_unreadable``) and for train /
+    validation splits that cannot be trained on.
+    """
     keep = np.ones(len(md.table), dtype=bool)
     if errors:
         if not cfg.skip_unreadable:
@@ -69,12 +74,22 @@ def prepare_data(cfg: MedicalConfig, progress: Callable[[int, int], None] | None
         if not rows.any():
             raise DataError(f"the {name} split is empty", where=md.source,
                             fix="add images, or lower val_fraction / test_fraction less aggressively")
-    val_y = y[keep & (split == "val")]
+    val_y = md.targets()[keep & (split == "val")]
     if md.task != "multilabel" and len(np.unique(val_y)) < 2:
         raise DataError("the validation split holds a single class, so AUC is undefined", where=md.source,
                         fix="add images of every class or raise val_fraction")
-    split = np.where(keep, split, "unreadable")
-    return md, split, pixels, y, channels
+    return np.where(keep, split, "unreadable")
+
+
+def prepare_data(cfg: MedicalConfig, progress: Callable[[int, int], None] | None = None
+                 ) -> tuple[MedicalData, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Return ``(data, split per row, pixels uint8 (N, C, S, S), targets, channels)`` decoded into memory.
+
+    Raises DataError as :func:`open_for_training` and :func:`usable_split` do.
+    """
+    md, split, channels = open_for_training(cfg)
+    pixels, errors = load_pixels(md, cfg.image_size, channels, cache_dir=cfg.cache_dir, progress=progress)
+    return md, usable_split(md, split, errors, cfg), pixels, md.targets(), channels
 
 
 def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callable[[dict], None] | None = None
@@ -87,6 +102,7 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
     import torch
 
     from lepton_apps.bundle import BundleWriter, fingerprint_data
+    from lepton_apps.device import seed_everything
     from lepton_apps.training import Trainer, TrainConfig, balanced_class_weights
     from lepton_apps.metrics import macro_auc, roc_auc
 
@@ -94,6 +110,7 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
     from .evaluate import build_report, calibrate, headline, probabilities, save_plots
     from .model import build_network
     from .predict import predict_logits
+    from .stream import CachedRows, DecodedImages, default_workers, loading_mode
 
     cfg = coerce_config(config)
     if cfg.num_threads:
@@ -109,24 +126,57 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
         if callback:
             callback({"event": "decode", "done": done, "total": total})
 
-    md, split, pixels, y, channels = prepare_data(cfg, decoded)
-    task, names = md.task, md.label_names
-    rows = {s: np.flatnonzero(split == s) for s in ("train", "val", "test")}
-    tensors = torch.from_numpy(pixels)
+    md, split, channels = open_for_training(cfg)
+    task, names, y = md.task, md.label_names, md.targets()
     targets = torch.from_numpy(np.array(y))
+    streaming = loading_mode(md, channels, cfg.image_size, cfg.data_loading, cfg.memory_budget_gb) == "stream"
+    if streaming:  # decode in DataLoader workers into a disk cache; the first epoch fills it
+        items = md.table["item"].tolist()
+        cache = PixelCache.for_items(items, cfg.image_size, channels, cfg.cache_dir or run_dir / "decoded")
+        given_split, split = split, usable_split(md, split, cache.errors(items), cfg)
+        num_workers = default_workers() if cfg.num_workers is None else cfg.num_workers
 
-    def subset(s: str):
-        return torch.utils.data.TensorDataset(tensors[rows[s]], targets[rows[s]])
+        def subset(s: str):
+            return DecodedImages(cache.folder, cache.pixels.shape, items, y, np.flatnonzero(split == s))
 
+        def source(s: str):
+            return CachedRows(cache, np.flatnonzero(split == s))
+    else:
+        pixels, errors = load_pixels(md, cfg.image_size, channels, cache_dir=cfg.cache_dir, progress=decoded)
+        split = usable_split(md, split, errors, cfg)
+        tensors = torch.from_numpy(pixels)
+        num_workers = 0  # a TensorDataset gains nothing from worker processes
+
+        def subset(s: str):
+            rows = np.flatnonzero(split == s)
+            return torch.utils.data.TensorDataset(tensors[rows], targets[rows])
+
+        def source(s: str):
+            return tensors[np.flatnonzero(split == s)]
+
+    checked: list[bool] = []
+
+    def on_event(event: dict) -> None:
+        if streaming and event.get("event") == "epoch" and not checked:
+            # After the first pass every train / val row is decoded or known bad: decode the rows no
+            # loader reached (the test split), then apply the same rule as the in-memory path.
+            checked.append(True)
+            decode_rows(cache, items, cache.pending(), progress=decoded)
+            cache.flush()
+            split[:] = usable_split(md, given_split, cache.errors(items), cfg)
+        if callback:
+            callback(event)
+
+    seed_everything(cfg.seed)  # the head (and a from-scratch backbone) is initialised from the seed, not the process
     net, weights_info = build_network(cfg.backbone, len(names), pretrained=cfg.pretrained, weights=cfg.weights,
                                       allow_download=cfg.allow_download)
     if task == "multilabel":
-        pos = y[rows["train"]].sum(0)
-        pos_weight = (len(rows["train"]) - pos) / np.maximum(pos, 1) if cfg.class_weighting == "balanced" else None
+        pos = y[split == "train"].sum(0)
+        pos_weight = ((split == "train").sum() - pos) / np.maximum(pos, 1) if cfg.class_weighting == "balanced" else None
         loss_fn = torch.nn.BCEWithLogitsLoss(
             pos_weight=None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32))
     else:
-        weights = balanced_class_weights(y[rows["train"]], len(names)) if cfg.class_weighting == "balanced" else None
+        weights = balanced_class_weights(y[split == "train"], len(names)) if cfg.class_weighting == "balanced" else None
         loss_fn = torch.nn.CrossEntropyLoss(
             weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32),
             label_smoothing=cfg.label_smoothing)
@@ -142,15 +192,16 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                        monitor="val_auc", mode="max", patience=cfg.patience, seed=cfg.seed, device=cfg.device,
                        precision=cfg.precision, compile=cfg.compile, progress=cfg.progress,
-                       resume=cfg.resume)
+                       resume=cfg.resume, num_workers=num_workers)
     trainer = Trainer(net, subset("train"), subset("val"), tcfg, run_dir=run_dir, loss_fn=loss_fn,
-                      metric_fn=metric_fn, augment_fn=make_augment(cfg.augment), callback=callback)
+                      metric_fn=metric_fn, augment_fn=make_augment(cfg.augment), callback=on_event)
     result = trainer.fit()
     if callback:
         callback({"event": "evaluate"})
 
     model = trainer.model.eval()
-    logits = {s: predict_logits(model, tensors[rows[s]], trainer.policy) for s in ("val", "test")}
+    rows = {s: np.flatnonzero(split == s) for s in ("train", "val", "test")}
+    logits = {s: predict_logits(model, source(s), trainer.policy) for s in ("val", "test")}
     calibration = calibrate(logits["val"], y[rows["val"]], task, cfg.operating_point, cfg.target_sensitivity)
     eval_split = "test" if len(rows["test"]) else "val"
     report = build_report(logits[eval_split], y[rows[eval_split]], task, names, calibration, split=eval_split,
@@ -166,7 +217,7 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
                                      "dicom": "modality LUT, VOI LUT / window, else 8-bit as stored or 0.5-99.5 percentile, MONOCHROME1 inverted",
                                      "normalisation": {"mean": list(weights_info.mean), "std": list(weights_info.std)}},
                       training_config=cfg.model_dump(mode="json"), metrics=headline(report),
-                      data_fingerprint=fingerprint_data(pixels)) as w:
+                      data_fingerprint=fingerprint_data(cache.pixels if streaming else pixels)) as w:
         w.save_torch(MODEL_FILE, model.state_dict())
         w.save_json("model.json", model_info)
         w.save_json("calibration.json", calibration)
