@@ -81,3 +81,30 @@ def test_damaged_bundle_is_an_error_line_not_a_traceback(demo_bundle, tmp_path, 
     at.run()
     assert not at.exception
     assert any("Could not load the model" in e.value and "truncated or replaced" in e.value for e in at.error)
+
+
+def test_kb_tab_validates_an_upload_and_rebuilds_a_registered_bundle(page):
+    at = page
+    rows = ["id,question,answer,paraphrases",
+            "hours,When are you open?,We are open 9am to 5pm on weekdays.,what are your opening hours|when can I visit",
+            "refund,How do I get a refund?,Reply to your receipt email within 30 days.,can I get my money back|refund policy",
+            "ship,How long does shipping take?,Orders arrive in 3 to 5 working days.,when will my order arrive|delivery time"]
+    at.file_uploader(key="support_kb_upload").set_value([("shop.csv", "\n".join(rows).encode(), "text/csv")]).run()
+    assert not _errors(at)
+    assert any(s.value == "Valid: 3 entries, 6 paraphrases." for s in at.success)
+    before = {m.name for m in Registry().list("support")}
+    at.button(key="support_rebuild").click().run()
+    assert not _errors(at)
+    new = {m.name for m in Registry().list("support")} - before
+    assert len(new) == 1 and next(iter(new)).startswith("support-kb-")
+    assert any(s.value.startswith("Registered support-kb-") for s in at.success)
+
+
+def test_kb_tab_shows_an_invalid_upload_as_a_message(page):
+    at = page
+    bad = b"id,question,answer\nx,What?,\nx,Again?,Yes\n"   # an empty answer and a duplicate id
+    at.file_uploader(key="support_kb_upload").set_value([("bad.csv", bad, "text/csv")]).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert errors and errors[0].startswith("The knowledge base is not valid"), errors
+    assert "support_rebuild" not in [b.key for b in at.button]  # nothing to rebuild from an invalid file

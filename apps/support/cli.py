@@ -71,20 +71,32 @@ def train(kb: Optional[Path] = typer.Argument(None, help="FAQ knowledge base (CS
 
 @cli.command()
 def evaluate(bundle: str = typer.Argument(..., help="Bundle folder, registry name or support:latest."),
-             questions: Path = typer.Argument(..., help="Questions with question, faq_id (empty = out of scope), optional intent."),
+             questions: Optional[Path] = typer.Argument(None, help="Questions with question, faq_id (empty = out of scope), optional intent."),
+             sentiment: Optional[Path] = typer.Option(None, help="Labelled messages (text,label; 'neutral' = calm) for escalation "
+                                                                 "precision / recall / F1; only split=test rows when marked."),
              out: Optional[Path] = typer.Option(None, help="Report folder (default: <questions>-eval next to the file).")):
-    """Top-1 accuracy, MRR, recall@5, hand-off precision/recall, coverage curve, intent accuracy; plots saved.
+    """Top-1 accuracy, MRR, recall@5, hand-off precision/recall, coverage curve, intent accuracy, escalation P/R/F1; plots saved.
 
-    Example: lepton-apps support evaluate support:latest demo_data/support/demo_questions.json
+    Example: lepton-apps support evaluate support:latest demo_data/support/demo_questions.json --sentiment demo_data/support/demo_sentiment.json
     """
     import json
 
-    from .evaluate import evaluate_assistant, write_report
+    from lepton_apps.errors import ConfigError
+
+    from .evaluate import escalation_metrics, evaluate_assistant, write_report
     from .predict import SupportAssistant
 
+    if questions is None and sentiment is None:
+        raise ConfigError("nothing to evaluate", fix="pass a questions file and/or --sentiment labelled_messages.json")
     bot = SupportAssistant.load(bundle)
-    metrics, details, figures = evaluate_assistant(bot, questions, k=bot.settings.top_k)
-    folder = write_report(metrics, details, figures, out or questions.with_name(questions.stem + "-eval"))
+    metrics, details, figures, escalation = {}, None, {}, None
+    if questions is not None:
+        metrics, details, figures = evaluate_assistant(bot, questions, k=bot.settings.top_k)
+    if sentiment is not None:
+        m, escalation = escalation_metrics(bot, sentiment)
+        metrics.update(m)
+    first = questions or sentiment
+    folder = write_report(metrics, details, figures, out or first.with_name(first.stem + "-eval"), escalation)
     typer.echo(json.dumps(metrics, indent=2))
     typer.echo(f"report, per-question details and plots in {folder}")
 

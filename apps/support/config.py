@@ -1,7 +1,7 @@
 """SupportConfig: everything ``train`` needs, as a strict pydantic model loadable from YAML."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field
 
@@ -24,7 +24,8 @@ class SupportConfig(LeptonConfig):
                               "backbone as AutoModelForSequenceClassification (needs intent_data; best on a GPU)")
     intent_epochs: int = Field(3, ge=1, description="epochs of the full intent fine-tuning")
     intent_lr: float = Field(5e-5, gt=0)
-    sentiment_data: str | None = Field(None, description="CSV/JSON of text,label for escalation (label 'neutral' = no escalation)")
+    sentiment_data: str | None = Field(None, description="CSV/JSON of text,label for escalation (label 'neutral' = no "
+                                                          "escalation); rows with split=test are held out for evaluation")
     encoder: str = Field(DEFAULT_ENCODER, description="sentence encoder: all-MiniLM-L6-v2, a local folder or a cached HF id")
     finetune_encoder: bool = Field(False, description="fine-tune the bi-encoder on the KB's question/paraphrase pairs")
     finetune_epochs: int = Field(4, ge=1)
@@ -36,11 +37,16 @@ class SupportConfig(LeptonConfig):
     ambiguity_margin: float = Field(0.015, ge=0, description="hand off when the top-2 FAQs' fused scores are closer than this")
     ann_threshold: int = Field(50_000, ge=1, description="use a FAISS HNSW index when the KB has more texts than this")
     max_query_chars: int = Field(2_000, ge=10, description="longer questions are truncated before encoding")
-    escalation_threshold: float = Field(0.5, gt=0, lt=1, description="escalate when P(non-neutral sentiment) is at least this")
+    escalation_threshold: float | None = Field(None, gt=0, lt=1, description="escalate when P(non-neutral sentiment) is at "
+                                               "least this; None = chosen by cross-validation for escalation_target_precision")
+    escalation_target_precision: float = Field(0.9, gt=0, le=1, description="precision wanted on escalated messages "
+                                                                           "(share of escalations that are really upset)")
+    sentiment_c: float = Field(10.0, gt=0, description="inverse L2 strength (scikit-learn C) of the sentiment logistic regression")
     teams: dict[str, str] = Field(default_factory=dict, description="intent -> team routing (default: the intent itself)")
-    head_epochs: int = Field(60, ge=1, description="epochs of the intent / sentiment heads")
+    head_epochs: int = Field(60, ge=1, description="epochs of the intent head")
     head_lr: float = Field(3e-3, gt=0)
-    batch_size: int = Field(64, ge=1, description="encoding batch size")
+    batch_size: Optional[int] = Field(None, ge=1, description="encoding batch size (default: the encoder's, "
+                                                                "16 on CPU, 64 on a GPU)")
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     seed: int = 0

@@ -2,7 +2,7 @@
 
 ``demo_kb.json`` (66 FAQs, 3+ paraphrases each), ``demo_questions.json`` (132 held-out customer
 questions mapped to FAQ ids + 40 out-of-scope questions, split val / test) and
-``demo_sentiment.json`` (120 messages labelled neutral / negative / urgent, split train / test).
+``demo_sentiment.json`` (465 messages labelled neutral / negative / urgent, 348 train / 117 held-out test).
 """
 from __future__ import annotations
 

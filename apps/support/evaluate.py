@@ -1,8 +1,9 @@
-"""Evaluation of a support assistant on held-out questions: retrieval, hand-off, coverage, intent.
+"""Evaluation of a support assistant on held-out questions: retrieval, hand-off, coverage, intent, escalation.
 
 Answerable questions (with a faq_id) give top-1 accuracy, MRR and recall@k of the ranking;
 out-of-scope questions (empty faq_id) give hand-off precision / recall; all questions give the
-answered-precision vs coverage curve as the confidence threshold moves.
+answered-precision vs coverage curve as the confidence threshold moves. Labelled messages
+(``text,label``; label ``neutral`` = calm) give escalation precision / recall / F1.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import read_questions
+from .data import read_labelled, read_questions
 
 
 def answered_precision_curve(confidence: np.ndarray, correct: np.ndarray) -> pd.DataFrame:
@@ -71,6 +72,43 @@ def evaluate_assistant(assistant, questions, k: int = 5) -> tuple[dict, pd.DataF
     return m, details, figures
 
 
+def escalation_metrics(assistant, messages) -> tuple[dict, pd.DataFrame]:
+    """Return (metrics, per-message table) of the escalation decision on labelled messages.
+
+    ``messages``: a path or table with text, label (``neutral`` = should not escalate) and optional
+    split; when some rows have split=test only those (the held-out part) are scored. Metrics:
+    escalation precision / recall / F1 and PR AUC of P(escalate), sentiment accuracy, the threshold.
+    """
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from lepton_apps.errors import ConfigError
+    from lepton_apps.metrics import pr_auc
+
+    from .model import NEUTRAL
+
+    if assistant.sentiment_head is None:
+        raise ConfigError("this bundle has no sentiment / urgency classifier", where="bundle",
+                          fix="train it with --sentiment-data (text,label with label 'neutral' for calm messages)")
+    data = read_labelled(messages, "label", what="sentiment data")
+    if "split" in data and (data["split"] == "test").any():
+        data = data[data["split"] == "test"].reset_index(drop=True)
+    replies = assistant.answer_batch(data["text"].tolist())
+    upset = (data["label"] != NEUTRAL).to_numpy()
+    flagged = np.array([r.escalate for r in replies])
+    score = np.array([r.escalation_score if r.escalation_score is not None else 0.0 for r in replies])
+    precision, recall, f1, _ = precision_recall_fscore_support(upset, flagged, average="binary", zero_division=0)
+    m = {"n_sentiment_test": int(len(data)), "n_should_escalate": int(upset.sum()),
+         "escalation_threshold": float(assistant.settings.escalation_threshold),
+         "escalation_precision": float(precision), "escalation_recall": float(recall), "escalation_f1": float(f1),
+         "false_escalations": int((flagged & ~upset).sum()), "missed_escalations": int((upset & ~flagged).sum()),
+         "sentiment_accuracy": float(np.mean([r.sentiment == g for r, g in zip(replies, data["label"])]))}
+    if 0 < upset.sum() < len(upset):
+        m["escalation_pr_auc"] = float(pr_auc(upset.astype(int), score))
+    details = data.assign(sentiment=[r.sentiment for r in replies], escalation_score=score, escalate=flagged,
+                          correct=flagged == upset)
+    return m, details
+
+
 def _plot_coverage(curve: pd.DataFrame, threshold: float, conf: np.ndarray):
     from matplotlib.figure import Figure
 
@@ -90,8 +128,9 @@ def _plot_coverage(curve: pd.DataFrame, threshold: float, conf: np.ndarray):
     return fig
 
 
-def write_report(metrics: dict, details: pd.DataFrame, figures: dict, out: str | Path) -> Path:
-    """Write metrics.json, details.csv and the PNG plots to ``out``; return the folder."""
+def write_report(metrics: dict, details: pd.DataFrame | None, figures: dict, out: str | Path,
+                 escalation_details: pd.DataFrame | None = None) -> Path:
+    """Write metrics.json, details.csv (+ escalation_details.csv) and the PNG plots to ``out``; return the folder."""
     import json
 
     from lepton_apps.io import atomic_write_json
@@ -100,7 +139,10 @@ def write_report(metrics: dict, details: pd.DataFrame, figures: dict, out: str |
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "metrics.json", metrics)
-    details.to_csv(out / "details.csv", index=False)
+    if details is not None:
+        details.to_csv(out / "details.csv", index=False)
+    if escalation_details is not None:
+        escalation_details.to_csv(out / "escalation_details.csv", index=False)
     for name, fig in figures.items():
         save_figure(fig, out / name)
     (out / "README.txt").write_text(json.dumps(metrics, indent=2) + "\n")

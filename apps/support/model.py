@@ -2,7 +2,10 @@
 
 * :class:`EmbeddingHead` — a linear (optionally one hidden layer) classifier on sentence
   embeddings, trained with the core :class:`~lepton_apps.training.Trainer` (mixed precision,
-  early stopping on validation accuracy); used for intents and for sentiment / urgency.
+  early stopping on validation accuracy); used for intents.
+* :func:`train_escalation_head` — sentiment / urgency: a multinomial logistic regression on the
+  embeddings (stored as an :class:`EmbeddingHead`) and the threshold on P(not neutral) that reaches
+  a target escalation precision on cross-validated probabilities.
 * :class:`ConfidenceModel` — logistic regression on retrieval features, giving P(the top FAQ is
   the right answer); weights stored as JSON.
 * :func:`finetune_biencoder` — in-batch-negatives (MultipleNegativesRanking) fine-tuning of the
@@ -19,7 +22,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from lepton_apps.errors import DataError
 from lepton_apps.training import Trainer, TrainConfig, balanced_class_weights, make_loss
+
+NEUTRAL = "neutral"   # the sentiment label that never escalates; every other label does
 
 
 class EmbeddingHead(torch.nn.Module):
@@ -110,6 +116,83 @@ def head_from_state(config: dict, state: dict) -> EmbeddingHead:
     head = EmbeddingHead(config["dim"], config["n_classes"], hidden=config.get("hidden", 0))
     head.load_state_dict(state)
     return head.eval()
+
+
+# ------------------------------------------------------------------------------ sentiment / urgency
+def _logistic(embeddings: np.ndarray, labels: np.ndarray, C: float):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, class_weight="balanced", max_iter=3000).fit(embeddings, labels)
+
+
+def _as_head(model, dim: int) -> EmbeddingHead:
+    """Return the fitted (multinomial or binary) logistic regression as a linear :class:`EmbeddingHead`."""
+    coef, bias = model.coef_, model.intercept_
+    if len(model.classes_) == 2:   # sklearn keeps one logit z for class 1; softmax([0, z]) = sigmoid(z)
+        coef, bias = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], bias])
+    head = EmbeddingHead(dim, len(model.classes_))
+    with torch.no_grad():
+        head.net[-1].weight.copy_(torch.as_tensor(coef, dtype=torch.float32))
+        head.net[-1].bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    return head.eval()
+
+
+def _best_f1_threshold(upset: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thr = precision_recall_curve(upset, score)
+    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+    return float(thr[int(np.argmax(f1))])
+
+
+def train_escalation_head(embeddings: np.ndarray, labels: list[str], *, extra_neutral: np.ndarray | None = None,
+                          C: float = 10.0, target_precision: float = 0.9, threshold: float | None = None,
+                          folds: int = 5, seed: int = 0) -> tuple[HeadResult, float]:
+    """Return (sentiment head, escalation threshold) for labelled messages; label ``neutral`` = no escalation.
+
+    The head is an L2 logistic regression with class-balanced weights (scikit-learn; convex, so it
+    is fully fitted and deterministic), stored as a linear :class:`EmbeddingHead`. A message is
+    escalated when P(escalate) = 1 - P(neutral) reaches the threshold. Unless ``threshold`` is
+    given, it is the lowest one whose escalation precision reaches ``target_precision`` on
+    out-of-fold probabilities (stratified ``folds``-fold cross-validation of the labelled messages;
+    when no threshold reaches it, the best-F1 one, with a note). ``extra_neutral`` (e.g. the KB's
+    own questions) joins every training fold as calm examples but is never scored.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    from lepton_apps.metrics import threshold_for_precision, threshold_metrics
+
+    y = np.asarray(labels, dtype=object)
+    names, counts = np.unique(y, return_counts=True)
+    if NEUTRAL not in names:
+        raise DataError(f"sentiment data has no {NEUTRAL!r} label (found: {', '.join(map(str, names))})",
+                        where="sentiment_data", fix=f"label calm messages {NEUTRAL!r}; every other label escalates")
+    if counts.min() < 2:
+        raise DataError(f"sentiment label {names[counts.argmin()]!r} has only one example", where="sentiment_data",
+                        fix="give at least 2 examples of every label (a few dozen each for a useful threshold)")
+    extra = np.zeros((0, embeddings.shape[1]), dtype=embeddings.dtype) if extra_neutral is None else extra_neutral
+    upset = (y != NEUTRAL).astype(int)
+    score = np.zeros(len(y))
+    k = int(min(folds, counts.min()))
+    for train_idx, val_idx in StratifiedKFold(k, shuffle=True, random_state=seed).split(embeddings, y):
+        model = _logistic(np.concatenate([embeddings[train_idx], extra]),
+                          np.concatenate([y[train_idx], [NEUTRAL] * len(extra)]), C)
+        score[val_idx] = 1.0 - model.predict_proba(embeddings[val_idx])[:, list(model.classes_).index(NEUTRAL)]
+    note = None
+    if threshold is None:
+        try:
+            threshold = threshold_for_precision(upset, score, target_precision)
+        except DataError as exc:
+            threshold, note = _best_f1_threshold(upset, score), f"{exc.what}; using the best-F1 threshold instead"
+    at = threshold_metrics(upset, score, threshold)
+    model = _logistic(np.concatenate([embeddings, extra]), np.concatenate([y, [NEUTRAL] * len(extra)]), C)
+    summary = {"model": "logistic regression (scikit-learn, class-balanced)", "C": C, "n_messages": int(len(y)),
+               "n_extra_neutral": int(len(extra)), "escalation_threshold": float(threshold),
+               "target_precision": target_precision, "cv_folds": k, "cv_escalation_precision": at["precision"],
+               "cv_escalation_recall": at["sensitivity"], "cv_escalation_f1": at["f1"]}
+    if note:
+        summary["note"] = note
+    return HeadResult(_as_head(model, embeddings.shape[1]), [str(c) for c in model.classes_], summary), float(threshold)
 
 
 # ------------------------------------------------------------------------------------ confidence

@@ -16,11 +16,10 @@ import numpy as np
 import pandas as pd
 
 from .index import FaqIndex, Hit
-from .model import ConfidenceModel, EmbeddingHead, retrieval_features
+from .model import NEUTRAL, ConfidenceModel, EmbeddingHead, retrieval_features
 
 DOMAIN = "support"
 HANDOFF_MESSAGE = "I'm not sure I can answer that correctly, so I'm connecting you to a human agent."
-NEUTRAL = "neutral"
 
 
 @dataclasses.dataclass
@@ -53,6 +52,7 @@ class Answer:
     team: str | None = None
     sentiment: str | None = None
     sentiment_confidence: float | None = None
+    escalation_score: float | None = None
     escalate: bool = False
     escalation_reason: str | None = None
     truncated: bool = False
@@ -112,7 +112,7 @@ class SupportAssistant:
     def __init__(self, encoder, kb: pd.DataFrame, index: FaqIndex, confidence: ConfidenceModel, settings: Settings,
                  intent_head: EmbeddingHead | None = None, intent_labels: Sequence[str] = (),
                  sentiment_head: EmbeddingHead | None = None, sentiment_labels: Sequence[str] = (),
-                 version: str = "", batch_size: int = 64, intent_model: tuple | None = None):
+                 version: str = "", batch_size: int | None = None, intent_model: tuple | None = None):
         self.encoder = encoder
         self.kb = kb.reset_index(drop=True)
         self.index = index
@@ -123,6 +123,10 @@ class SupportAssistant:
         self.version = version
         self.batch_size = batch_size
         self._ids = self.kb["id"].tolist()
+        # plain per-row tuples: building a reply's sources from them costs microseconds, pandas rows milliseconds
+        url = self.kb["url"] if "url" in self.kb.columns else pd.Series([""] * len(self.kb))
+        self._rows = [(str(i), str(q), str(a), str(u or "")) for i, q, a, u in
+                      zip(self.kb["id"], self.kb["question"], self.kb["answer"], url.fillna(""))]
         self.intent_model = intent_model  # (AutoModelForSequenceClassification, tokenizer, labels) or None
         if intent_model is not None:
             self.intent_labels = list(intent_model[2])
@@ -132,10 +136,13 @@ class SupportAssistant:
 
     # ------------------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, ref: str | Path, *, device: str = "auto", quantize: str = "none", registry=None) -> SupportAssistant:
+    def load(cls, ref: str | Path, *, device: str = "auto", quantize: str = "none", backend: str = "auto",
+             registry=None) -> SupportAssistant:
         """Return the assistant stored in a bundle (a path, a registry name or ``support:latest``).
 
-        ``quantize="int8"`` encodes questions with dynamic int8 Linear layers on CPU (faster, KB vectors unchanged).
+        ``backend``: "auto" encodes questions with ONNX Runtime on CPU when installed (same vectors,
+        faster), else PyTorch; "torch" or "onnx" to choose. ``quantize="int8"`` encodes questions with
+        dynamic int8 Linear layers on CPU (PyTorch; faster, vectors move a little; KB vectors unchanged).
         """
         from lepton_apps.bundle import load_bundle
         from lepton_apps.registry import Registry
@@ -148,7 +155,8 @@ class SupportAssistant:
         settings = Settings(**bundle.load_json("retrieval.json")["settings"])
         enc_cfg = bundle.load_json("encoder.json")
         name = str(bundle.path / "encoder") if enc_cfg.get("stored_in_bundle") else enc_cfg["name"]
-        encoder = SentenceEncoder(name, device=device, max_length=enc_cfg.get("max_length", 256), quantize=quantize)
+        encoder = SentenceEncoder(name, device=device, max_length=enc_cfg.get("max_length", 256), quantize=quantize,
+                                  backend=backend)
         kb = pd.DataFrame(bundle.load_json("kb.json"))
         texts = bundle.load_json("kb_texts.json")
         index = FaqIndex(bundle.load_numpy("kb_embeddings.npy"), texts["owner"], texts["texts"],
@@ -215,8 +223,9 @@ class SupportAssistant:
         model, tokenizer, labels = self.intent_model
         probs = []
         with self._intent_lock, torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                enc = tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True, max_length=64,
+            step = self.batch_size or 64
+            for start in range(0, len(texts), step):
+                enc = tokenizer(texts[start:start + step], padding=True, truncation=True, max_length=64,
                                 return_tensors="pt").to(model.device)
                 probs.append(torch.softmax(model(**enc).logits.float(), -1).cpu().numpy())
         return [(labels[int(p.argmax())], float(p.max()), p) for p in np.concatenate(probs)]
@@ -240,22 +249,33 @@ class SupportAssistant:
             reply.intent, reply.intent_confidence = intent[0], intent[1]
             reply.team = s.teams.get(intent[0], intent[0])
         if sentiment is not None:
-            labels, probs = self.sentiment_labels, sentiment[2]
-            upset = [(p, lab) for lab, p in zip(labels, probs) if lab != NEUTRAL]
-            p_upset = float(sum(p for p, _ in upset))
-            reply.sentiment, reply.sentiment_confidence = sentiment[0], sentiment[1]
-            if sentiment[0] != NEUTRAL and p_upset >= s.escalation_threshold:
-                worst = max(upset)[1]
-                reply.escalate = True
-                reply.escalation_reason = f"the customer seems {worst} (p={p_upset:.2f})"
+            self._escalation(reply, sentiment[2])
         return reply
 
+    def _escalation(self, reply: Answer, probs: np.ndarray) -> None:
+        """Escalate when P(escalate) = 1 - P(neutral) reaches the bundle's threshold (chosen for a target precision).
+
+        The reported sentiment agrees with the decision: the likeliest non-neutral label when escalated, else neutral.
+        """
+        labels = self.sentiment_labels
+        upset = [(float(p), lab) for lab, p in zip(labels, probs) if lab != NEUTRAL]
+        p_escalate = sum(p for p, _ in upset)
+        reply.escalation_score = p_escalate
+        reply.escalate = bool(upset) and p_escalate >= self.settings.escalation_threshold
+        if reply.escalate:
+            p_worst, worst = max(upset)
+            reply.sentiment, reply.sentiment_confidence = worst, p_worst
+            reply.escalation_reason = (f"the customer seems {worst} (P(escalate)={p_escalate:.2f} "
+                                       f">= {self.settings.escalation_threshold:.2f})")
+        else:
+            reply.sentiment, reply.sentiment_confidence = NEUTRAL, 1.0 - p_escalate
+
     def _source(self, hit: Hit) -> Source:
-        row = self.kb.iloc[hit.row]
-        return Source(faq_id=str(row["id"]), question=str(row["question"]),
+        faq_id, question, answer, url = self._rows[hit.row]
+        return Source(faq_id=faq_id, question=question,
                       matched_text=self.index.texts[hit.text_index] if hit.text_index >= 0 else "",
                       score=round(hit.score, 4), dense=round(hit.dense, 4), lexical=round(hit.lexical, 4),
-                      answer=str(row["answer"]), url=str(row.get("url", "") or ""))
+                      answer=answer, url=url)
 
     def explain(self, text: Any) -> dict:
         """Return why the assistant answered as it did: each source's matched text and dense / lexical parts,
@@ -295,6 +315,7 @@ class SupportAssistant:
             "intent": [r.intent for r in replies],
             "team": [r.team for r in replies],
             "sentiment": [r.sentiment for r in replies],
+            "escalation_score": [r.escalation_score for r in replies],
             "escalate": [r.escalate for r in replies],
             "truncated": [r.truncated for r in replies],
         })

@@ -8,8 +8,10 @@ Steps, each reported to ``progress(stage, fraction)``:
 4. choose the dense/BM25 fusion weight and fit the confidence model on validation queries: the
    ``split=val`` questions plus leave-one-out KB paraphrases (answerable: the paraphrase itself is
    hidden; out of scope: its whole FAQ is hidden), then pick the threshold for the target precision;
-5. train the intent head (intent data, or the KB categories) and the sentiment head;
-6. evaluate on the ``split=test`` questions and write the bundle with metrics and plots.
+5. train the intent head (intent data, or the KB categories) and the sentiment / urgency head, whose
+   escalation threshold is chosen by cross-validation for a target precision;
+6. evaluate on the ``split=test`` questions (and ``split=test`` sentiment messages) and write the
+   bundle with metrics and plots.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from lepton_apps.errors import DataError
 from .config import SupportConfig
 from .data import kb_texts, read_kb, read_labelled, read_questions
 from .index import FaqIndex
-from .model import ConfidenceModel, finetune_biencoder, head_config, retrieval_features, train_head
+from .model import (ConfidenceModel, finetune_biencoder, head_config, retrieval_features, train_escalation_head,
+                    train_head)
 from .predict import SupportAssistant, Settings
 
 WEIGHT_GRID = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 11))
@@ -182,7 +185,8 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
                              "leave_one_out": use_loo, "target_precision": cfg.target_precision}
     settings = Settings(fusion_weight=weight, threshold=threshold, ambiguity_margin=cfg.ambiguity_margin,
                         top_k=cfg.top_k, max_query_chars=cfg.max_query_chars,
-                        escalation_threshold=cfg.escalation_threshold, teams=dict(cfg.teams),
+                        escalation_threshold=cfg.escalation_threshold or 0.5,   # replaced when a sentiment head is trained
+                        teams=dict(cfg.teams),
                         ann_threshold=cfg.ann_threshold)
 
     say("training the intent classifier", 0.65)
@@ -223,13 +227,13 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
         has_split = "split" in data and (data["split"] == "test").any()
         train_part = data[data["split"] != "test"] if has_split else data
         sent_test = data[data["split"] == "test"] if has_split else None
-        # the KB's own questions are calm customer messages: extra 'neutral' examples, when that label exists
-        extra = texts if "neutral" in set(train_part["label"]) else []
-        sentiment = train_head(np.concatenate([encoder.encode(train_part["text"].tolist(), batch_size=cfg.batch_size),
-                                               kb_emb[: len(extra)]]),
-                               train_part["label"].tolist() + ["neutral"] * len(extra), epochs=cfg.head_epochs, lr=cfg.head_lr, seed=cfg.seed,
-                               device=cfg.device, precision=cfg.precision)
-        record["sentiment"] = {"source": str(cfg.sentiment_data), **sentiment.summary}
+        # the KB's own questions are calm customer messages: extra neutral examples in every training fold
+        sentiment, settings.escalation_threshold = train_escalation_head(
+            encoder.encode(train_part["text"].tolist(), batch_size=cfg.batch_size), train_part["label"].tolist(),
+            extra_neutral=kb_emb, C=cfg.sentiment_c, target_precision=cfg.escalation_target_precision,
+            threshold=cfg.escalation_threshold, seed=cfg.seed)
+        record["sentiment"] = {"source": str(cfg.sentiment_data), "n_held_out": int(len(sent_test) if has_split else 0),
+                               **sentiment.summary}
 
     assistant = SupportAssistant(encoder, kb, index, confidence, settings,
                                  intent.head if intent else None, intent.labels if intent else (),
@@ -245,22 +249,12 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
         record["metrics"].update(metrics)
         record["figures"], record["details"] = figures, details
     if sent_test is not None and len(sent_test):
-        record["metrics"].update(sentiment_metrics(assistant, sent_test))
+        from .evaluate import escalation_metrics
+
+        record["metrics"].update(escalation_metrics(assistant, sent_test)[0])
     record.update(kb=kb, texts=texts, owner=owner, kb_emb=kb_emb, confidence=confidence, settings=settings,
                   config=cfg)
     return assistant, record
-
-
-def sentiment_metrics(assistant: SupportAssistant, data: pd.DataFrame) -> dict:
-    """Return sentiment accuracy and escalation precision / recall on labelled messages."""
-    replies = assistant.answer_batch(data["text"].tolist())
-    gold = data["label"].tolist()
-    upset = np.array([g != "neutral" for g in gold])
-    flagged = np.array([r.escalate for r in replies])
-    return {"sentiment_accuracy": float(np.mean([r.sentiment == g for r, g in zip(replies, gold)])),
-            "escalation_recall": float(flagged[upset].mean()) if upset.any() else 0.0,
-            "escalation_precision": float(upset[flagged].mean()) if flagged.any() else 0.0,
-            "n_sentiment_test": int(len(gold))}
 
 
 def write_bundle(assistant: SupportAssistant, record: dict, out: str | Path, overwrite: bool = True) -> Path:
