@@ -50,6 +50,18 @@ def test_batch_and_online_features_are_identical(stream_df):
     assert batch[:, spec.names.index("terminal_risk_7d")].max() > 0  # the risk features are not all zero
 
 
+def test_parallel_and_time_sorted_paths_give_the_same_features(stream_df, monkeypatch):
+    from lepton_apps.finance import features
+
+    spec = _spec()
+    serial = _batch(stream_df, spec)                     # shuffled input: the general sort path, one thread
+    monkeypatch.setattr(features, "PARALLEL_ROWS", 0)    # the two-thread path of large tables
+    assert np.array_equal(_batch(stream_df, spec), serial)
+    ordered = stream_df.sort_values("timestamp", kind="stable")   # the already-time-ordered shortcut
+    by_id = pd.DataFrame(_batch(ordered, spec), index=ordered.index).sort_index().to_numpy()
+    assert np.array_equal(by_id, serial)
+
+
 def test_state_round_trip_and_late_labels(stream_df):
     spec = _spec()
     state = OnlineState(spec)

@@ -199,6 +199,11 @@ def _grouped_positions(codes: np.ndarray, rank: np.ndarray) -> np.ndarray:
     return np.argsort(codes.astype(np.int64) * len(rank) + rank, kind="stable")
 
 
+#: above this many rows the customer and terminal windows are computed in two threads (NumPy's
+#: sorts, searches and cumulative sums release the GIL); below it thread start-up costs more.
+PARALLEL_ROWS = 200_000
+
+
 def window_features(s: Stream, spec: FeatureSpec) -> dict[str, np.ndarray]:
     """Return the time and window features of every row of ``s`` (vectorised over the whole stream)."""
     out: dict[str, np.ndarray] = {}
@@ -207,34 +212,63 @@ def window_features(s: Stream, spec: FeatureSpec) -> dict[str, np.ndarray]:
         return out
     t = s.t
     out["is_weekend"], out["is_night"] = time_flags(t)
-    rank = np.empty(n, dtype=np.int64)
-    rank[np.argsort(t, kind="stable")] = np.arange(n)
+    if n and bool(np.all(t[1:] >= t[:-1])):
+        rank = np.arange(n, dtype=np.int64)  # already in time order (the usual case): no sort needed
+    else:
+        rank = np.empty(n, dtype=np.int64)
+        rank[np.argsort(t, kind="stable")] = np.arange(n)
     tmin = int(t.min()) if n else 0
     span = (int(t.max()) - tmin if n else 0) + int(max(spec.windows_days) * DAY_S) + spec.delay_s + 1
-    idx = np.arange(n)
+    parts = []
     if spec.has("customer"):
-        codes = pd.factorize(s.customer)[0]
-        order = _grouped_positions(codes, rank)
-        keyed = codes[order].astype(np.int64) * span + (t[order] - tmin)
-        cs = np.r_[0, np.cumsum(s.cents[order])] if s.cents is not None else None
-        for w in spec.windows_days:
-            left = np.searchsorted(keyed, keyed - w * DAY_S, side="right")
-            count = idx - left + 1
-            _put(out, f"customer_nb_tx_{w}d", order, count.astype(float))
-            if cs is not None:
-                _put(out, f"customer_avg_amount_{w}d", order, (cs[idx + 1] - cs[left]) / count / 100)
+        parts.append(lambda: _customer_windows(s, spec, rank, tmin, span))
     if spec.has("terminal") and spec.has("label"):
-        codes = pd.factorize(s.terminal)[0]
-        order = _grouped_positions(codes, rank)
-        keyed = codes[order].astype(np.int64) * span + (t[order] - tmin)
-        fraud = np.r_[0, np.cumsum(s.label[order] == 1)]
-        hi = np.searchsorted(keyed, keyed - spec.delay_s, side="right")
-        for w in spec.windows_days:
-            lo = np.searchsorted(keyed, keyed - spec.delay_s - w * DAY_S, side="right")
-            count = hi - lo
-            frauds = fraud[hi] - fraud[lo]
-            _put(out, f"terminal_nb_tx_{w}d", order, count.astype(float))
-            _put(out, f"terminal_risk_{w}d", order, np.divide(frauds, count, out=np.zeros(n), where=count > 0))
+        parts.append(lambda: _terminal_windows(s, spec, rank, tmin, span))
+    if len(parts) == 2 and n >= PARALLEL_ROWS:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda part: part(), parts))
+    else:
+        results = [part() for part in parts]
+    for part in results:
+        out.update(part)
+    return out
+
+
+def _customer_windows(s: Stream, spec: FeatureSpec, rank: np.ndarray, tmin: int, span: int) -> dict[str, np.ndarray]:
+    """Per-customer count and mean amount over each window, up to and including the row itself."""
+    out: dict[str, np.ndarray] = {}
+    n, t = len(s), s.t
+    idx = np.arange(n)
+    codes = pd.factorize(s.customer)[0]
+    order = _grouped_positions(codes, rank)
+    keyed = codes[order].astype(np.int64) * span + (t[order] - tmin)
+    cs = np.r_[0, np.cumsum(s.cents[order])] if s.cents is not None else None
+    for w in spec.windows_days:
+        left = np.searchsorted(keyed, keyed - w * DAY_S, side="right")
+        count = idx - left + 1
+        _put(out, f"customer_nb_tx_{w}d", order, count.astype(float))
+        if cs is not None:
+            _put(out, f"customer_avg_amount_{w}d", order, (cs[idx + 1] - cs[left]) / count / 100)
+    return out
+
+
+def _terminal_windows(s: Stream, spec: FeatureSpec, rank: np.ndarray, tmin: int, span: int) -> dict[str, np.ndarray]:
+    """Per-terminal count and fraud rate over each window, counting only labels known delay_s before t."""
+    out: dict[str, np.ndarray] = {}
+    n, t = len(s), s.t
+    codes = pd.factorize(s.terminal)[0]
+    order = _grouped_positions(codes, rank)
+    keyed = codes[order].astype(np.int64) * span + (t[order] - tmin)
+    fraud = np.r_[0, np.cumsum(s.label[order] == 1)]
+    hi = np.searchsorted(keyed, keyed - spec.delay_s, side="right")
+    for w in spec.windows_days:
+        lo = np.searchsorted(keyed, keyed - spec.delay_s - w * DAY_S, side="right")
+        count = hi - lo
+        frauds = fraud[hi] - fraud[lo]
+        _put(out, f"terminal_nb_tx_{w}d", order, count.astype(float))
+        _put(out, f"terminal_risk_{w}d", order, np.divide(frauds, count, out=np.zeros(n), where=count > 0))
     return out
 
 
@@ -277,8 +311,11 @@ def stack_columns(columns: list[np.ndarray], n: int) -> np.ndarray:
     """Return the columns as a C-ordered (n, len(columns)) float matrix, allocated once
     (fresh allocations cost more than the strided writes on large inputs)."""
     mat = np.empty((n, len(columns)), dtype=float)
-    for j, col in enumerate(columns):
-        mat[:, j] = col
+    block = 32_768  # row blocks keep the strided writes in cache: about 3x faster than whole columns at 1M rows
+    for start in range(0, n, block):
+        rows = slice(start, start + block)
+        for j, col in enumerate(columns):
+            mat[rows, j] = col[rows]
     return mat
 
 
