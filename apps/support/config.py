@@ -45,8 +45,8 @@ class SupportConfig(LeptonConfig):
     teams: dict[str, str] = Field(default_factory=dict, description="intent -> team routing (default: the intent itself)")
     head_epochs: int = Field(60, ge=1, description="epochs of the intent head")
     head_lr: float = Field(3e-3, gt=0)
-    batch_size: Optional[int] = Field(None, ge=1, description="encoding batch size (default: the encoder's, "
-                                                                "16 on CPU, 64 on a GPU)")
+    batch_size: Optional[int] = Field(None, ge=1, description="most texts per encoding batch (default: the "
+                                                                "encoder's; on CPU a 512-token budget usually binds first)")
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     seed: int = 0

@@ -244,33 +244,74 @@ class SentenceEncoder:
 
     @property
     def default_batch_size(self) -> int:
-        """16 on CPU (measured fastest there: activations stay in cache, less padding), 64 on a GPU."""
-        return 16 if self.policy.device.type == "cpu" else 64
+        """Most texts in one batch: 128 on CPU (the token budget usually binds first), 64 on a GPU."""
+        return 128 if self.policy.device.type == "cpu" else 64
 
-    def encode(self, texts: list[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
-        """Return an (n, dim) float32 array of L2-normalised embeddings, in the order of ``texts``."""
-        batch_size = batch_size or self.default_batch_size
+    @property
+    def default_batch_tokens(self) -> int:
+        """Token budget per batch (texts × padded length): 512 on CPU, measured fastest there (activations
+        stay in cache); on a GPU large enough that ``batch_size`` binds."""
+        return 512 if self.policy.device.type == "cpu" else 64 * self.max_length
+
+    def _batches(self, texts: list[str], batch_size: int, batch_tokens: int):
+        """Yield (row indices, padded ids, attention mask) batches, longest first, each within the budgets.
+
+        Texts are tokenized once, sorted by token count (so a batch holds similar lengths and little
+        padding), and cut so that rows × longest length stays under ``batch_tokens``: many short
+        questions go in one batch, long answers in small ones.
+        """
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length, add_special_tokens=True)["input_ids"]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(-lengths, kind="stable")
+        pad = self.tokenizer.pad_token_id or 0
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        start = 0
+        while start < len(order):
+            width = max(int(lengths[order[start]]), 1)
+            idx = order[start:start + max(1, min(batch_size, batch_tokens // width))]
+            start += len(idx)
+            tokens = np.full((len(idx), width), pad, dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for row, i in enumerate(idx):
+                n = int(lengths[i])
+                cols = slice(width - n, width) if left else slice(0, n)
+                tokens[row, cols], mask[row, cols] = ids[i], 1
+            yield idx, tokens, mask
+
+    def encode(self, texts: list[str], batch_size: int | None = None, progress: bool = False, *,
+               batch_tokens: int | None = None) -> np.ndarray:
+        """Return an (n, dim) float32 array of L2-normalised embeddings, in the order of ``texts``.
+
+        ``batch_size``: most texts per batch; ``batch_tokens``: most tokens (rows × padded length)
+        per batch. Defaults suit the device (see ``default_batch_size`` / ``default_batch_tokens``).
+        """
         texts = [t if isinstance(t, str) else str(t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        order = np.argsort([-len(t) for t in texts], kind="stable")
         from tqdm.auto import tqdm
 
-        batches = tqdm(range(0, len(texts), batch_size), disable=not progress, desc="encoding", leave=False)
+        batch_size = batch_size or self.default_batch_size
+        batch_tokens = batch_tokens or self.default_batch_tokens
+        bar = tqdm(total=len(texts), disable=not progress, desc="encoding", leave=False)
         with self._lock:
             onnx = self._onnx_runner() if self.backend == "onnx" else None
             if onnx is not None:
-                for start in batches:
-                    idx = order[start:start + batch_size]
-                    features = self.tokenize([texts[i] for i in idx], tensors="np")
-                    out[idx] = self._pool_numpy(onnx.hidden(features), features["attention_mask"])
+                for idx, tokens, mask in self._batches(texts, batch_size, batch_tokens):
+                    features = {"input_ids": tokens, "attention_mask": mask, "token_type_ids": np.zeros_like(tokens)}
+                    out[idx] = self._pool_numpy(onnx.hidden(features), mask)
+                    bar.update(len(idx))
+                bar.close()
                 return out
-            with self._torch.inference_mode(), self.policy.autocast():
-                for start in batches:
-                    idx = order[start:start + batch_size]
-                    features = self.policy.to_device(dict(self.tokenize([texts[i] for i in idx])))
-                    out[idx] = self.forward_features(features).cpu().numpy()
+            torch = self._torch
+            with torch.inference_mode(), self.policy.autocast():
+                for idx, tokens, mask in self._batches(texts, batch_size, batch_tokens):
+                    features = {"input_ids": torch.from_numpy(tokens), "attention_mask": torch.from_numpy(mask)}
+                    if "token_type_ids" in self.tokenizer.model_input_names:
+                        features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+                    out[idx] = self.forward_features(self.policy.to_device(features)).cpu().numpy()
+                    bar.update(len(idx))
+        bar.close()
         return out
 
     def save(self, folder: str | Path) -> Path:
