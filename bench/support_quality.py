@@ -114,7 +114,8 @@ def main(argv=None) -> int:
     ap.add_argument("--finetune-epochs", type=int, default=4)
     ap.add_argument("--full-finetune", type=int, default=0, metavar="EPOCHS",
                     help="also fine-tune the whole MiniLM classifier on Banking77 for up to EPOCHS epochs (slow on CPU)")
-    ap.add_argument("--full-finetune-lr", type=float, default=1e-4)
+    ap.add_argument("--full-finetune-lr", type=float, default=3e-4,
+                    help="peak learning rate (3e-4 gave 91.79 %% in 4 epochs; 1e-4 only 80.39 %% in 3)")
     ap.add_argument("--skip", choices=["banking77", "retrieval"], action="append", default=[])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)

@@ -22,8 +22,9 @@ class SupportConfig(LeptonConfig):
     intent_backbone: Literal["frozen", "finetune"] = Field(
         "frozen", description="frozen: a head on the encoder's embeddings (fast); finetune: fine-tune the "
                               "backbone as AutoModelForSequenceClassification (needs intent_data; best on a GPU)")
-    intent_epochs: int = Field(3, ge=1, description="epochs of the full intent fine-tuning")
-    intent_lr: float = Field(5e-5, gt=0)
+    intent_epochs: int = Field(4, ge=1, description="epochs of the full intent fine-tuning")
+    intent_lr: float = Field(3e-4, gt=0, description="peak learning rate of the full intent fine-tuning "
+                                                     "(Banking77 on MiniLM: 3e-4 x 4 epochs 91.79 %, 1e-4 x 3 epochs 80.39 %)")
     sentiment_data: str | None = Field(None, description="CSV/JSON of text,label for escalation (label 'neutral' = no "
                                                           "escalation); rows with split=test are held out for evaluation")
     encoder: str = Field(DEFAULT_ENCODER, description="sentence encoder: all-MiniLM-L6-v2, a local folder or a cached HF id")
