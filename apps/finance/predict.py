@@ -138,20 +138,23 @@ class FraudScorer:
             raise ConfigError(f"compiled must be one of {', '.join(compiled.MODES)}, not {mode!r}",
                               fix="use 'auto' (default), 'yes' or 'no'")
         self.compiled_mode, self.compiled, self.scoring_engine = mode, None, "LightGBM"
-        text = self.bundle.read_text("model.txt") if self.bundle is not None else self.booster.model_to_string()
-        if mode == "yes" or (mode == "auto" and compiled.is_cached(text)):
-            self.compiled = compiled.compile_model(text) if mode == "yes" else compiled.try_compile(text)[0]
+        if mode == "yes":
+            self.compiled = compiled.compile_model(self._model_text())
+        elif mode == "auto" and compiled.is_cached(self._model_text()):
+            self.compiled = compiled.try_compile(self._model_text())[0]
         if self.compiled is not None:
             self.scoring_engine = "compiled (lleaves)"
         return self
+
+    def _model_text(self) -> str:
+        return self.bundle.read_text("model.txt") if self.bundle is not None else self.booster.model_to_string()
 
     def _maybe_compile(self, rows: int) -> None:
         """With compiled="auto", compile before scoring a batch large enough to repay it."""
         from . import compiled
 
         if self.compiled is None and self.compiled_mode == "auto" and rows >= compiled.AUTO_COMPILE_ROWS:
-            text = self.bundle.read_text("model.txt") if self.bundle is not None else self.booster.model_to_string()
-            self.compiled, status = compiled.try_compile(text)
+            self.compiled, status = compiled.try_compile(self._model_text())
             self.compiled_mode = "auto" if self.compiled is not None else "no"  # do not retry a failure
             self.scoring_engine = "compiled (lleaves)" if self.compiled is not None else status
 
