@@ -68,6 +68,22 @@ def keep_functions(package_name: str, *names: str) -> None:
     module.__class__ = _DomainPackage
 
 
+def lazy_function(package_name: str, submodule: str, name: str, doc: str) -> Callable[..., Any]:
+    """Return a plain function that imports ``package.submodule.name`` on its first call and calls it.
+
+    For the functions a domain package exposes without importing their heavy module (``train``,
+    the demo builder): the package and its ``DomainSpec`` stay cheap to import.
+    """
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(f"{package_name}.{submodule}"), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__module__ = package_name
+    call.__doc__ = f"{doc} (see :func:`{package_name}.{submodule}.{name}`)."
+    return call
+
+
 def lazy_exports(package_name: str, names: dict[str, str]) -> Callable[[str], Any]:
     """Return a module-level ``__getattr__`` that imports ``name`` from submodule ``names[name]`` on first use.
 

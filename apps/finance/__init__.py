@@ -11,7 +11,7 @@ Python API (imported lazily, so importing this package stays light for the CLI a
 """
 from pathlib import Path
 
-from lepton_apps.domains import DomainSpec, keep_functions, lazy_exports
+from lepton_apps.domains import DomainSpec, keep_functions, lazy_exports, lazy_function
 
 from .cli import cli
 
@@ -21,20 +21,8 @@ __all__ = ["DOMAIN", "train", *_LAZY]
 __getattr__ = lazy_exports(__name__, _LAZY)
 
 
-def train(config, **kwargs):
-    """Train a fraud model; return the bundle folder (see :func:`lepton_apps.finance.train.train`)."""
-    from .train import train as _train
-
-    return _train(config, **kwargs)
-
-
+train = lazy_function(__name__, "train", "train", "Train a fraud model; return the bundle folder")
 keep_functions(__name__, "train")  # importing the submodule train.py must not replace this function
-
-
-def _build_demo(workdir: Path, registry) -> str:
-    from .demo import build_demo
-
-    return build_demo(workdir, registry)
 
 
 DOMAIN = DomainSpec(
@@ -46,6 +34,7 @@ DOMAIN = DomainSpec(
     cli=cli,
     page=Path(__file__).parent / "page.py",
     icon=":material/credit_card:",
-    build_demo=_build_demo,
+    build_demo=lazy_function(__name__, "demo", "build_demo",
+                             "Simulate demo transactions, train and register the demo bundle; return its name"),
     headline_metrics=("pr_auc", "roc_auc", "card_precision_at_k"),
 )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -11,6 +11,9 @@ cli = typer.Typer(help="Transaction fraud detection: CSV/Parquet transactions, l
                   no_args_is_help=True)
 
 _ROLE_HELP = "Column name (default: looked up among common names; '' = the table has none)."
+# the schema-mapping flags every command that reads a table takes (check, train)
+Role = Annotated[Optional[str], typer.Option(help=_ROLE_HELP)]
+IdRole = Annotated[Optional[str], typer.Option("--id", help=_ROLE_HELP)]
 
 
 def _schema_overrides(id_col, timestamp, amount, customer, terminal, label, categorical, exclude) -> dict:
@@ -25,12 +28,8 @@ def _schema_overrides(id_col, timestamp, amount, customer, terminal, label, cate
 
 @cli.command()
 def check(data: Path = typer.Argument(..., help="CSV or Parquet transactions."),
-          id_col: Optional[str] = typer.Option(None, "--id", help=_ROLE_HELP),
-          timestamp: Optional[str] = typer.Option(None, help=_ROLE_HELP),
-          amount: Optional[str] = typer.Option(None, help=_ROLE_HELP),
-          customer: Optional[str] = typer.Option(None, help=_ROLE_HELP),
-          terminal: Optional[str] = typer.Option(None, help=_ROLE_HELP),
-          label: Optional[str] = typer.Option(None, help=_ROLE_HELP),
+          id_col: IdRole = None, timestamp: Role = None, amount: Role = None, customer: Role = None,
+          terminal: Role = None, label: Role = None,
           as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")):
     """Validate a transaction table and print rows, fraud rate, time span, entities and problems.
 
@@ -93,12 +92,8 @@ def demo_data(out: Path = typer.Argument(..., help="Output .parquet or .csv file
 def train(data: Optional[Path] = typer.Argument(None, help="CSV or Parquet transactions with a label column."),
           config: Optional[Path] = typer.Option(None, help="YAML FraudConfig (flags override it)."),
           out: Optional[Path] = typer.Option(None, help="Bundle folder (default runs/finance-TIMESTAMP)."),
-          id_col: Optional[str] = typer.Option(None, "--id", help=_ROLE_HELP),
-          timestamp: Optional[str] = typer.Option(None, help=_ROLE_HELP),
-          amount: Optional[str] = typer.Option(None, help=_ROLE_HELP),
-          customer: Optional[str] = typer.Option(None, help=_ROLE_HELP),
-          terminal: Optional[str] = typer.Option(None, help=_ROLE_HELP),
-          label: Optional[str] = typer.Option(None, help=_ROLE_HELP),
+          id_col: IdRole = None, timestamp: Role = None, amount: Role = None, customer: Role = None,
+          terminal: Role = None, label: Role = None,
           categorical: Optional[list[str]] = typer.Option(None, help="Categorical user column (repeatable)."),
           exclude: Optional[list[str]] = typer.Option(None, help="Column to ignore (repeatable)."),
           split: Optional[str] = typer.Option(None, help="auto, time, prequential, fraction or stratified."),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lepton_apps.domains import DomainSpec, lazy_exports
+from lepton_apps.domains import DomainSpec, lazy_exports, lazy_function
 
 from .cli import cli
 from .train import train  # bound eagerly: the submodule of the same name would otherwise shadow it (no torch here)
@@ -32,11 +32,8 @@ _LAZY = {
 __getattr__ = lazy_exports(__name__, _LAZY)
 
 
-def build_demo(workdir: Path, registry) -> str:
-    """Write synthetic demo data, train the quick demo model, register it; return its name (medical-demo-…)."""
-    from .demo import build_demo as _build
-
-    return _build(workdir, registry)
+build_demo = lazy_function(__name__, "demo", "build_demo", "Write synthetic demo data, train the quick demo model "
+                                                           "and register it; return its name (medical-demo-…)")
 
 
 DOMAIN = DomainSpec(

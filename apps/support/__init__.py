@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lepton_apps.domains import DomainSpec, keep_functions, lazy_exports
+from lepton_apps.domains import DomainSpec, keep_functions, lazy_exports, lazy_function
 
 from .cli import cli
 
@@ -22,21 +22,10 @@ __all__ = ["DOMAIN", "train", *_LAZY]
 __getattr__ = lazy_exports(__name__, _LAZY)
 
 
-def train(config, **kwargs):
-    """Build a support bundle; return its folder (see :func:`lepton_apps.support.train.train`)."""
-    from .train import train as _train
-
-    return _train(config, **kwargs)
-
-
+train = lazy_function(__name__, "train", "train", "Build a support bundle; return its folder")
 keep_functions(__name__, "train")  # importing the submodule train.py must not replace this function
-
-
-def build_demo(workdir: Path, registry) -> str:
-    """Write the Nimbus Bank demo data to ``workdir``, build and register the demo bundle; return its name."""
-    from .demo import build_demo as _build
-
-    return _build(workdir, registry)
+build_demo = lazy_function(__name__, "demo", "build_demo", "Write the Nimbus Bank demo data to a folder, build and "
+                                                           "register the demo bundle; return its name")
 
 
 DOMAIN = DomainSpec(

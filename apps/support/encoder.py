@@ -294,25 +294,19 @@ class SentenceEncoder:
 
         batch_size = batch_size or self.default_batch_size
         batch_tokens = batch_tokens or self.default_batch_tokens
-        bar = tqdm(total=len(texts), disable=not progress, desc="encoding", leave=False)
-        with self._lock:
+        torch = self._torch
+        with self._lock, tqdm(total=len(texts), disable=not progress, desc="encoding", leave=False) as bar:
             onnx = self._onnx_runner() if self.backend == "onnx" else None
-            if onnx is not None:
-                for idx, tokens, mask in self._batches(texts, batch_size, batch_tokens):
-                    features = {"input_ids": tokens, "attention_mask": mask, "token_type_ids": np.zeros_like(tokens)}
-                    out[idx] = self._pool_numpy(onnx.hidden(features), mask)
-                    bar.update(len(idx))
-                bar.close()
-                return out
-            torch = self._torch
             with torch.inference_mode(), self.policy.autocast():
                 for idx, tokens, mask in self._batches(texts, batch_size, batch_tokens):
-                    features = {"input_ids": torch.from_numpy(tokens), "attention_mask": torch.from_numpy(mask)}
-                    if "token_type_ids" in self.tokenizer.model_input_names:
-                        features["token_type_ids"] = torch.zeros_like(features["input_ids"])
-                    out[idx] = self.forward_features(self.policy.to_device(features)).cpu().numpy()
+                    features = {"input_ids": tokens, "attention_mask": mask, "token_type_ids": np.zeros_like(tokens)}
+                    if onnx is not None:
+                        out[idx] = self._pool_numpy(onnx.hidden(features), mask)
+                    else:
+                        names = self.tokenizer.model_input_names
+                        tensors = {k: torch.from_numpy(v) for k, v in features.items() if k in names}
+                        out[idx] = self.forward_features(self.policy.to_device(tensors)).cpu().numpy()
                     bar.update(len(idx))
-        bar.close()
         return out
 
     def save(self, folder: str | Path) -> Path:
