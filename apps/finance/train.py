@@ -79,8 +79,10 @@ def prepare(df: pd.DataFrame, cfg: FraudConfig, *, need_label: bool = True):
                                  v.labels[keep] if v.labels is not None else None)
 
 
-def make_stream(frame: pd.DataFrame, roles: dict, seconds: np.ndarray | None, labels: np.ndarray | None) -> Stream:
-    """Return the feature :class:`Stream` of validated rows."""
+def make_stream(frame: pd.DataFrame, roles: dict, seconds: np.ndarray | None, labels: np.ndarray | None,
+                with_ids: bool = True) -> Stream:
+    """Return the feature :class:`Stream` of validated rows (``with_ids``: keep the transaction ids,
+    which only the saved online state needs)."""
     amount = roles.get("amount")
     return Stream(
         t=seconds,
@@ -88,7 +90,7 @@ def make_stream(frame: pd.DataFrame, roles: dict, seconds: np.ndarray | None, la
         customer=entity_keys(frame[roles["customer"]]) if roles.get("customer") else None,
         terminal=entity_keys(frame[roles["terminal"]]) if roles.get("terminal") else None,
         label=labels.astype(np.int8) if labels is not None else None,
-        tx_id=frame[roles["id"]].astype("string").to_numpy() if roles.get("id") else None)
+        tx_id=frame[roles["id"]].astype("string").to_numpy() if roles.get("id") and with_ids else None)
 
 
 def choose_split(cfg: FraudConfig, stream: Stream, y: np.ndarray) -> tuple[Split, list[Split]]:
