@@ -170,9 +170,24 @@ def render_reasons(scorer, vec: np.ndarray) -> None:
     frame = pd.DataFrame({"feature": [scorer.spec.readable(n) for n in scorer.spec.names], "value": vec,
                           "contribution": contrib[:-1]})
     frame = frame.reindex(frame["contribution"].abs().sort_values(ascending=False).index).head(10)
-    st.markdown("**Why this score** (TreeSHAP contributions, log-odds; positive pushes towards fraud)")
-    st.bar_chart(frame, x="feature", y="contribution", horizontal=True, sort=False)
+    st.markdown("**Why this score** (TreeSHAP contributions, log-odds; red pushes towards fraud, blue away)")
+    feature_bars(frame, "feature", "contribution", "contribution to the log-odds of fraud")
     st.dataframe(frame, hide_index=True)
+
+
+def feature_bars(frame: pd.DataFrame, label: str, value: str, title: str, signed: bool = True) -> None:
+    """Horizontal bars in the frame's order, with the readable feature names in full (Streamlit's
+    bar chart cuts them to a few words, which makes the terminal windows indistinguishable);
+    ``signed``: positive bars red (towards fraud), negative blue."""
+    import altair as alt
+
+    color = (alt.condition(alt.datum[value] > 0, alt.value("#c0392b"), alt.value("#2e86c1")) if signed
+             else alt.value("#2e86c1"))
+    chart = alt.Chart(frame).mark_bar().encode(
+        x=alt.X(f"{value}:Q", title=title),
+        y=alt.Y(f"{label}:N", sort=None, title=None, axis=alt.Axis(labelLimit=420)),
+        color=color, tooltip=[label, value])
+    st.altair_chart(chart.properties(height=28 * len(frame) + 40), use_container_width=True)
 
 
 def render_report() -> None:
@@ -201,7 +216,7 @@ def render_report() -> None:
         st.markdown("**Not built:** " + "; ".join(report["features_not_built"]))
     importance = scorer.importance()
     st.markdown("**Global importance** (mean |TreeSHAP| on test transactions)")
-    st.bar_chart(importance.head(15), x="readable", y="mean_abs_shap", horizontal=True, sort=False)
+    feature_bars(importance.head(15), "readable", "mean_abs_shap", "mean |TreeSHAP contribution|", signed=False)
     plots = st.columns(3)
     for col, name in zip(plots, ("pr_curve.png", "threshold.png", "scores.png")):
         col.image(str(scorer.bundle.file(f"plots/{name}")))
