@@ -207,8 +207,9 @@ def _grouped_positions(codes: np.ndarray, time_order: np.ndarray | None) -> np.n
         keys = keys.astype(np.int64) - keys.min()
     order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
     high = keys[order] >> 16
-    if len(high) and high.max() > 0:  # more than 65,536 entities: a second, stable pass on the high bits
-        order = order[np.argsort(high.astype(np.uint16) if high.max() <= 0xFFFF else high, kind="stable")]
+    top = int(high.max()) if len(high) else 0
+    if top > 0:  # more than 65,536 entities: a second, stable pass on the high bits
+        order = order[np.argsort(high.astype(np.uint16) if top <= 0xFFFF else high, kind="stable")]
     return order if time_order is None else time_order[order]
 
 
