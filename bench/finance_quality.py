@@ -25,9 +25,8 @@ import numpy as np
 import pandas as pd
 
 from lepton_apps import metrics as M
-from lepton_apps.finance.data import Schema, read_table, validate
+from lepton_apps.finance.data import read_table
 from lepton_apps.finance.demo import simulate_transactions
-from lepton_apps.finance.split import fraction_split
 from lepton_apps.finance.train import FraudConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,31 +42,65 @@ def with_ci(y, s) -> dict:
     return out
 
 
-def ulb(path: Path, tmp: Path) -> dict:
+def plain_columns(df: pd.DataFrame, label: str) -> pd.DataFrame:
+    """Return the raw table as a user would hand it to LightGBM: every column but the label and the
+    template's ignored ones (a leading CSV index, the simulator's scenario), datetimes as epoch
+    seconds, text as pandas categories."""
+    from lepton_apps.finance.data import IGNORED_BY_DEFAULT
+
+    out = df[[c for c in df.columns if c != label and str(c) not in IGNORED_BY_DEFAULT]].copy()
+    for c in out.columns:
+        if pd.api.types.is_datetime64_any_dtype(out[c]):
+            out[c] = out[c].astype("datetime64[ns]").astype("int64") // 1_000_000_000
+        elif not pd.api.types.is_numeric_dtype(out[c]) or pd.api.types.is_bool_dtype(out[c]):
+            out[c] = out[c].astype("string").astype("category")
+    return out
+
+
+def template_vs_plain(df: pd.DataFrame, out: Path, *, seed: int = 0, **config) -> dict:
+    """Train the template (``FraudConfig`` defaults plus ``config``, model seed ``seed``) and a plain
+    ``LGBMClassifier(random_state=seed)`` on the raw columns, fitted on the template's training rows
+    (fit + validation); return the labels and both scores on the template's test rows, the
+    template's report and both training times."""
     import lightgbm as lgb
 
-    df = read_table(path)
+    from lepton_apps.finance.train import choose_split, prepare
+
+    df = df.reset_index(drop=True)
+    cfg = FraudConfig(data=config.pop("data", "table"), out=str(out), seed=seed, **config)
     started = time.perf_counter()
-    bundle = train(FraudConfig(data=str(path), out=str(tmp / "ulb"), threads=1))
+    bundle = train(cfg, frame=df)
     seconds = time.perf_counter() - started
     report = json.loads((bundle / "report.json").read_text())
     evals = pd.read_parquet(bundle / "eval_scores.parquet")
     test = evals[evals.split == "test"]
-    # the same split for the peer: the template's time-ordered fractions over the same rows
-    v = validate(df, Schema())
-    split = fraction_split(v.seconds)
-    features = [c for c in df.columns if c not in ("Class", "Unnamed: 0")]
+    # the same split for the peer: the template's own split of the same rows
+    v, valid, stream = prepare(df, cfg)
+    assert len(valid) == len(df), "every row must be valid (the template would leave invalid rows out)"
+    split, _ = choose_split(cfg, stream, stream.label.astype(int))
+    label = v.roles["label"]
+    x = plain_columns(df, label)
     train_rows = np.r_[split.fit, split.val]
-    peer = lgb.LGBMClassifier(random_state=0, verbose=-1, n_jobs=1)
-    peer.fit(df.iloc[train_rows][features], df.iloc[train_rows]["Class"])
-    y_test = df.iloc[split.test]["Class"].to_numpy()
+    started = time.perf_counter()
+    peer = lgb.LGBMClassifier(random_state=seed, verbose=-1, n_jobs=1)
+    peer.fit(x.iloc[train_rows], v.labels[train_rows])
+    peer_seconds = time.perf_counter() - started
+    y_test = v.labels[split.test].astype(int)
     assert np.array_equal(y_test, test["label"].to_numpy()), "template and peer test rows differ"
-    peer_scores = peer.predict_proba(df.iloc[split.test][features])[:, 1]
+    return {"y_test": y_test, "template": test["score"].to_numpy(),
+            "plain": peer.predict_proba(x.iloc[split.test])[:, 1], "report": report,
+            "template_seconds": seconds, "plain_seconds": peer_seconds}
+
+
+def ulb(path: Path, tmp: Path) -> dict:
+    df = read_table(path)
+    r = template_vs_plain(df, tmp / "ulb", data=str(path), threads=1)
+    report, y_test = r["report"], r["y_test"]
     return {"rows": len(df), "test_rows": int(len(y_test)), "test_frauds": int(y_test.sum()),
             "split": report["split"]["description"], "features_built": report["features_built"],
-            "features_not_built": report["features_not_built"], "train_seconds": round(seconds, 1),
-            "template": with_ci(test["label"].to_numpy(), test["score"].to_numpy()),
-            "plain_lightgbm_default": with_ci(y_test, peer_scores),
+            "features_not_built": report["features_not_built"], "train_seconds": round(r["template_seconds"], 1),
+            "template": with_ci(y_test, r["template"]),
+            "plain_lightgbm_default": with_ci(y_test, r["plain"]),
             "template_imbalance": report["model_choice"]["imbalance"], "device": report["device"]}
 
 

@@ -131,8 +131,11 @@ def test_summary_and_check_command(tmp_path, capsys):
     assert "6 rows, 4 with problems" in out and "problem: negative amount: 1 rows" in out
     assert "time span: 2024-01-01 10:00:00 .. 2024-01-03 10:00:00" in out
     good = tmp_path / "g.csv"
-    df.iloc[[0, 5]].to_csv(good, index=False)
+    df.iloc[[0, 5]].assign(label=[0, 1]).to_csv(good, index=False)
     assert main(["finance", "check", str(good)]) == 0
+    df.iloc[[0, 5]].to_csv(good, index=False)  # valid rows, but no fraud among them: nothing to train on
+    assert main(["finance", "check", str(good)]) == 1
+    assert "has no fraud rows" in capsys.readouterr().out
 
 
 def test_timestamps_in_mixed_formats_and_time_zones_are_parsed_to_utc():

@@ -33,7 +33,8 @@ def check(data: Path = typer.Argument(..., help="CSV or Parquet transactions."),
           as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")):
     """Validate a transaction table and print rows, fraud rate, time span, entities and problems.
 
-    Exits 1 when some rows have problems (they are listed), 2 on a table-level error.
+    Exits 1 when some rows have problems (they are listed) or the label column cannot train a model
+    (one class only), 2 on a table-level error.
 
     Example: lepton-apps finance check transactions.parquet --label tx_fraud
     """
@@ -68,7 +69,9 @@ def check(data: Path = typer.Argument(..., help="CSV or Parquet transactions."),
             typer.echo(f"problem: {kind}: {n:,} rows")
         for row, text in info["first_problem_rows"].items():
             typer.echo(f"  row {row}: {text}")
-    if info["invalid_rows"]:
+        for text in info["table_problems"]:
+            typer.echo(f"problem: {text}")
+    if info["invalid_rows"] or info["table_problems"]:
         raise typer.Exit(1)
 
 
@@ -115,23 +118,14 @@ def train(data: Optional[Path] = typer.Argument(None, help="CSV or Parquet trans
     from .train import FraudConfig
     from .train import train as run_train
 
-    base = FraudConfig.from_yaml(config).model_dump() if config else {}
-    if data is not None:
-        base["data"] = str(data)
-    if "data" not in base:
-        raise typer.BadParameter("pass DATA or a --config with a 'data' key")
-    flags = dict(out=str(out) if out else None, split=split, test_days=test_days, label_delay_days=label_delay_days,
-                 search_trials=search_trials, search_timeout_s=search_timeout, alert_budget=alert_budget,
-                 cost_review=cost_review)
-    base.update({k: v for k, v in flags.items() if v is not None})
-    base["columns"] = {**base.get("columns", {}),
-                       **_schema_overrides(id_col, timestamp, amount, customer, terminal, label, categorical, exclude)}
-    if skip_invalid:
-        base["invalid_rows"] = "skip"
-    if mlp:
-        base["mlp"] = True
-    base["overwrite"] = overwrite or base.get("overwrite", False)
-    cfg = FraudConfig.from_dict(base, source=str(config or "command line"))
+    flags = dict(data=str(data) if data is not None else None, out=str(out) if out else None, split=split,
+                 test_days=test_days, label_delay_days=label_delay_days, search_trials=search_trials,
+                 search_timeout_s=search_timeout, alert_budget=alert_budget, cost_review=cost_review,
+                 columns=_schema_overrides(id_col, timestamp, amount, customer, terminal, label, categorical,
+                                           exclude) or None,
+                 invalid_rows="skip" if skip_invalid else None, mlp=True if mlp else None,
+                 overwrite=True if overwrite else None)
+    cfg = FraudConfig.from_yaml_and_overrides(config, flags)
     bundle = run_train(cfg, progress=lambda msg, frac: typer.echo(f"[{frac:4.0%}] {msg}"))
     report = json.loads((bundle / "report.json").read_text())
     _print_report(report)

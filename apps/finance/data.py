@@ -249,16 +249,49 @@ def validate(df: pd.DataFrame, schema: Schema | None = None, *, need_label: bool
             and str(c) not in IGNORED_BY_DEFAULT]
     categorical = schema.categorical if schema.categorical is not None else [
         c for c in user if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])]
-    for c in categorical:
-        if c not in df.columns:
-            raise DataError(f"categorical column {c!r} is not in the table", where="schema.categorical",
-                            fix=f"choose among: {', '.join(map(str, user))}")
+    absent = [c for c in categorical if c not in df.columns]
+    if absent:
+        raise DataError(f"categorical column{'s' if len(absent) > 1 else ''} {', '.join(map(repr, absent))} "
+                        f"{'are' if len(absent) > 1 else 'is'} not in the table; its columns are: "
+                        f"{_column_list(df.columns)}", where="schema.categorical",
+                        fix="add the missing column to the data, or leave it out of 'categorical' (--categorical)"
+                            + (f"; the user columns that could be categorical are: {', '.join(map(str, user))}"
+                               if user else ""))
     if not roles["timestamp"]:
         notes.append("no timestamp column: no time or window features, and a stratified (not time-based) split")
     for role in ("customer", "terminal"):
         if not roles[role]:
             notes.append(f"no {role} column: no per-{role} window features")
     return Validation(roles, user, list(categorical), len(df), row_errors, seconds, labels, notes)
+
+
+def _column_list(columns, limit: int = 30) -> str:
+    """Return the first ``limit`` column names joined by commas (with a count of the rest)."""
+    names = [str(c) for c in columns]
+    more = f" … and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more if names else "(none)"
+
+
+def label_problems(v: Validation) -> list[str]:
+    """Return table-level problems of the label column that make training impossible (no fraud rows,
+    no legitimate rows, no labelled rows), each with what to do; [] when there is no label column."""
+    if v.labels is None:
+        return []
+    col = v.roles["label"]
+    known = int((v.labels >= 0).sum())
+    fraud = int((v.labels == 1).sum())
+    if known == 0:
+        return [f"the label column {col!r} has no labelled rows: give each transaction 1 (fraud) or 0 "
+                "(legitimate), or name another column with --label"]
+    if fraud == 0:
+        return [f"the label column {col!r} has no fraud rows (all {known:,} labelled rows are 0): a fraud model "
+                "needs both classes; add labelled fraud cases (1 = fraud), or check that --label names the "
+                "fraud flag"]
+    if fraud == known:
+        return [f"the label column {col!r} has no legitimate rows (all {known:,} labelled rows are 1): a fraud "
+                "model needs both classes; add legitimate transactions (0), or check the label's coding "
+                "(1 = fraud)"]
+    return []
 
 
 def summary(df: pd.DataFrame, v: Validation) -> dict[str, Any]:
@@ -279,6 +312,7 @@ def summary(df: pd.DataFrame, v: Validation) -> dict[str, Any]:
         if v.roles[role]:
             out[f"{role}s"] = int(df[v.roles[role]].nunique())
     out["problems"] = v.problem_counts()
+    out["table_problems"] = label_problems(v)
     bad_rows = np.flatnonzero(~v.valid)[:5]
     out["first_problem_rows"] = {int(i): str(v.row_errors.iloc[i]) for i in bad_rows}
     out["notes"] = v.notes

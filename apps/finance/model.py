@@ -112,6 +112,28 @@ def fit(params: dict[str, Any], x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.
     return booster, float(best)
 
 
+def refit_rounds(best_iteration: int, n_fit: int, n_refit: int) -> int:
+    """Return the boosting rounds of a refit on ``n_refit`` rows after early stopping chose
+    ``best_iteration`` on ``n_fit`` rows: the rounds scaled by the row ratio (at least 1).
+
+    More rows support more rounds at the same learning rate before over-fitting; the choice
+    between this and the unscaled count was measured on ``bench/robustness.py`` (apps/finance/README.md).
+    """
+    if n_fit <= 0 or n_refit < n_fit:
+        raise ValueError(f"refit rows ({n_refit}) must be at least the fit rows ({n_fit}, > 0)")
+    return max(1, int(round(max(1, best_iteration) * n_refit / n_fit)))
+
+
+def refit(params: dict[str, Any], x: np.ndarray, y: np.ndarray, feature_names: list[str], categorical: list[str],
+          rounds: int):
+    """Train a booster on all of ``x`` for exactly ``rounds`` rounds (no early stopping); return it."""
+    lgb = require("lightgbm", feature="Fraud model training")
+    names = [_safe(n) for n in feature_names]
+    cats = [_safe(c) for c in categorical]
+    train_set = lgb.Dataset(x, y, feature_name=names, categorical_feature=cats or "auto", free_raw_data=False)
+    return lgb.train(params, train_set, num_boost_round=int(rounds))
+
+
 def _safe(name: str) -> str:
     """LightGBM refuses some characters in feature names; keep names readable but safe."""
     return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in name)

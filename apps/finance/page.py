@@ -67,15 +67,63 @@ def choose_data(key: str) -> pd.DataFrame | None:
     return read_path(text) if text.strip() else None
 
 
-def pick_model() -> str | None:
-    """Show the model picker; return the bundle path or None when the registry has no fraud model."""
+def model_columns(path: str) -> dict[str, str] | None:
+    """Return ``{column: what it is}`` that the registered model at ``path`` needs to score a table,
+    read from its bundle.json (None when the bundle does not say; loading it verifies the bundle)."""
+    import json
+
+    from lepton_apps.finance.features import FeatureSpec
+    from lepton_apps.finance.predict import required_columns
+
+    try:
+        meta = json.loads((Path(path) / "bundle.json").read_text(encoding="utf-8"))
+        return required_columns(FeatureSpec.from_json(meta["preprocessing"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def fitting_models(paths: list[str], df: pd.DataFrame) -> list[str]:
+    """Return the model paths (in the given order) whose needed columns are all in ``df``."""
+    have = set(map(str, df.columns))
+    out = []
+    for path in paths:
+        needed = model_columns(path)
+        if needed is not None and all(str(c) in have for c in needed):
+            out.append(path)
+    return out
+
+
+def pick_model(df: pd.DataFrame | None = None) -> str | None:
+    """Show the model picker; return the bundle path or None when the registry has no fraud model.
+
+    With a table ``df``, the picker starts on the newest model that can score it (the newest model
+    may need columns these data lack, e.g. one trained with extra user columns).
+    """
     entries = Registry().list("finance")
     if not entries:
         st.info("No fraud model in the registry yet. Run `lepton-apps demo --domain finance`, or train one in the "
                 "**Train** tab.", icon=":material/inventory_2:")
         return None
     labels = {f"{e.name}" + (f" ({', '.join(e.aliases)})" if e.aliases else ""): str(e.path) for e in entries}
-    return labels[st.selectbox("Model", list(labels), key="model")]
+    paths = list(labels.values())
+    fits = fitting_models(paths, df) if df is not None else []
+    index = paths.index(fits[0]) if fits else 0
+    return labels[st.selectbox("Model", list(labels), index=index, key="model",
+                               help="Starts on the newest model that can score the chosen transactions.")]
+
+
+def say_missing_columns(path: str, df: pd.DataFrame, missing: dict[str, str]) -> None:
+    """Say plainly that the chosen model cannot score ``df``: which columns it lacks, and which
+    registered models can score it instead."""
+    from lepton_apps.finance.predict import missing_columns_message
+
+    others = [Path(p).name for p in fitting_models([str(e.path) for e in Registry().list("finance")], df)]
+    instead = (f"Models that can score these data: {', '.join(others)} — pick one under **Model** above."
+               if others else "No registered fraud model can score these data: train one on them in the "
+                              "**Train** tab, or add the columns.")
+    st.error(f"The model {Path(path).name} cannot score these transactions: "
+             f"{missing_columns_message(missing)} (the data has: {', '.join(map(str, df.columns[:30]))}). {instead}",
+             icon=":material/error:")
 
 
 @st.cache_data(show_spinner="Scoring…", max_entries=4)
@@ -122,22 +170,41 @@ def pr_figure(val: pd.DataFrame, threshold: float):
 
 
 def render_queue() -> None:
-    """The alert queue tab."""
-    path = pick_model()
+    """The alert queue tab: model and operating point on top, then the data and its alert queue.
+
+    The data are chosen first (shown below the model), so the model picker can start on a model
+    that fits them.
+    """
+    from lepton_apps.errors import LeptonError
+    from lepton_apps.ui.common import show_error
+
+    model_slot, controls_slot, data_slot = st.container(), st.container(), st.container()
+    with data_slot:
+        try:
+            df = choose_data("queue")
+        except LeptonError as exc:  # an unreadable file: say so here, still show the model
+            show_error(exc, "Transactions")
+            df = None
+    with model_slot:
+        path = pick_model(df)
     if path is None:
         return
     mtime = (Path(path) / "bundle.json").stat().st_mtime_ns
     scorer = load_scorer(path, mtime)
     evals = scorer.bundle.load_parquet("eval_scores.parquet")
     val = evals[evals["split"] == "val"]
-    left, right = st.columns([3, 2])
-    with left:
-        threshold = operating_controls(scorer, val)
-    with right:
-        st.pyplot(pr_figure(val, threshold), clear_figure=False)
-    df = choose_data("queue")
+    with controls_slot:
+        left, right = st.columns([3, 2])
+        with left:
+            threshold = operating_controls(scorer, val)
+        with right:
+            st.pyplot(pr_figure(val, threshold), clear_figure=False)
     if df is None:
         st.caption("Choose demo data, upload a file or give a path to see the alert queue.")
+        return
+    missing = scorer.missing_columns(df.columns)
+    if missing:
+        say_missing_columns(path, df, missing)
         return
     scores, x = scored_table(path, mtime, df)
     errors = scores["error"].notna()
@@ -239,6 +306,8 @@ def render_train() -> None:
     cols[3].metric("Rows with problems", f"{info['invalid_rows']:,}")
     if info["problems"]:
         st.warning("Problems: " + ", ".join(f"{k}: {n}" for k, n in info["problems"].items()), icon=":material/warning:")
+    for text in info["table_problems"]:
+        st.warning(f"Problem: {text}", icon=":material/warning:")
     for note in info["notes"]:
         st.caption(note)
     columns = ["(none)"] + [str(c) for c in df.columns]

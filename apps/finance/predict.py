@@ -75,13 +75,17 @@ class FraudScorer:
         return scorer
 
     # ------------------------------------------------------------------ batch
+    def missing_columns(self, columns) -> dict[str, str]:
+        """Return ``{column: what it is}`` for the columns the model needs that ``columns`` lacks ({} = none)."""
+        return missing_columns(self.spec, columns)
+
     def _validate(self, df: pd.DataFrame):
         roles = self.spec.roles
-        for role in ("timestamp", "amount", "customer", "terminal"):
-            if roles.get(role) and roles[role] not in df.columns:
-                raise DataError(f"the model needs the {role} column {roles[role]!r}, which is not in the data",
-                                where=f"columns: {', '.join(map(str, df.columns[:20]))}",
-                                fix=f"add the column or rename yours to {roles[role]!r}")
+        missing = self.missing_columns(df.columns)
+        if missing:
+            raise DataError(missing_columns_message(missing), where=f"columns: {', '.join(map(str, df.columns[:20]))}",
+                            fix="add the columns (or rename yours to these names), or score with a model trained "
+                                "on data without them")
         schema = Schema(**{r: (c if c and c in df.columns else "") for r, c in roles.items()},
                         categorical=list(self.spec.categorical))
         return validate(df, schema, need_label=False)
@@ -380,6 +384,30 @@ class FraudScorer:
     def importance(self) -> pd.DataFrame:
         """Return the global importance stored at training (mean |SHAP| on test rows, and gain)."""
         return pd.DataFrame(self.bundle.load_json("importance.json")) if self.bundle else pd.DataFrame()
+
+
+def required_columns(spec: FeatureSpec) -> dict[str, str]:
+    """Return ``{column: what it is}`` for every column a table needs to be scored with ``spec``:
+    the timestamp, amount, customer and terminal columns the features use, then the user columns.
+    The id and label columns are optional when scoring."""
+    out = {spec.roles[r]: f"{r} column" for r in ("timestamp", "amount", "customer", "terminal") if spec.roles.get(r)}
+    out.update({c: "numeric column" for c in spec.numeric})
+    out.update({c: "categorical column" for c in spec.categorical})
+    return out
+
+
+def missing_columns(spec: FeatureSpec, columns) -> dict[str, str]:
+    """Return ``{column: what it is}`` for the columns of :func:`required_columns` not in ``columns``."""
+    have = set(map(str, columns))
+    return {c: what for c, what in required_columns(spec).items() if str(c) not in have}
+
+
+def missing_columns_message(missing: dict[str, str]) -> str:
+    """Return one sentence naming the missing columns, e.g. "the model needs the customer column
+    'customer_id', which is not in the data"."""
+    parts = [f"the {what} {col!r}" for col, what in missing.items()]
+    verb = "which is" if len(parts) == 1 else "which are"
+    return f"the model needs {', '.join(parts)}, {verb} not in the data"
 
 
 class _ChunkScorer:

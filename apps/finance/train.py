@@ -3,8 +3,14 @@
 Read top to bottom: the table is validated (bad rows are an error, or skipped and counted
 with ``invalid_rows: skip``), features are built once over the whole table (leak-free by
 construction, see :mod:`features`), the split is time-based when there is a timestamp, the
-imbalance handling is chosen on validation AUC-PR, the threshold on validation cost, and the
-test period gives the reported numbers.
+imbalance handling and the rounds (early stopping) are chosen on validation AUC-PR, the threshold
+on validation cost; then (``refit: true``, the default) the final booster is trained again on fit +
+validation rows with the chosen parameters, and the test period gives the reported numbers.
+
+The refit never changes what was chosen out of sample: the threshold, the optional MLP blend
+weight and the validation report come from the pre-refit model's validation scores (the refit
+model has seen those rows). In a time split the validation period ends where the label-delay gap
+begins, so every refit row's label was known at the test start.
 """
 from __future__ import annotations
 
@@ -53,6 +59,7 @@ class FraudConfig(LeptonConfig):
     max_depth: int = 8
     max_rounds: int = 1000
     early_stopping_rounds: int = 50
+    refit: bool = True  # after model selection, retrain the final booster on fit + validation rows
     threshold: Literal["cost", "alert_budget"] = "cost"
     alert_budget: int = 100
     cost_missed_fraud: float = 1.0
@@ -153,6 +160,23 @@ def _fit_best(cfg: FraudConfig, params: dict, x: np.ndarray, y: np.ndarray, spli
     return booster, p, {"imbalance": kind, "imbalance_tried": tried, "search_trials": trials, "val_pr_auc": ap}
 
 
+def _refit(params: dict, kind: str, x: np.ndarray, y: np.ndarray, split: Split,
+           spec: FeatureSpec, selected_rounds: int):
+    """Retrain on the split's fit + validation rows with the chosen ``params`` (imbalance ``kind``
+    recomputed on those rows) for the scaled rounds; return (booster, refit record for the report)."""
+    rows = np.sort(np.r_[split.fit, split.val])
+    p = {k: v for k, v in params.items() if k != "scale_pos_weight"}
+    p.update(fm.imbalance_params(kind, y[rows]))
+    rounds = fm.refit_rounds(selected_rounds, len(split.fit), len(rows))
+    started = time.perf_counter()
+    booster = fm.refit(p, x[rows], y[rows], spec.names, spec.categorical_names, rounds)
+    info = {"enabled": True, "rows": int(len(rows)), "rounds": rounds, "selection_rows": int(len(split.fit)),
+            "selection_rounds": int(selected_rounds), "rows_until": split.bounds.get("delay_start"),
+            "seconds": round(time.perf_counter() - started, 2),
+            "threshold_from": "validation scores of the model before the refit (out of sample)"}
+    return booster, info
+
+
 def _threshold(cfg: FraudConfig, y: np.ndarray, s: np.ndarray, amount: np.ndarray | None, n_days: float) -> float:
     from lepton_apps import metrics as M
 
@@ -231,16 +255,21 @@ def train(config: FraudConfig | dict, *, frame: pd.DataFrame | None = None, prog
     threads = cfg.threads if cfg.threads is not None else (1 if len(valid) < 200_000 else 0)
     params = fm.base_params(cfg.seed, threads, cfg.learning_rate, cfg.num_leaves, device, cfg.max_depth)
     say("training LightGBM", 0.3)
-    booster, params, choice = _fit_best(cfg, params, x, y, split, spec, progress)
+    selected, params, choice = _fit_best(cfg, params, x, y, split, spec, progress)
+    booster, refit_info = selected, {"enabled": False, "rows": int(len(split.fit)),
+                                     "rounds": int(selected.best_iteration)}
+    if cfg.refit:
+        say("refitting on fit + validation rows", 0.6)
+        booster, refit_info = _refit(params, choice["imbalance"], x, y, split, spec, selected.best_iteration)
 
     def scores(rows: np.ndarray, b=booster) -> np.ndarray:
-        return b.predict(x[rows], num_iteration=b.best_iteration)
+        return b.predict(x[rows], num_iteration=b.best_iteration or None)
 
     day = stream.t // 86400 if stream.t is not None else None
     amount = stream.cents / 100 if stream.cents is not None else None
     pick = lambda a, rows: None if a is None else a[rows]  # noqa: E731
     n_days = lambda rows: float(len(np.unique(day[rows]))) if day is not None else 1.0  # noqa: E731
-    s_val, s_test = scores(split.val), scores(split.test)
+    s_val, s_test = scores(split.val, selected), scores(split.test)  # validation: the pre-refit model
     mlp_info, mlp_net = None, None
     if cfg.mlp:
         say("training the MLP", 0.62)
@@ -259,7 +288,9 @@ def train(config: FraudConfig | dict, *, frame: pd.DataFrame | None = None, prog
         for f in folds:
             b, _ = fm.fit(params, x[f.fit], y[f.fit], x[f.val], y[f.val], spec.names, spec.categorical_names,
                           cfg.max_rounds, cfg.early_stopping_rounds)
-            s = b.predict(x[f.test], num_iteration=b.best_iteration)
+            if cfg.refit:  # the same procedure as the main model
+                b, _ = _refit(params, choice["imbalance"], x, y, f, spec, b.best_iteration)
+            s = b.predict(x[f.test], num_iteration=b.best_iteration or None)
             reports.append(fraud_report(y[f.test], s, threshold, day=pick(day, f.test),
                                         card=pick(stream.customer, f.test), **cost))
         prequential = summarise_folds(reports)
@@ -276,7 +307,7 @@ def train(config: FraudConfig | dict, *, frame: pd.DataFrame | None = None, prog
         "split": {"kind": split.kind, "description": split.description, "bounds": split.bounds,
                   "rows": {"fit": len(split.fit), "val": len(split.val), "test": len(split.test)}},
         "features_built": built, "features_not_built": missing, "device": device_note,
-        "model_choice": choice, "rounds": booster.best_iteration, "validation": val, "test": test,
+        "model_choice": choice, "rounds": refit_info["rounds"], "refit": refit_info, "validation": val, "test": test,
         "prequential": prequential, "mlp": mlp_info, "seconds": round(time.perf_counter() - started, 1),
     }
     eval_frame = pd.concat([pd.DataFrame({"split": name, "score": s, "label": y[rows],
@@ -297,7 +328,7 @@ def train(config: FraudConfig | dict, *, frame: pd.DataFrame | None = None, prog
                       label_names=["legitimate", "fraud"], preprocessing=spec.to_json(),
                       training_config=cfg.model_dump(mode="json"), metrics=headline,
                       data_fingerprint=fingerprint_data(df)) as w:
-        w.save_text("model.txt", booster.model_to_string(num_iteration=booster.best_iteration))
+        w.save_text("model.txt", booster.model_to_string(num_iteration=booster.best_iteration or None))
         w.save_json("features.json", spec.to_json())
         w.save_json("threshold.json", {"threshold": threshold, "method": cfg.threshold, **cost,
                                        "val_days": n_days(split.val)})
