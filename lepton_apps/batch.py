@@ -203,7 +203,7 @@ class _CsvSource(_Source):
         col = self.id_column if self.id_column is not None else 0
         n, all_int = 0, self.id_column is not None
         try:
-            for part in pd.read_csv(self.path, usecols=[col], dtype=str, chunksize=1 << 18):
+            for part in pd.read_csv(self.path, usecols=[col], dtype=str, chunksize=1 << 18, skip_blank_lines=False):
                 n += len(part)
                 if all_int:
                     values = part.iloc[:, 0].dropna()
@@ -231,7 +231,8 @@ class _CsvSource(_Source):
         self.total_rows()
         start = 0
         try:
-            reader = pd.read_csv(self.path, chunksize=chunk_size, dtype=self._dtype())
+            # blank / whitespace-only lines are records too (one output row per input row, never dropped)
+            reader = pd.read_csv(self.path, chunksize=chunk_size, dtype=self._dtype(), skip_blank_lines=False)
             for frame in reader:
                 frame.index = pd.RangeIndex(start, start + len(frame))
                 start += len(frame)

@@ -16,9 +16,11 @@ def test_demo_retrieval_quality_on_held_out_questions(demo_build):
     assert m["n_answerable"] == 66 and m["n_out_of_scope"] == 20
     assert m["top1_accuracy"] >= 0.85
     assert m["mrr"] >= 0.9 and m["recall_at_5"] >= 0.95
-    assert m["handoff_recall"] >= 0.9            # out-of-scope questions are handed off
-    assert m["answered_precision"] >= 0.9        # what is answered is right
-    assert m["coverage"] >= 0.35
+    # hand-off calibrated for recall 0.9 (20 val + the shipped set); 20 test questions: +-0.07 is noise
+    assert m["handoff_recall"] >= 0.8            # out-of-scope questions are handed off
+    assert m["answered_correct"] >= 0.7          # most in-scope questions are answered, and right
+    assert m["answered_precision"] >= 0.85       # what is answered is right
+    assert m["coverage"] >= 0.5
     assert m["intent_accuracy"] >= 0.65
     assert m["escalation_recall"] >= 0.8 and m["sentiment_accuracy"] >= 0.75
 
@@ -85,12 +87,14 @@ def test_concurrent_answers_equal_sequential(demo_assistant):
 
 def test_fused_score_is_the_weighted_sum_shown_by_explain(demo_assistant):
     info = demo_assistant.explain("I lost my card on the bus")
-    w = demo_assistant.settings.fusion_weight
+    w, b = demo_assistant.settings.fusion_weight, demo_assistant.settings.classifier_weight
+    assert demo_assistant.faq_head is not None and info["fusion"].startswith(f"score = {b:.2f} * classifier")
     for s in info["sources"]:
-        assert s["score"] == pytest.approx(w * s["dense"] + (1 - w) * s["lexical"], abs=2e-4)
+        fused = w * s["dense"] + (1 - w) * s["lexical"]
+        assert s["score"] == pytest.approx(b * s["classifier"] + (1 - b) * fused, abs=3e-4)
     assert info["sources"][0]["faq_id"] == "lost-card"
     assert info["sources"][0]["matched_text"] in demo_assistant.index.texts
-    assert set(info["confidence_features"]) >= {"dense_top1", "dense_margin"}
+    assert set(info["confidence_features"]) >= {"dense_top1", "dense_margin", "clf_top1"}
 
 
 def test_bundle_round_trip_gives_identical_answers(demo_assistant, demo_bundle):
@@ -104,12 +108,23 @@ def test_bundle_round_trip_gives_identical_answers(demo_assistant, demo_bundle):
     assert not any(f.endswith((".pkl", ".pt", ".bin")) for f in files)
 
 
-def test_calibration_chose_a_threshold_and_fusion_weight_on_validation(demo_build):
+def test_calibration_chose_weights_and_a_threshold_for_the_target_handoff_recall(demo_build, demo_bundle):
     calib = demo_build[1]["calibration"]
     assert 0.0 <= calib["fusion_weight"] <= 1.0 and len(calib["weight_grid_top1"]) == 11
     best = max(calib["weight_grid_top1"].values())
     assert calib["weight_grid_top1"][calib["fusion_weight"]] == best
-    assert calib["val_answered_precision"] >= calib["target_precision"] - 1e-9
+    assert calib["faq_classifier"] and len(calib["classifier_weight_grid_top1"]) == 11
+    assert calib["classifier_weight_grid_top1"][calib["classifier_weight"]] == max(calib["classifier_weight_grid_top1"].values())
+    # the demo's 20 out-of-scope validation questions are too few alone: the shipped general set joins them
+    assert calib["out_of_scope_source"] == "user-oos+general-oos" and calib["n_user_out_of_scope"] == 20
+    assert calib["calibration_source"].startswith("your 20 out-of-scope validation questions and the general")
+    assert calib["n_out_of_scope"] == 20 + calib["general_oos_used"] and calib["general_oos_used"] >= 300
+    # each source reaches its goal: the shipped set with a margin for its size, the user's 20 the target itself
+    goals = calib["calibration_recall_goal"]
+    assert goals["user-oos"] == calib["target_handoff_recall"] == 0.9 and 0.9 < goals["general-oos"] < 0.93
+    assert calib["val_handoff_recall"] >= 0.9
+    stored = json.loads((demo_bundle / "retrieval.json").read_text())["calibration"]
+    assert stored["calibration_source"] == calib["calibration_source"] and stored["curve"]["handoff_recall"]
 
 
 def test_ambiguity_rule_hands_off_when_top_two_are_close(demo_assistant):

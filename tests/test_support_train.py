@@ -32,9 +32,38 @@ def test_mnrl_loss_masks_other_pairs_of_the_same_faq():
     assert _mnrl_loss(scores, same) < 0.02 < _mnrl_loss(scores, distinct)
 
 
-def test_kb_pairs_are_all_ordered_pairs_within_each_faq():
+def test_kb_pairs_are_one_sampled_pair_per_text_linear_in_the_kb_and_bounded():
     pairs = kb_pairs(["a", "b", "c", "d"], [0, 0, 0, 1], seed=0)
-    assert len(pairs) == 6 and {p[2] for p in pairs} == {0}
+    assert sorted(p[0] for p in pairs) == ["a", "b", "c"]          # one pair per text of an FAQ with 2+ texts
+    assert all(p[2] == 0 and p[1] in "abc" and p[1] != p[0] for p in pairs)
+    # 200 FAQs x 21 texts: 4,200 pairs (not the 84,000 ordered pairs), all within one FAQ, capped by max_pairs
+    texts = [f"faq {f} text {t}" for f in range(200) for t in range(21)]
+    owner = [f for f in range(200) for _ in range(21)]
+    big = kb_pairs(texts, owner, seed=1)
+    assert len(big) == 4200 and len({p[0] for p in big}) == 4200
+    assert all(a.split()[1] == b.split()[1] == str(o) and a != b for a, b, o in big)
+    assert len(kb_pairs(texts, owner, seed=1, max_pairs=500)) == 500
+
+
+def test_mnrl_loss_never_treats_another_text_of_the_same_faq_as_a_negative():
+    import torch
+
+    torch.manual_seed(0)
+    scores = torch.randn(6, 6)
+    owners = torch.tensor([0, 0, 1, 2, 2, 2])
+    same = owners[:, None] == owners[None, :]
+    keep = ~same | torch.eye(6, dtype=torch.bool)
+    # by hand: cross-entropy over each row (and column) without the other same-FAQ entries
+    rows = torch.stack([-torch.log_softmax(scores[i][keep[i]], 0)[int(keep[i][:i].sum())] for i in range(6)]).mean()
+    cols = torch.stack([-torch.log_softmax(scores[:, i][keep[:, i]], 0)[int(keep[:i, i].sum())] for i in range(6)]).mean()
+    assert float(_mnrl_loss(scores, owners)) == pytest.approx(float((rows + cols) / 2), abs=1e-5)
+    # raising a same-FAQ off-diagonal score leaves the loss unchanged (it is not a negative) ...
+    bumped = scores.clone()
+    bumped[0, 1] += 10.0
+    assert float(_mnrl_loss(bumped, owners)) == pytest.approx(float(_mnrl_loss(scores, owners)), abs=1e-6)
+    # ... while raising a different-FAQ score raises it
+    bumped[0, 2] += 10.0
+    assert float(_mnrl_loss(bumped, owners)) > float(_mnrl_loss(scores, owners)) + 0.5
 
 
 def test_confidence_model_json_round_trip_and_monotone_in_score():
@@ -65,7 +94,7 @@ def test_train_with_finetuning_and_intent_csv_writes_a_loadable_bundle(tmp_path,
     path = train(cfg, progress=lambda stage, frac: steps.append((stage, frac)))
     assert [f for _, f in steps] == sorted(f for _, f in steps) and steps[-1] == ("done", 1.0)
     ft = json.loads((path / "finetune.json").read_text())
-    assert ft["pairs"] == 6 * 12 and ft["final_train_loss"] < ft["first_train_loss"]
+    assert ft["pairs"] == 6 * 4 and ft["final_train_loss"] < ft["first_train_loss"]   # one pair per KB text
     assert "top1_accuracy" in ft["test_dense_before"] and "top1_accuracy" in ft["test_dense_after"]
     assert (path / "encoder" / "model.safetensors").is_file()
     bot = SupportAssistant.load(path, device="cpu")
@@ -78,6 +107,25 @@ def test_train_with_finetuning_and_intent_csv_writes_a_loadable_bundle(tmp_path,
         assert r.team == "Cards team"
     metrics = json.loads((path / "bundle.json").read_text())["metrics"]
     assert {"finetune_top1_before", "finetune_top1_after", "top1_accuracy", "handoff_recall"} <= set(metrics)
+    # 1 out-of-scope validation question is too few alone: the shipped general set joins it
+    calib = json.loads((path / "retrieval.json").read_text())["calibration"]
+    assert calib["out_of_scope_source"] == "user-oos+general-oos" and calib["faq_classifier"] is True
+    assert calib["calibration_source"].startswith("your 1 out-of-scope validation questions and the general "
+                                                  "out-of-scope set shipped with the template")
+    assert bot.calibration_source == calib["calibration_source"]
+    assert (path / "faq_classifier.safetensors").is_file() and bot.faq_head is not None
+
+
+def test_kb_alone_calibrates_on_the_shipped_set_and_the_bundle_says_so(tmp_path, tiny_encoder_dir):
+    path = train(SupportConfig(kb=str(_small_kb(tmp_path)), out=str(tmp_path / "bundle"), encoder=tiny_encoder_dir,
+                               device="cpu", progress=False))
+    calib = json.loads((path / "retrieval.json").read_text())["calibration"]
+    assert calib["out_of_scope_source"] == "general-oos" and calib["n_user_out_of_scope"] == 0
+    assert calib["calibration_source"].startswith("the general out-of-scope set shipped with the template (")
+    assert calib["calibration_source"].endswith("+ held-out KB paraphrases")
+    assert calib["general_oos_total"] >= 500 and calib["n_out_of_scope"] == calib["general_oos_used"]
+    assert calib["n_in_scope"] == 24                      # every KB text, held out once (5-fold cross-fitting)
+    assert SupportAssistant.load(path, device="cpu").calibration_source == calib["calibration_source"]
 
 
 def test_train_rejects_questions_about_unknown_faqs(tmp_path, tiny_encoder_dir):

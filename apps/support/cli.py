@@ -41,17 +41,11 @@ def train(kb: Optional[Path] = typer.Argument(None, help="FAQ knowledge base (CS
     from .config import SupportConfig
     from .train import train as run_train
 
-    base = SupportConfig.from_yaml(config).model_dump() if config else {}
     flags = {"kb": kb, "out": out, "questions": questions, "intent_data": intent_data,
              "sentiment_data": sentiment_data, "encoder": encoder, "intent_backbone": intent_backbone}
-    base.update({k: str(v) for k, v in flags.items() if v is not None})
-    if finetune:
-        base["finetune_encoder"] = True
-    if "kb" not in base:
-        from lepton_apps.errors import ConfigError
-
-        raise ConfigError("no knowledge base given", fix="pass the KB file as the first argument or 'kb:' in --config")
-    cfg = SupportConfig.from_dict(base, source=str(config or "command line"))
+    overrides = {k: str(v) if v is not None else None for k, v in flags.items()}
+    overrides["finetune_encoder"] = True if finetune else None
+    cfg = SupportConfig.from_yaml_and_overrides(config, overrides)
 
     def progress(stage: str, fraction: float) -> None:
         typer.echo(f"[{fraction:>4.0%}] {stage}")
@@ -75,7 +69,8 @@ def evaluate(bundle: str = typer.Argument(..., help="Bundle folder, registry nam
              sentiment: Optional[Path] = typer.Option(None, help="Labelled messages (text,label; 'neutral' = calm) for escalation "
                                                                  "precision / recall / F1; only split=test rows when marked."),
              out: Optional[Path] = typer.Option(None, help="Report folder (default: <questions>-eval next to the file).")):
-    """Top-1 accuracy, MRR, recall@5, hand-off precision/recall, coverage curve, intent accuracy, escalation P/R/F1; plots saved.
+    """Answered-correct and hand-off recall at the bundle's threshold with the whole trade-off curve; top-1, MRR,
+    recall@5, coverage curve, intent accuracy, escalation P/R/F1; plots saved.
 
     Example: lepton-apps support evaluate support:latest demo_data/support/demo_questions.json --sentiment demo_data/support/demo_sentiment.json
     """
@@ -83,7 +78,7 @@ def evaluate(bundle: str = typer.Argument(..., help="Bundle folder, registry nam
 
     from lepton_apps.errors import ConfigError
 
-    from .evaluate import escalation_metrics, evaluate_assistant, write_report
+    from .evaluate import escalation_metrics, evaluate_assistant, tradeoff_table, write_report
     from .predict import SupportAssistant
 
     if questions is None and sentiment is None:
@@ -98,6 +93,14 @@ def evaluate(bundle: str = typer.Argument(..., help="Bundle folder, registry nam
     first = questions or sentiment
     folder = write_report(metrics, details, figures, out or first.with_name(first.stem + "-eval"), escalation)
     typer.echo(json.dumps(metrics, indent=2))
+    if details is not None and metrics.get("n_answerable") and metrics.get("n_out_of_scope"):
+        curve = tradeoff_table(details, points=None)
+        curve.to_csv(folder / "tradeoff_curve.csv", index=False)
+        typer.echo(f"at the bundle's threshold {bot.settings.threshold:.3f} (calibrated on "
+                   f"{bot.calibration_source or 'unknown'}): answered-correct {metrics['answered_correct']:.3f}, "
+                   f"hand-off recall {metrics['handoff_recall']:.3f}")
+        typer.echo("trade-off as the threshold moves (all points in tradeoff_curve.csv):")
+        typer.echo(tradeoff_table(details, points=21).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     typer.echo(f"report, per-question details and plots in {folder}")
 
 

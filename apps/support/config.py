@@ -32,9 +32,24 @@ class SupportConfig(LeptonConfig):
     finetune_epochs: int = Field(4, ge=1)
     finetune_lr: float = Field(5e-5, gt=0)
     finetune_batch_size: int = Field(32, ge=2)
+    finetune_max_pairs: int = Field(5_000, ge=2, description="most (anchor, paraphrase) pairs per epoch of bi-encoder "
+                                                             "fine-tuning: one per KB text, a random subset above this")
+    faq_classifier: Literal["auto", "on", "off"] = Field(
+        "auto", description="linear classifier over the FAQ ids on the embeddings of the KB's paraphrases (and labelled "
+                            "val questions), fused with dense + BM25; auto = when the median FAQ has 3+ texts")
+    classifier_l2: float = Field(1e-3, gt=0, description="L2 penalty of the FAQ classifier (mean cross-entropy + l2 * |W|^2)")
     top_k: int = Field(5, ge=1, le=50)
     fusion_weight: float | None = Field(None, ge=0, le=1, description="weight of the dense score (1-w for BM25); None = chosen on validation")
-    target_precision: float = Field(0.9, gt=0, le=1, description="precision wanted on answered questions")
+    target_handoff_recall: float = Field(0.9, gt=0, le=1, description="share of out-of-scope questions to hand off to a "
+                                         "human; the threshold is chosen for it on out-of-scope calibration questions")
+    handoff_recall_confidence: float = Field(0.9, ge=0, lt=1, description="hand off a little more than the target "
+                                             "on the calibration questions, so that the target is reached on new ones with "
+                                             "about this probability (binomial margin; 0 = exactly the target)")
+    general_oos_nearest: float = Field(0.7, gt=0, le=1, description="calibrate on this share of the shipped general "
+                                       "out-of-scope questions, the ones nearest to the KB (a user's real out-of-scope "
+                                       "questions are rarely the most remote ones; chosen on CLINC150's val split)")
+    target_precision: float | None = Field(None, gt=0, le=1, description="optional: also require this precision on "
+                                           "answered calibration questions (raises the threshold when needed)")
     ambiguity_margin: float = Field(0.015, ge=0, description="hand off when the top-2 FAQs' fused scores are closer than this")
     ann_threshold: int = Field(50_000, ge=1, description="use a FAISS HNSW index when the KB has more texts than this")
     max_query_chars: int = Field(2_000, ge=10, description="longer questions are truncated before encoding")

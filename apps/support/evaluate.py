@@ -1,8 +1,9 @@
 """Evaluation of a support assistant on held-out questions: retrieval, hand-off, coverage, intent, escalation.
 
-Answerable questions (with a faq_id) give top-1 accuracy, MRR and recall@k of the ranking;
-out-of-scope questions (empty faq_id) give hand-off precision / recall; all questions give the
-answered-precision vs coverage curve as the confidence threshold moves. Labelled messages
+Answerable questions (with a faq_id) give top-1 accuracy, MRR and recall@k of the ranking and
+answered-correct (share answered with the right FAQ); out-of-scope questions (empty faq_id) give
+hand-off precision / recall; all questions give the trade-off curve (hand-off recall vs
+answered-correct for every confidence threshold) and the answered-precision vs coverage curve. Labelled messages
 (``text,label``; label ``neutral`` = calm) give escalation precision / recall / F1.
 """
 from __future__ import annotations
@@ -49,6 +50,7 @@ def evaluate_assistant(assistant, questions, k: int = 5) -> tuple[dict, pd.DataF
         m["mrr"] = float(np.where(r_a > 0, 1.0 / np.maximum(r_a, 1), 0.0).mean())
         m[f"recall_at_{k}"] = float(((r_a > 0) & (r_a <= k)).mean())
         m["answerable_answered_rate"] = float((~handoff[answerable]).mean())
+        m["answered_correct"] = float(answered_right[answerable].mean())
     if (~answerable).any():
         m["handoff_recall"] = float(handoff[~answerable].mean())
         m["handoff_precision"] = float((~answerable[handoff]).mean()) if handoff.any() else 0.0
@@ -61,15 +63,53 @@ def evaluate_assistant(assistant, questions, k: int = 5) -> tuple[dict, pd.DataF
         y, p = zip(*pairs)
         m["intent_accuracy"] = float(np.mean([a == b for a, b in pairs]))
         m["intent_macro_f1"] = float(f1_score(y, p, average="macro", zero_division=0))
+    margin = assistant.settings.ambiguity_margin
+    ambiguous = [len(r.sources) > 1 and r.sources[0].score - r.sources[1].score < margin for r in replies]
     details = q.assign(predicted=[r.faq_id for r in replies], top1=[rk[0] if rk else None for rk in ranked],
-                       rank=rank, confidence=conf, handoff=handoff, handoff_reason=[r.handoff_reason for r in replies],
+                       rank=rank, confidence=conf, ambiguous=ambiguous, unusable=[not r.sources for r in replies],
+                       handoff=handoff, handoff_reason=[r.handoff_reason for r in replies],
                        intent_predicted=[r.intent for r in replies], escalate=[r.escalate for r in replies])
     correct = np.array([bool(rk) and rk[0] == g for rk, g in zip(ranked, gold)], dtype=float)
     curve = answered_precision_curve(conf, correct)
     figures = {"coverage_curve.png": _plot_coverage(curve, assistant.settings.threshold, conf),
+               "tradeoff_curve.png": plot_tradeoff(tradeoff_table(details), assistant.settings.threshold),
                "confidence_calibration.png": plot_calibration(correct.astype(int), conf,
                                                               title="Confidence vs. top-1 correct")}
     return m, details, figures
+
+
+def tradeoff_table(details: pd.DataFrame, points: int | None = 41) -> pd.DataFrame:
+    """Return hand-off recall (out of scope) and answered-correct (in scope) for every confidence threshold.
+
+    ``details``: the per-question table of :func:`evaluate_assistant`. A question is handed off when its
+    confidence is below the threshold, when the top two FAQs are tied (``ambiguous``) or when it is
+    unusable (empty, binary …); ``points`` thresholds spread over the range (None: every one).
+    """
+    from .calibration import tradeoff_curve
+
+    gold = details["faq_id"].to_numpy()
+    correct = (details["top1"].to_numpy() == gold) & (gold != "")
+    always = details["ambiguous"].to_numpy(bool) | details["unusable"].to_numpy(bool)
+    return tradeoff_curve(details["confidence"].to_numpy(float), correct, gold == "", always, points=points)
+
+
+def plot_tradeoff(table: pd.DataFrame, threshold: float):
+    """Return a figure of answered-correct vs hand-off recall as the threshold moves, the chosen one marked."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4.2))
+    ax = fig.subplots()
+    ax.plot(table["handoff_recall"], table["answered_correct"], lw=2)
+    at = table[table["threshold"] >= threshold]   # the first point at or above the threshold: its decisions
+    if len(at):
+        ax.scatter([at["handoff_recall"].iloc[0]], [at["answered_correct"].iloc[0]], color="crimson", zorder=3,
+                   label=f"threshold {threshold:.2f}")
+        ax.legend(loc="lower left")
+    ax.set(xlabel="hand-off recall (out-of-scope questions handed off)",
+           ylabel="answered correctly (in-scope questions)", title="Hand-off trade-off", ylim=(0, 1.02), xlim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def escalation_metrics(assistant, messages) -> tuple[dict, pd.DataFrame]:

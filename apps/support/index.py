@@ -3,7 +3,8 @@
 Every FAQ owns several texts (its question and paraphrases), stored grouped by FAQ. A query's
 dense score for an FAQ is its best cosine over that FAQ's texts; its lexical score is the best
 BM25 score over the same texts, divided by the query's best BM25 score in the KB (0..1). The
-fused score is ``w * dense + (1 - w) * lexical``. Small KBs are searched exactly (one matrix
+fused score is ``w * dense + (1 - w) * lexical``; with an FAQ classifier (probability ``clf`` of
+each FAQ) the ranking score is ``b * clf + (1 - b) * fused``. Small KBs are searched exactly (one matrix
 product); above ``ann_threshold`` texts a FAISS HNSW index proposes the dense candidates.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Hit:
     lexical: float
     lexical_raw: float
     text_index: int
+    clf: float = 0.0
 
 
 def _tokenize(texts: list[str]) -> list[list[str]]:
@@ -99,34 +101,47 @@ class FaqIndex:
         lex, _ = self._per_row_max(lex_text)
         return dense, dense_at, lex, float(lex_text.max(initial=0.0))
 
-    def rank_rows(self, scores, k: int, weight: float) -> list[Hit]:
-        """Return the top-``k`` hits from :meth:`row_scores` output fused with ``weight``."""
+    def rank_rows(self, scores, k: int, weight: float, clf: np.ndarray | None = None,
+                  clf_weight: float = 0.0) -> list[Hit]:
+        """Return the top-``k`` hits from :meth:`row_scores` output fused with ``weight`` (and ``clf`` with ``clf_weight``)."""
         dense, dense_at, lex, top_lex = scores
-        return self._rank(np.arange(self.n_rows), dense, dense_at, lex, k, weight, top_lex)
+        return self._rank(np.arange(self.n_rows), dense, dense_at, lex, k, weight, top_lex, clf, clf_weight)
 
-    def search(self, query_emb: np.ndarray, query_text: str, k: int, weight: float) -> list[Hit]:
-        """Return the top-``k`` FAQ hits for one query, best first (FAISS candidates above the size threshold)."""
+    def search(self, query_emb: np.ndarray, query_text: str, k: int, weight: float, clf: np.ndarray | None = None,
+               clf_weight: float = 0.0) -> list[Hit]:
+        """Return the top-``k`` FAQ hits for one query, best first (FAISS candidates above the size threshold).
+
+        ``clf``: the FAQ classifier's probability of every KB row for this query (or None).
+        """
         if self.n_rows == 0:
             return []
         if self.ann is not None:
-            return self._search_ann(np.asarray(query_emb, dtype=np.float32), self.lexical_scores(query_text), k, weight)
-        return self.rank_rows(self.row_scores(query_emb, query_text), k, weight)
+            return self._search_ann(np.asarray(query_emb, dtype=np.float32), self.lexical_scores(query_text), k, weight,
+                                    clf, clf_weight)
+        return self.rank_rows(self.row_scores(query_emb, query_text), k, weight, clf, clf_weight)
 
-    def _rank(self, rows, dense, dense_at, lex, k, weight, top_lex) -> list[Hit]:
+    def _rank(self, rows, dense, dense_at, lex, k, weight, top_lex, clf=None, clf_weight=0.0) -> list[Hit]:
         lex_rel = lex / top_lex if top_lex > 0 else np.zeros_like(lex)
         fused = weight * dense + (1.0 - weight) * lex_rel
+        prob = np.asarray(clf, dtype=np.float64)[rows] if clf is not None else np.zeros(len(rows))
+        if clf is not None:
+            fused = clf_weight * prob + (1.0 - clf_weight) * fused
         k = min(k, len(rows))
         order = np.argpartition(-fused, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
         order = order[np.argsort(-fused[order], kind="stable")]
-        return [Hit(int(rows[i]), float(fused[i]), float(dense[i]), float(lex_rel[i]), float(lex[i]), int(dense_at[i]))
-                for i in order]
+        return [Hit(int(rows[i]), float(fused[i]), float(dense[i]), float(lex_rel[i]), float(lex[i]), int(dense_at[i]),
+                    float(prob[i])) for i in order]
 
-    def _search_ann(self, query_emb: np.ndarray, lex_text: np.ndarray, k: int, weight: float) -> list[Hit]:
+    def _search_ann(self, query_emb: np.ndarray, lex_text: np.ndarray, k: int, weight: float,
+                    clf: np.ndarray | None = None, clf_weight: float = 0.0) -> list[Hit]:
         n_cand = max(ANN_CANDIDATES, 4 * k)
         _, text_ids = self.ann.search(query_emb.reshape(1, -1).astype(np.float32), n_cand)
         text_ids = text_ids[0][text_ids[0] >= 0]
         lex_top = np.argpartition(-lex_text, min(n_cand, len(lex_text) - 1))[:n_cand]
-        rows = np.unique(np.concatenate([self.owner[text_ids], self.owner[lex_top]]))
+        parts = [self.owner[text_ids], self.owner[lex_top]]
+        if clf is not None:   # the classifier's likeliest FAQs are candidates too
+            parts.append(np.argpartition(-clf, min(n_cand, self.n_rows - 1))[:n_cand])
+        rows = np.unique(np.concatenate(parts))
         dense = np.empty(len(rows), dtype=np.float32)
         dense_at = np.empty(len(rows), dtype=np.int64)
         lex = np.empty(len(rows), dtype=np.float32)
@@ -136,7 +151,7 @@ class FaqIndex:
             sims = self.embeddings[s:e] @ query_emb
             dense[j], dense_at[j] = sims.max(), s + int(sims.argmax())
             lex[j] = lex_text[s:e].max()
-        return self._rank(rows, dense, dense_at, lex, k, weight, float(lex_text.max(initial=0.0)))
+        return self._rank(rows, dense, dense_at, lex, k, weight, float(lex_text.max(initial=0.0)), clf, clf_weight)
 
 
 def _build_hnsw(embeddings: np.ndarray):

@@ -6,10 +6,12 @@
 * :func:`train_escalation_head` — sentiment / urgency: a multinomial logistic regression on the
   embeddings (stored as an :class:`EmbeddingHead`) and the threshold on P(not neutral) that reaches
   a target escalation precision on cross-validated probabilities.
+* :func:`train_faq_classifier` — a linear softmax classifier over the FAQ ids on the frozen
+  embeddings of the KB's questions and paraphrases (the KB's paraphrases as training data).
 * :class:`ConfidenceModel` — logistic regression on retrieval features, giving P(the top FAQ is
   the right answer); weights stored as JSON.
 * :func:`finetune_biencoder` — in-batch-negatives (MultipleNegativesRanking) fine-tuning of the
-  encoder on the KB's question/paraphrase pairs, with the core Trainer.
+  encoder on sampled question/paraphrase pairs of the KB (linear in its size), with the core Trainer.
 """
 from __future__ import annotations
 
@@ -195,18 +197,55 @@ def train_escalation_head(embeddings: np.ndarray, labels: list[str], *, extra_ne
     return HeadResult(_as_head(model, embeddings.shape[1]), [str(c) for c in model.classes_], summary), float(threshold)
 
 
+# ------------------------------------------------------------------------------- FAQ classifier
+def train_faq_classifier(embeddings: np.ndarray, rows: np.ndarray, n_rows: int, *, l2: float,
+                         max_iter: int = 150) -> EmbeddingHead:
+    """Return a linear softmax classifier over the ``n_rows`` FAQs fitted on (embeddings, FAQ row of each).
+
+    Multinomial logistic regression: mean cross-entropy + ``l2`` * ||W||^2, minimised by full-batch
+    L-BFGS from zero weights (convex, so deterministic and fully fitted; no held-out split needed).
+    Stored as a linear :class:`EmbeddingHead`. FAQs without any example keep zero weights and a
+    low bias, so they are never predicted with confidence.
+    """
+    x = torch.as_tensor(np.ascontiguousarray(embeddings), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(rows), dtype=torch.int64)
+    head = EmbeddingHead(x.shape[1], n_rows)
+    linear = head.net[-1]
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.zero_()
+    opt = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
+                            tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(linear(x), y) + l2 * (linear.weight ** 2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return head.eval()
+
+
 # ------------------------------------------------------------------------------------ confidence
 FEATURES = ("fused_top1", "dense_top1", "dense_margin", "fused_margin", "lexical_top1")
+# with an FAQ classifier: its probability of the top FAQ and the gap to the second
+CLASSIFIER_FEATURES = FEATURES + ("clf_top1", "clf_margin")
 
 
-def retrieval_features(hits) -> np.ndarray:
-    """Return the confidence features of one query's ranked hits (see :data:`FEATURES`)."""
+def retrieval_features(hits, names: tuple[str, ...] | list[str] = FEATURES) -> np.ndarray:
+    """Return the confidence features ``names`` of one query's ranked hits (see :data:`CLASSIFIER_FEATURES`)."""
     if not hits:
-        return np.zeros(len(FEATURES), dtype=np.float64)
+        return np.zeros(len(names), dtype=np.float64)
     h1 = hits[0]
-    d2 = hits[1].dense if len(hits) > 1 else 0.0
-    f2 = hits[1].score if len(hits) > 1 else 0.0
-    return np.array([h1.score, h1.dense, h1.dense - d2, h1.score - f2, h1.lexical_raw / (1.0 + h1.lexical_raw)])
+    h2 = hits[1] if len(hits) > 1 else None
+    clf2 = max((h.clf for h in hits[1:]), default=0.0)
+    values = {"fused_top1": h1.score, "dense_top1": h1.dense, "dense_margin": h1.dense - (h2.dense if h2 else 0.0),
+              "fused_margin": h1.score - (h2.score if h2 else 0.0),
+              "lexical_top1": h1.lexical_raw / (1.0 + h1.lexical_raw),
+              "clf_top1": h1.clf, "clf_margin": h1.clf - clf2}
+    return np.array([values[n] for n in names], dtype=np.float64)
 
 
 @dataclasses.dataclass
@@ -217,18 +256,25 @@ class ConfidenceModel:
     scale: list[float]
     coef: list[float]
     intercept: float
+    features: tuple[str, ...] = FEATURES
 
     @classmethod
-    def fit(cls, features: np.ndarray, correct: np.ndarray, C: float = 1.0) -> ConfidenceModel:
-        """Return the model fitted on (features, correct in {0,1})."""
+    def fit(cls, features: np.ndarray, correct: np.ndarray, C: float = 1.0,
+            names: tuple[str, ...] = FEATURES) -> ConfidenceModel:
+        """Return the model fitted on (features named ``names``, correct in {0,1})."""
         from sklearn.linear_model import LogisticRegression
 
         mean = features.mean(0)
         scale = features.std(0) + 1e-9
         if len(np.unique(correct)) < 2:  # degenerate: every answer right (or wrong)
-            return cls(mean.tolist(), scale.tolist(), [0.0] * features.shape[1], 4.0 if correct.all() else -4.0)
+            return cls(mean.tolist(), scale.tolist(), [0.0] * features.shape[1], 4.0 if correct.all() else -4.0,
+                       tuple(names))
         lr = LogisticRegression(C=C, max_iter=1000).fit((features - mean) / scale, correct)
-        return cls(mean.tolist(), scale.tolist(), lr.coef_[0].tolist(), float(lr.intercept_[0]))
+        return cls(mean.tolist(), scale.tolist(), lr.coef_[0].tolist(), float(lr.intercept_[0]), tuple(names))
+
+    def features_of(self, hits) -> np.ndarray:
+        """Return this model's input features for one query's ranked hits."""
+        return retrieval_features(hits, self.features)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Return P(correct) for each row of ``features``."""
@@ -237,12 +283,12 @@ class ConfidenceModel:
 
     def to_dict(self) -> dict:
         """Return the JSON-serialisable parameters."""
-        return {**dataclasses.asdict(self), "features": list(FEATURES)}
+        return {**dataclasses.asdict(self), "features": list(self.features)}
 
     @classmethod
     def from_dict(cls, d: dict) -> ConfidenceModel:
         """Return the model from :meth:`to_dict` output."""
-        return cls(d["mean"], d["scale"], d["coef"], d["intercept"])
+        return cls(d["mean"], d["scale"], d["coef"], d["intercept"], tuple(d.get("features", FEATURES)))
 
 
 # ------------------------------------------------------------------------------ bi-encoder tuning
@@ -273,21 +319,33 @@ def _mnrl_loss(scores: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
     return (torch.nn.functional.cross_entropy(scores, target) + torch.nn.functional.cross_entropy(scores.T, target)) / 2
 
 
-def kb_pairs(texts: list[str], owner: list[int], seed: int) -> list[tuple[str, str, int]]:
-    """Return (anchor, positive, faq row) pairs: every ordered pair of distinct texts of the same FAQ."""
+def kb_pairs(texts: list[str], owner: list[int], seed: int, max_pairs: int | None = None) -> list[tuple[str, str, int]]:
+    """Return (anchor, positive, faq row) pairs, linear in the KB size: each text of an FAQ with 2+ texts
+    is the anchor of one pair whose positive is another text of the same FAQ, drawn at random.
+
+    At most ``max_pairs`` pairs (a random subset when there are more), shuffled. In-batch duplicates
+    of the same FAQ are not negatives: :func:`_mnrl_loss` masks them.
+    """
+    rng = random.Random(seed)
     groups: dict[int, list[str]] = {}
     for t, o in zip(texts, owner):
         groups.setdefault(o, []).append(t)
-    pairs = [(a, b, o) for o, ts in groups.items() for i, a in enumerate(ts) for j, b in enumerate(ts) if i != j]
-    random.Random(seed).shuffle(pairs)
-    return pairs
+    pairs = []
+    for o, ts in groups.items():
+        if len(ts) < 2:
+            continue
+        for i, a in enumerate(ts):
+            j = rng.randrange(len(ts) - 1)
+            pairs.append((a, ts[j + (j >= i)], o))
+    rng.shuffle(pairs)
+    return pairs[:max_pairs] if max_pairs is not None else pairs
 
 
 def finetune_biencoder(encoder, texts: list[str], owner: list[int], *, epochs: int, lr: float, batch_size: int,
-                       seed: int, precision: str = "auto", progress: bool = False,
+                       seed: int, precision: str = "auto", progress: bool = False, max_pairs: int | None = None,
                        callback: Callable[[dict], None] | None = None) -> dict:
-    """Fine-tune ``encoder`` in place on the KB's paraphrase pairs; return a training summary."""
-    pairs = kb_pairs(texts, owner, seed)
+    """Fine-tune ``encoder`` in place on sampled paraphrase pairs of the KB (:func:`kb_pairs`); return a summary."""
+    pairs = kb_pairs(texts, owner, seed, max_pairs)
     if len(pairs) < 2:
         return {"skipped": "the KB has no paraphrases to learn from", "pairs": len(pairs)}
 

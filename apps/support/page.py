@@ -55,6 +55,9 @@ def feedback_store():
     return FeedbackStore(path)
 
 
+THUMB_UP, THUMB_DOWN = ":material/thumb_up:", ":material/thumb_down:"
+
+
 def render_reply(i: int, turn: dict, store) -> None:
     """Show one assistant reply: answer, matched FAQ + confidence, hand-off state, escalation badge, sources, feedback."""
     r = turn["reply"]
@@ -84,11 +87,12 @@ def render_reply(i: int, turn: dict, store) -> None:
                              hide_index=True)
         rated = turn.get("rated")
         if rated:
-            st.caption("Thanks for the feedback " + ("👍" if rated > 0 else "👎"))
+            # Material icons, not emoji: browsers without an emoji font (Debian Chromium) draw emoji as empty boxes
+            st.caption("Thanks for the feedback " + (THUMB_UP if rated > 0 else THUMB_DOWN))
         else:
             up, down, _ = st.columns([1, 1, 8])
-            for col, value, label in ((up, 1, "👍"), (down, -1, "👎")):
-                if col.button(label, key=f"support_fb_{i}_{value}", help="Rate this answer"):
+            for col, value, label, tip in ((up, 1, THUMB_UP, "Helpful answer"), (down, -1, THUMB_DOWN, "Not helpful")):
+                if col.button(label, key=f"support_fb_{i}_{value}", help=tip):
                     with guarded("Could not store the feedback"):
                         store.add(turn["question"], r["answer"], r["faq_id"], value, r["model_version"],
                                   confidence=r["confidence"], handoff=r["handoff"])

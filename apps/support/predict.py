@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .index import FaqIndex, Hit
-from .model import NEUTRAL, ConfidenceModel, EmbeddingHead, retrieval_features
+from .model import NEUTRAL, ConfidenceModel, EmbeddingHead
 
 DOMAIN = "support"
 HANDOFF_MESSAGE = "I'm not sure I can answer that correctly, so I'm connecting you to a human agent."
@@ -34,6 +34,7 @@ class Source:
     lexical: float
     answer: str
     url: str = ""
+    classifier: float = 0.0
 
 
 @dataclasses.dataclass
@@ -75,6 +76,7 @@ class Settings:
     escalation_threshold: float
     teams: dict[str, str]
     ann_threshold: int = 50_000
+    classifier_weight: float = 0.0   # b in: score = b * P(FAQ | question) + (1 - b) * fused (with an FAQ classifier)
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -112,7 +114,8 @@ class SupportAssistant:
     def __init__(self, encoder, kb: pd.DataFrame, index: FaqIndex, confidence: ConfidenceModel, settings: Settings,
                  intent_head: EmbeddingHead | None = None, intent_labels: Sequence[str] = (),
                  sentiment_head: EmbeddingHead | None = None, sentiment_labels: Sequence[str] = (),
-                 version: str = "", batch_size: int | None = None, intent_model: tuple | None = None):
+                 version: str = "", batch_size: int | None = None, intent_model: tuple | None = None,
+                 faq_head: EmbeddingHead | None = None, calibration: dict | None = None):
         self.encoder = encoder
         self.kb = kb.reset_index(drop=True)
         self.index = index
@@ -128,6 +131,8 @@ class SupportAssistant:
         self._rows = [(str(i), str(q), str(a), str(u or "")) for i, q, a, u in
                       zip(self.kb["id"], self.kb["question"], self.kb["answer"], url.fillna(""))]
         self.intent_model = intent_model  # (AutoModelForSequenceClassification, tokenizer, labels) or None
+        self.faq_head = faq_head  # linear classifier over the KB rows (trained on the KB's paraphrases) or None
+        self.calibration = calibration or {}   # how the hand-off threshold was chosen (retrieval.json)
         if intent_model is not None:
             self.intent_labels = list(intent_model[2])
         import threading
@@ -179,8 +184,17 @@ class SupportAssistant:
             intent_model = (model, AutoTokenizer.from_pretrained(folder, local_files_only=True),
                             bundle.load_json("intent_model.json")["labels"])
         sentiment = heads.get("sentiment", (None, []))
+        faq_head = None
+        if bundle.has("faq_classifier.json"):
+            faq_head = head_from_state(bundle.load_json("faq_classifier.json"), bundle.load_torch("faq_classifier.safetensors"))
         return cls(encoder, kb, index, confidence, settings, intent[0], intent[1], sentiment[0], sentiment[1],
-                   version=f"{bundle.path.name}@{bundle.metadata.get('created', '')}", intent_model=intent_model)
+                   version=f"{bundle.path.name}@{bundle.metadata.get('created', '')}", intent_model=intent_model,
+                   faq_head=faq_head, calibration=bundle.load_json("retrieval.json").get("calibration", {}))
+
+    @property
+    def calibration_source(self) -> str:
+        """Return in words which questions the hand-off threshold was calibrated on ('' for old bundles)."""
+        return self.calibration.get("calibration_source", "")
 
     # ------------------------------------------------------------------------------ answering
     def answer(self, text: Any) -> Answer:
@@ -195,6 +209,7 @@ class SupportAssistant:
         intents = (self._classify_text([cleaned[i][0] for i in live]) if self.intent_model is not None
                    else self._classify(self.intent_head, self.intent_labels, embs))
         sentiments = self._classify(self.sentiment_head, self.sentiment_labels, embs)
+        faq_probs = self.faq_probabilities(embs)
         out: list[Answer] = []
         pos = {i: j for j, i in enumerate(live)}
         for i, (text, truncated, problem) in enumerate(cleaned):
@@ -203,10 +218,17 @@ class SupportAssistant:
                                   handoff_reason=problem, sources=[], truncated=truncated, model_version=self.version))
                 continue
             j = pos[i]
-            hits = self.index.search(embs[j], text, self.settings.top_k, self.settings.fusion_weight)
+            hits = self.index.search(embs[j], text, self.settings.top_k, self.settings.fusion_weight,
+                                     faq_probs[j] if faq_probs is not None else None, self.settings.classifier_weight)
             out.append(self._decide(text, truncated, hits, intents[j] if intents else None,
                                     sentiments[j] if sentiments else None))
         return out
+
+    def faq_probabilities(self, embs: np.ndarray) -> np.ndarray | None:
+        """Return the FAQ classifier's P(KB row | question) for each embedding (n, n_rows), or None without one."""
+        if self.faq_head is None or len(embs) == 0:
+            return None
+        return self.faq_head.predict_proba(embs)
 
     def _classify(self, head, labels, embs) -> list[tuple[str, float, np.ndarray]] | None:
         if head is None or len(embs) == 0:
@@ -233,7 +255,7 @@ class SupportAssistant:
     def _decide(self, text: str, truncated: bool, hits: list[Hit], intent, sentiment) -> Answer:
         s = self.settings
         sources = [self._source(h) for h in hits]
-        conf = float(self.confidence.predict(retrieval_features(hits))[0]) if hits else 0.0
+        conf = float(self.confidence.predict(self.confidence.features_of(hits))[0]) if hits else 0.0
         reason = None
         if not hits:
             reason = "the knowledge base is empty"
@@ -275,7 +297,7 @@ class SupportAssistant:
         return Source(faq_id=faq_id, question=question,
                       matched_text=self.index.texts[hit.text_index] if hit.text_index >= 0 else "",
                       score=round(hit.score, 4), dense=round(hit.dense, 4), lexical=round(hit.lexical, 4),
-                      answer=answer, url=url)
+                      answer=answer, url=url, classifier=round(hit.clf, 4))
 
     def explain(self, text: Any) -> dict:
         """Return why the assistant answered as it did: each source's matched text and dense / lexical parts,
@@ -284,13 +306,16 @@ class SupportAssistant:
         clean, _, problem = clean_question(text, self.settings.max_query_chars)
         features = {}
         if problem is None:
-            emb = self.encoder.encode([clean])[0]
-            hits = self.index.search(emb, clean, self.settings.top_k, self.settings.fusion_weight)
-            from .model import FEATURES
-
-            features = dict(zip(FEATURES, map(float, retrieval_features(hits))))
-        w = self.settings.fusion_weight
-        return {"reply": reply.to_dict(), "fusion": f"score = {w:.2f} * dense + {1 - w:.2f} * lexical",
+            emb = self.encoder.encode([clean])
+            probs = self.faq_probabilities(emb)
+            hits = self.index.search(emb[0], clean, self.settings.top_k, self.settings.fusion_weight,
+                                     probs[0] if probs is not None else None, self.settings.classifier_weight)
+            features = dict(zip(self.confidence.features, map(float, self.confidence.features_of(hits))))
+        w, b = self.settings.fusion_weight, self.settings.classifier_weight
+        fusion = f"score = {w:.2f} * dense + {1 - w:.2f} * lexical"
+        if self.faq_head is not None:
+            fusion = f"score = {b:.2f} * classifier + {1 - b:.2f} * ({w:.2f} * dense + {1 - w:.2f} * lexical)"
+        return {"reply": reply.to_dict(), "fusion": fusion,
                 "confidence_features": features, "threshold": self.settings.threshold,
                 "ambiguity_margin": self.settings.ambiguity_margin, "index": self.index.kind,
                 "sources": [dataclasses.asdict(s) for s in reply.sources]}

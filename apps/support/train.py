@@ -5,9 +5,11 @@ Steps, each reported to ``progress(stage, fraction)``:
 1. read and validate the KB (and the optional questions, intent and sentiment data);
 2. optionally fine-tune the bi-encoder on the KB's paraphrase pairs (before/after retrieval measured);
 3. encode every KB text once (stored in the bundle);
-4. choose the dense/BM25 fusion weight and fit the confidence model on validation queries: the
-   ``split=val`` questions plus leave-one-out KB paraphrases (answerable: the paraphrase itself is
-   hidden; out of scope: its whole FAQ is hidden), then pick the threshold for the target precision;
+4. when the FAQs carry paraphrases, learn from them: a linear classifier over the FAQ ids on the
+   encoder's embeddings of the KB texts (and of the labelled ``split=val`` questions), fused with the
+   dense + BM25 scores (:mod:`.calibration`); choose the fusion weights on cross-fitted queries, fit
+   the confidence model, and pick the hand-off threshold for a target hand-off recall on out-of-scope
+   questions (the user's own, or the general set shipped with the template);
 5. train the intent head (intent data, or the KB categories) and the sentiment / urgency head, whose
    escalation threshold is chosen by cross-validation for a target precision;
 6. evaluate on the ``split=test`` questions (and ``split=test`` sentiment messages) and write the
@@ -27,12 +29,9 @@ from lepton_apps.errors import DataError
 from .config import SupportConfig
 from .data import kb_texts, read_kb, read_labelled, read_questions
 from .index import FaqIndex
-from .model import (ConfidenceModel, finetune_biencoder, head_config, retrieval_features, train_escalation_head,
-                    train_head)
+from .model import finetune_biencoder, head_config, train_escalation_head, train_faq_classifier, train_head
 from .predict import SupportAssistant, Settings
 
-WEIGHT_GRID = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 11))
-MAX_LOO = 600
 Progress = Callable[[str, float], None]
 
 
@@ -63,69 +62,29 @@ def dense_retrieval_metrics(encoder, texts: list[str], owner: list[int], kb_ids:
             "mrr": float(np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0).mean()), "n": int(len(ranks))}
 
 
-def calibration_queries(index: FaqIndex, kb_emb: np.ndarray, val: pd.DataFrame, val_emb: np.ndarray,
-                        row_of: dict[str, int], seed: int, use_loo: bool = True) -> list[tuple]:
-    """Return (row scores, gold row or -1) for the validation questions and leave-one-out KB paraphrases.
+def describe_calibration(n_user_oos: int, fit_summary: dict, dropped: dict, use_kb: bool) -> str:
+    """Return in words which out-of-scope and in-scope questions calibrated the hand-off threshold."""
+    from .calibration import MIN_USER_OOS
 
-    A leave-one-out query hides its own text (answerable). When the validation questions hold no
-    out-of-scope examples, every other one hides its whole FAQ instead (a synthetic out-of-scope query).
-    """
-    out = [(index.row_scores(e, t), row_of[f] if f else -1)
-           for e, t, f in zip(val_emb, val["question"], val["faq_id"])]
-    if not use_loo:
-        return out
-    rng = np.random.default_rng(seed)
-    counts = np.bincount(index.owner, minlength=index.n_rows)
-    candidates = np.flatnonzero(counts[index.owner] >= 2)
-    picked = rng.permutation(candidates)[:MAX_LOO]
-    with_oos = not (val["faq_id"] == "").any()
-    for n, i in enumerate(picked):
-        row = int(index.owner[i])
-        if n % 2 == 0 or not with_oos:   # answerable: hide only this text
-            mask, gold = np.arange(len(index.texts)) == i, row
-        else:            # out of scope: hide the whole FAQ
-            mask, gold = index.owner == row, -1
-        out.append((index.row_scores(kb_emb[i], index.texts[i], mask), gold))
-    return out
+    oos = f"your {n_user_oos} out-of-scope validation questions"
+    if n_user_oos < MIN_USER_OOS:
+        n = dropped.get("general_oos_total", 0)
+        shipped = (f"the general out-of-scope set shipped with the template ({dropped.get('general_oos_used', n)} of {n} "
+                   f"questions: {dropped.get('general_oos_dropped', 0)} dropped as answered by this KB, then the "
+                   f"{dropped.get('general_oos_nearest', 1.0):.0%} nearest to it kept)")
+        oos = f"{oos} and {shipped}" if n_user_oos else shipped
+    inside = ["held-out KB paraphrases"] if use_kb else []
+    if fit_summary.get("n_val_in_scope"):
+        inside.append(f"your {fit_summary['n_val_in_scope']} labelled validation questions")
+    return f"{oos} + {' and '.join(inside) or 'no in-scope questions'}"
 
 
-def choose_fusion_weight(queries: list[tuple], index: FaqIndex) -> tuple[float, dict]:
-    """Return the weight of the grid with the best top-1 accuracy on answerable queries (ties: more dense)."""
-    answerable = [(s, g) for s, g in queries if g >= 0]
-    if not answerable:
-        return 0.8, {}
-    table = {}
-    for w in WEIGHT_GRID:
-        table[w] = float(np.mean([index.rank_rows(s, 1, w)[0].row == g for s, g in answerable]))
-    best = max(WEIGHT_GRID, key=lambda w: (round(table[w], 6), w))
-    return float(best), table
-
-
-def fit_confidence(queries: list[tuple], index: FaqIndex, weight: float, k: int,
-                   target_precision: float) -> tuple[ConfidenceModel, float, dict]:
-    """Return (confidence model, threshold for the target precision on answered questions, summary)."""
-    from lepton_apps.metrics import threshold_for_precision
-
-    feats, correct = [], []
-    for scores, gold in queries:
-        hits = index.rank_rows(scores, k, weight)
-        feats.append(retrieval_features(hits))
-        correct.append(int(gold >= 0 and hits[0].row == gold))
-    feats, correct = np.array(feats), np.array(correct)
-    model = ConfidenceModel.fit(feats, correct)
-    conf = model.predict(feats)
-    note = None
-    try:
-        threshold = threshold_for_precision(correct, conf, target_precision) if 0 < correct.sum() < len(correct) else 0.5
-    except DataError as exc:
-        threshold, note = float(np.quantile(conf, 0.9)), f"target precision not reachable on validation: {exc.what}"
-    answered = conf >= threshold
-    summary = {"n_queries": int(len(correct)), "n_correct_top1": int(correct.sum()),
-               "val_coverage": float(answered.mean()),
-               "val_answered_precision": float(correct[answered].mean()) if answered.any() else 0.0}
-    if note:
-        summary["note"] = note
-    return model, float(threshold), summary
+def use_faq_classifier(mode: str, owner: list[int]) -> bool:
+    """Return whether to train the FAQ classifier: "on", "off", or "auto" = when the median FAQ has 3+ texts."""
+    if mode != "auto":
+        return mode == "on"
+    counts = np.bincount(np.asarray(owner, dtype=np.int64))
+    return bool(len(counts)) and float(np.median(counts)) >= 3
 
 
 def _split(q: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -161,7 +120,7 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
         before = dense_retrieval_metrics(encoder, texts, owner, ids, test) if test is not None else {}
         summary = finetune_biencoder(encoder, texts, owner, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
                                      batch_size=cfg.finetune_batch_size, seed=cfg.seed, precision=cfg.precision,
-                                     progress=cfg.progress)
+                                     progress=cfg.progress, max_pairs=cfg.finetune_max_pairs)
         after = dense_retrieval_metrics(encoder, texts, owner, ids, test) if test is not None else {}
         record["finetune"] = {**summary, "test_dense_before": before, "test_dense_after": after}
         record["encoder"]["stored_in_bundle"] = "skipped" not in summary
@@ -172,22 +131,53 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     kb_emb = encoder.encode(texts, batch_size=cfg.batch_size, progress=cfg.progress)
     index = FaqIndex(kb_emb, owner, texts, ann_threshold=cfg.ann_threshold)
 
-    say("choosing fusion weight and calibrating confidence", 0.55)
+    say("calibrating retrieval and hand-off", 0.5)
+    from .calibration import (MIN_USER_OOS, choose_weights, cross_fitted_queries, drop_covered_general_oos,
+                              fit_handoff, general_oos_questions)
+
     val_q = val if val is not None else pd.DataFrame({"question": [], "faq_id": []})
     val_emb = encoder.encode(val_q["question"].tolist(), batch_size=cfg.batch_size)
-    enough_val = len(val_q) >= 30 and (val_q["faq_id"] == "").sum() >= 5
-    # after fine-tuning on the KB pairs, leave-one-out paraphrases are no longer unseen: use them only if needed
-    use_loo = not (record["encoder"]["stored_in_bundle"] and enough_val)
-    queries = calibration_queries(index, kb_emb, val_q, val_emb, row_of, cfg.seed, use_loo=use_loo)
-    weight, table = (cfg.fusion_weight, {}) if cfg.fusion_weight is not None else choose_fusion_weight(queries, index)
-    confidence, threshold, calib = fit_confidence(queries, index, weight, cfg.top_k, cfg.target_precision)
-    record["calibration"] = {**calib, "fusion_weight": weight, "weight_grid_top1": table,
-                             "leave_one_out": use_loo, "target_precision": cfg.target_precision}
+    use_classifier = use_faq_classifier(cfg.faq_classifier, owner)
+    user_oos = val_q[val_q["faq_id"] == ""]["question"].tolist()
+    oos_texts, oos_emb = user_oos, val_emb[(val_q["faq_id"] == "").to_numpy()]
+    oos_source = "user-oos"
+    if len(user_oos) < MIN_USER_OOS:   # too few of the user's own: add the general set shipped with the template
+        general = general_oos_questions()
+        oos_texts = user_oos + general
+        oos_emb = np.concatenate([oos_emb, encoder.encode(general, batch_size=cfg.batch_size)])
+        oos_source = "user-oos+general-oos" if user_oos else "general-oos"
+    oos_sources = ["user-oos"] * len(user_oos) + ["general-oos"] * (len(oos_texts) - len(user_oos))
+    enough_val = (val_q["faq_id"] != "").sum() >= 30 and len(user_oos) >= MIN_USER_OOS
+    # after fine-tuning on the KB pairs, the KB's paraphrases are no longer unseen: use them only if needed
+    use_kb = not (record["encoder"]["stored_in_bundle"] and enough_val)
+    queries, fit_summary = cross_fitted_queries(
+        index, kb_emb, val_q, val_emb, row_of, oos_texts, oos_emb, oos_sources, use_classifier=use_classifier,
+        use_kb=use_kb, l2=cfg.classifier_l2, seed=cfg.seed)
+    weight, clf_weight, w_table, b_table = choose_weights(queries, index, use_classifier, cfg.fusion_weight)
+    queries, dropped = drop_covered_general_oos(queries, index, weight, clf_weight, cfg.general_oos_nearest)
+    confidence, threshold, calib = fit_handoff(queries, index, weight, clf_weight, cfg.top_k,
+                                               cfg.target_handoff_recall, cfg.ambiguity_margin, use_classifier,
+                                               cfg.target_precision, cfg.handoff_recall_confidence)
+    record["calibration"] = {**calib, **fit_summary, **dropped, "fusion_weight": weight, "weight_grid_top1": w_table,
+                             "classifier_weight": clf_weight, "classifier_weight_grid_top1": b_table,
+                             "faq_classifier": use_classifier, "leave_one_out": use_kb,
+                             "out_of_scope_source": oos_source, "target_precision": cfg.target_precision,
+                             "n_user_out_of_scope": len(user_oos),
+                             "calibration_source": describe_calibration(len(user_oos), fit_summary, dropped, use_kb)}
+    faq_head = None
+    if use_classifier:
+        answerable = (val_q["faq_id"] != "").to_numpy()
+        faq_head = train_faq_classifier(np.concatenate([kb_emb, val_emb[answerable]]),
+                                        np.concatenate([owner, [row_of[f] for f in val_q["faq_id"][answerable]]]),
+                                        len(ids), l2=cfg.classifier_l2)
+        record["faq_classifier"] = {"model": "linear softmax over FAQ ids on the encoder's embeddings (L-BFGS)",
+                                    "l2": cfg.classifier_l2, "n_train": int(len(kb_emb) + answerable.sum()),
+                                    "n_kb_texts": int(len(kb_emb)), "n_val_questions": int(answerable.sum())}
     settings = Settings(fusion_weight=weight, threshold=threshold, ambiguity_margin=cfg.ambiguity_margin,
                         top_k=cfg.top_k, max_query_chars=cfg.max_query_chars,
                         escalation_threshold=cfg.escalation_threshold or 0.5,   # replaced when a sentiment head is trained
                         teams=dict(cfg.teams),
-                        ann_threshold=cfg.ann_threshold)
+                        ann_threshold=cfg.ann_threshold, classifier_weight=clf_weight)
 
     say("training the intent classifier", 0.65)
     intent = None
@@ -238,8 +228,10 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     assistant = SupportAssistant(encoder, kb, index, confidence, settings,
                                  intent.head if intent else None, intent.labels if intent else (),
                                  sentiment.head if sentiment else None, sentiment.labels if sentiment else (),
-                                 version="(in training)", batch_size=cfg.batch_size, intent_model=intent_model)
+                                 version="(in training)", batch_size=cfg.batch_size, intent_model=intent_model,
+                                 faq_head=faq_head, calibration=record["calibration"])
     record["intent_model"] = intent_model
+    record["faq_head"] = faq_head
     record["intent_result"], record["sentiment_result"] = intent, sentiment
     say("evaluating on the held-out questions", 0.85)
     if test is not None and len(test):
@@ -284,6 +276,10 @@ def write_bundle(assistant: SupportAssistant, record: dict, out: str | Path, ove
                 for f in sorted(Path(tmp).rglob("*")):
                     if f.is_file():
                         w.copy_file(f, "encoder/" + f.relative_to(tmp).as_posix())
+        if record.get("faq_head") is not None:
+            w.save_torch("faq_classifier.safetensors", record["faq_head"].state_dict())
+            w.save_json("faq_classifier.json", {**head_config(record["faq_head"], kb["id"].tolist()),
+                                                "training": record.get("faq_classifier", {})})
         for kind in ("intent", "sentiment"):
             res = record.get(f"{kind}_result")
             if res is not None:
