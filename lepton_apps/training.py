@@ -1,7 +1,11 @@
 """The Trainer: one readable training loop for every PyTorch model in the suite.
 
 AdamW with linear warmup + cosine decay, gradient accumulation and clipping, optional class
-weights, mixed precision from the :class:`~lepton_apps.device.DevicePolicy`, early stopping
+weights, a schedule sized in optimizer steps (``min_steps`` / ``max_steps``: enough updates on a
+small set, no wasted epochs on a large one), per-parameter learning-rate multipliers (a lower rate
+for a pretrained backbone than for its new head), an exponential moving average of the weights
+(``ema_decay``, validated and kept instead of the raw weights), mixed precision from the
+:class:`~lepton_apps.device.DevicePolicy`, early stopping
 on a chosen validation metric, the best weights kept, a checkpoint after every epoch written
 atomically, and ``resume=True`` to continue after a crash. Under ``torchrun`` (WORLD_SIZE > 1)
 the model is wrapped in DistributedDataParallel with a DistributedSampler and only rank 0
@@ -12,6 +16,7 @@ Read :meth:`Trainer.fit` top to bottom: that is the whole loop.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -48,6 +53,17 @@ class TrainConfig(LeptonConfig):
     weight_decay: float = Field(0.01, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of optimizer steps with linear warmup")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr of the cosine decay, as a share of lr")
+    min_steps: int | None = Field(None, ge=1, description="train at least this many optimizer steps (more epochs "
+                                                           "than `epochs` on a small set); None = epochs decide")
+    max_steps: int | None = Field(None, ge=1, description="train at most this many optimizer steps (the last epoch "
+                                                           "may be partial); None = epochs decide")
+    lr_mult: dict[str, float] = Field(default_factory=dict,
+                                      description="parameter-name prefix -> lr multiplier (longest prefix wins), "
+                                                  "e.g. {'backbone': 0.1, 'backbone.classifier': 1.0}")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="keep an exponential moving average of the "
+                                                                  "weights (validated, checkpointed and returned)")
+    keep: Literal["best", "last"] = Field("best", description="weights returned by fit(): best on `monitor`, or "
+                                                               "those of the last epoch")
     grad_accum_steps: int = Field(1, ge=1)
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm; None = no clipping")
     monitor: str = Field("val_loss", description="metric for early stopping and the best checkpoint")
@@ -66,6 +82,8 @@ class TrainConfig(LeptonConfig):
     def _monitor_direction(self):
         if self.monitor.endswith("loss") and self.mode == "max":
             raise ValueError(f"monitor={self.monitor!r} is a loss; use mode='min'")
+        if self.min_steps and self.max_steps and self.min_steps > self.max_steps:
+            raise ValueError(f"min_steps={self.min_steps} is above max_steps={self.max_steps}")
         return self
 
 
@@ -105,6 +123,18 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> list[float]:
     """Return ``n / (k * count_c)`` per class (sklearn's 'balanced'); absent classes get weight 1."""
     counts = np.bincount(np.asarray(labels, dtype=int), minlength=n_classes).astype(float)
     return [float(len(labels) / (n_classes * c)) if c else 1.0 for c in counts]
+
+
+def planned_steps(steps_per_epoch: int, epochs: int, min_steps: int | None = None,
+                  max_steps: int | None = None) -> tuple[int, int]:
+    """Return ``(optimizer steps, epochs)`` of a run: ``epochs`` worth of steps, raised to ``min_steps``
+    and capped at ``max_steps``; the epoch count covers the steps (its last epoch may be partial)."""
+    total = steps_per_epoch * epochs
+    if min_steps:
+        total = max(total, min_steps)
+    if max_steps:
+        total = min(total, max_steps)
+    return total, math.ceil(total / max(1, steps_per_epoch))
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
@@ -202,11 +232,18 @@ class Trainer:
                                          pin_memory=pin)
 
         self.steps_per_epoch = math.ceil(len(self.train_loader) / config.grad_accum_steps)
-        total = self.steps_per_epoch * config.epochs
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.weight_decay), lr=config.lr)
+        total, self.epochs = planned_steps(self.steps_per_epoch, config.epochs, config.min_steps, config.max_steps)
+        self.total_steps = total
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.weight_decay, config.lr, config.lr_mult),
+                                           lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(total, int(config.warmup_fraction * total), config.min_lr_ratio))
         self.scaler = self.policy.grad_scaler()
+        self.ema = None
+        if config.ema_decay:
+            self.ema = copy.deepcopy(self.model).eval()
+            for p in self.ema.parameters():
+                p.requires_grad_(False)
 
         # loop state (saved in every checkpoint)
         self.epoch = 0
@@ -236,7 +273,7 @@ class Trainer:
                               fix="pass resume=True to continue it, or choose an empty run folder")
         mlflow = self._start_mlflow()
 
-        while self.epoch < cfg.epochs and not self.stopped_early:
+        while self.epoch < self.epochs and not self.stopped_early and self.global_step < self.total_steps:
             self.sampler.set_epoch(self.epoch)
             train_loss = self._train_one_epoch()
             metrics = {"epoch": self.epoch + 1, "step": self.global_step, "train_loss": train_loss,
@@ -266,16 +303,18 @@ class Trainer:
                                        step=self.epoch)
                 if cfg.progress:
                     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "step", "lr"))
-                    tqdm.write(f"epoch {self.epoch}/{cfg.epochs}: {shown}{'  (best)' if improved else ''}")
+                    tqdm.write(f"epoch {self.epoch}/{self.epochs}: {shown}{'  (best)' if improved else ''}")
             if self.callback:
-                self.callback({"event": "epoch", "epoch": self.epoch, "epochs": cfg.epochs, "metrics": metrics})
+                self.callback({"event": "epoch", "epoch": self.epoch, "epochs": self.epochs, "metrics": metrics})
 
         if self.distributed:
             dist.barrier()
-        if (self.run_dir / BEST).exists():
+        if cfg.keep == "best" and (self.run_dir / BEST).exists():
             from safetensors.torch import load_file
 
             self.model.load_state_dict(load_file(str(self.run_dir / BEST), device=str(self.policy.device)))
+        elif self.ema is not None:
+            self.model.load_state_dict(self.ema.state_dict())
         if mlflow:
             mlflow.end_run()
         return TrainResult(best_epoch=self.best_epoch + 1, best_metric=self.best_metric, epochs_run=self.epoch,
@@ -288,7 +327,7 @@ class Trainer:
         n_batches = len(self.train_loader)
         total_loss = torch.zeros((), device=self.policy.device)
         seen = 0
-        bar = tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
+        bar = tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}/{self.epochs}", leave=False,
                    disable=not (cfg.progress and self.is_main), dynamic_ncols=True)
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(self.train_loader):
@@ -315,12 +354,16 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
                 self.global_step += 1
+                if self.ema is not None:
+                    self._update_ema()
                 if self.callback:
                     self.callback({"event": "step", "epoch": self.epoch, "step": self.global_step,
-                                   "total_steps": self.steps_per_epoch * cfg.epochs, "loss": loss.item()})
+                                   "total_steps": self.total_steps, "loss": loss.item()})
             bar.update(1)
             if i % 10 == 0 or i == n_batches - 1:
                 bar.set_postfix(loss=f"{(total_loss / seen).item():.4f}", best=f"{self.best_metric:.4g}")
+            if last_in_group and self.global_step >= self.total_steps:
+                break  # the step budget ends inside this epoch
         bar.close()
         mean = total_loss / max(1, seen)
         if self.distributed:
@@ -328,15 +371,26 @@ class Trainer:
             mean /= self.world_size
         return float(mean)
 
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """Move the averaged weights toward the current ones; the decay warms up so early steps count."""
+        decay = min(self.config.ema_decay, (1 + self.global_step) / (10 + self.global_step))
+        for avg, cur in zip(self.ema.state_dict().values(), self.model.state_dict().values()):
+            if avg.dtype.is_floating_point:
+                avg.lerp_(cur.detach(), 1 - decay)
+            else:
+                avg.copy_(cur)
+
     @torch.inference_mode()
     def _validate(self) -> dict[str, float]:
         """Return ``val_loss`` and ``val_<metric>`` over the whole validation set (gathered across ranks)."""
         self.engine.eval()
+        net = self.ema if self.ema is not None else self.engine
         outs, tgts = [], []
         for batch in self.val_loader:
             inputs, targets = self.batch_fn(batch)
             with self.policy.autocast():
-                out = _forward(self.engine, self.policy.to_device(inputs))
+                out = _forward(net, self.policy.to_device(inputs))
             outs.append(out.float().cpu())
             tgts.append(torch.as_tensor(targets).cpu())
         outputs = torch.cat(outs) if outs else torch.empty(0)
@@ -355,10 +409,12 @@ class Trainer:
         return metrics
 
     # -- persistence ------------------------------------------------------------------------
-    def _save_weights(self, path: Path) -> None:
+    def _save_weights(self, path: Path, model: torch.nn.Module | None = None) -> None:
+        """Write ``model``'s weights (default: the averaged ones when EMA is on, else the model's)."""
         from safetensors.torch import save_file
 
-        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        model = model or (self.ema if self.ema is not None else self.model)
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         with atomic_path(path) as tmp:
             save_file(state, str(tmp))
 
@@ -369,7 +425,9 @@ class Trainer:
         tmp = ckpt_root / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        self._save_weights(tmp / "model.safetensors")
+        self._save_weights(tmp / "model.safetensors", self.model)
+        if self.ema is not None:
+            self._save_weights(tmp / "ema.safetensors", self.ema)
         torch.save({
             "epoch": self.epoch, "global_step": self.global_step, "best_metric": self.best_metric,
             "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "stopped_early": self.stopped_early,
@@ -395,6 +453,9 @@ class Trainer:
 
         ckpt = self.run_dir / CHECKPOINTS / json.loads(pointer.read_text())["dir"]
         self.model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(self.policy.device)))
+        if self.ema is not None:  # a checkpoint written without EMA starts the average from its weights
+            ema_file = ckpt / "ema.safetensors" if (ckpt / "ema.safetensors").exists() else ckpt / "model.safetensors"
+            self.ema.load_state_dict(load_file(str(ema_file), device=str(self.policy.device)))
         # weights_only=True: the checkpoint holds tensors and plain Python values only, no pickled code.
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -438,10 +499,30 @@ def _interleave(parts: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and norm weights (1-D parameters), as is standard for AdamW."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+def lr_multiplier(name: str, lr_mult: dict[str, float]) -> float:
+    """Return the lr multiplier of parameter ``name``: that of the longest matching prefix in ``lr_mult``, else 1."""
+    best, mult = -1, 1.0
+    for prefix, m in lr_mult.items():
+        if (name == prefix or name.startswith(prefix.rstrip(".") + ".")) and len(prefix) > best:
+            best, mult = len(prefix), float(m)
+    return mult
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float, lr: float | None = None,
+                  lr_mult: dict[str, float] | None = None) -> list[dict]:
+    """Return AdamW parameter groups: no weight decay on biases and norm weights (1-D parameters), as is
+    standard, and one group per lr multiplier of ``lr_mult`` (group ``lr`` = ``lr`` x multiplier)."""
+    groups: dict[tuple[float, bool], list] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            mult = lr_multiplier(name, lr_mult or {})
+            groups.setdefault((mult, p.ndim >= 2), []).append(p)
+    if not lr_mult:  # the historical two groups, in their historical order
+        groups = {(1.0, True): groups.get((1.0, True), []), (1.0, False): groups.get((1.0, False), [])}
+    out = []
+    for (mult, decays), params in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1])):
+        group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        if lr is not None:
+            group["lr"] = lr * mult
+        out.append(group)
+    return out

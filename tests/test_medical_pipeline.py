@@ -85,10 +85,13 @@ def test_predict_accepts_paths_pil_numpy_dicom_and_is_consistent(trained, tmp_pa
         assert r.model_version.startswith("bundle@")
     single = clf.predict(str(png), threshold=0.0)
     assert isinstance(single, Prediction) and single.decision is True and single.threshold == 0.0
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
     with pytest.raises(DataError, match="empty"):
-        empty = tmp_path / "empty.png"
-        empty.write_bytes(b"")
-        clf.predict([str(png), empty])
+        clf.predict(empty)  # a single unreadable item raises; in a list it becomes a result with its error
+    good, bad = clf.predict([str(png), empty])
+    assert good.ok and good.probabilities == pytest.approx(results[0].probabilities, abs=1e-5)
+    assert not bad.ok and "empty" in bad.error and bad.item == str(empty) and bad.probabilities == {}
 
 
 def test_explain_returns_heatmap_and_overlay(trained):

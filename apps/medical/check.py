@@ -3,7 +3,9 @@
 Counts per class and split, unreadable files with the reason, exact duplicates (sha256 of the
 file bytes, or of the pixels for .npz) and whether any cross splits, patients whose images sit
 in more than one split, and image size / mode statistics. No patient identifier is reported:
-patients are counted, not named.
+patients are counted, not named. A set with a single class is a problem (nothing to classify), and
+file names that look like they carry patient ids while none are known get a warning with a
+``patient_id_pattern`` to use (several images of one patient must not cross splits).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from lepton_apps.errors import DataError
 
 from .data import open_data
 from .imageio import read_image
+from .patients import suggest_pattern
 
 
 def _inspect(item: str) -> dict[str, Any]:
@@ -37,14 +40,16 @@ def _inspect(item: str) -> dict[str, Any]:
     return {"sha256": digest, "height": img.shape[0], "width": img.shape[1], "mode": mode, "format": kind}
 
 
-def check_data(data: str, max_listed: int = 50) -> dict[str, Any]:
+def check_data(data: str, max_listed: int = 50, patient_id_pattern: str | None = None) -> dict[str, Any]:
     """Return the data-check report of ``data`` (folder, manifest or .npz) as a JSON-ready dict.
 
     Keys: source, kind, task, label_names, counts {split: {class: n}}, n_images, unreadable
     [{item, reason}], duplicate_groups, duplicates_across_splits, patients, patients_across_splits,
-    sizes {height/width: min, median, max}, modes, formats, problems.
+    patient_ids (where they came from), suggested_patient_pattern, sizes {height/width: min,
+    median, max}, modes, formats, problems (blocking ones first: single class, empty folders),
+    warnings.
     """
-    md = open_data(data)
+    md = open_data(data, patient_id_pattern)
     table = md.table
     split = table["split"].fillna("(unsplit)").to_numpy()
     infos: list[dict[str, Any]]
@@ -74,8 +79,22 @@ def check_data(data: str, max_listed: int = 50) -> dict[str, Any]:
         "duplicates_across_splits": len(across),
         "duplicate_examples": [[_short(table["item"].iat[i], md.source) + f" [{split[i]}]" for i in g]
                                for g in (across or groups)[:5]],
-        "problems": list(md.problems),
+        "problems": list(md.problems), "warnings": [],
+        "patient_ids": md.patient_source, "suggested_patient_pattern": None,
     }
+    if len(md.label_names) < 2:
+        report["problems"].insert(0, f"only one class ({', '.join(md.label_names) or 'none'}) was found: a "
+                                     "classifier needs at least two (add the other class's images)")
+    if not md.has_patients and md.kind != "npz":
+        hint = suggest_pattern(table["item"].tolist())
+        if hint:
+            report["suggested_patient_pattern"] = hint["pattern"]
+            report["warnings"].append(
+                f"file names look like they carry patient ids ({hint['matched']} of {len(table)} names fall into "
+                f"{hint['patients']} groups, e.g. {hint['example']}) but no patient id is set, so images of one "
+                f"patient can land in train and validation; set patient_id_pattern (e.g. "
+                f"--patient-id-pattern '{hint['pattern']}', or a pattern for your naming such as "
+                f"'(?P<patient>person\\d+)') or add a patient_id column to a manifest")
     if md.has_patients:
         pid = table["patient_id"].to_numpy(dtype=object)
         per_patient: dict[Any, set] = defaultdict(set)
@@ -122,11 +141,15 @@ def format_report(r: dict[str, Any]) -> str:
     lines += ["  " + " = ".join(g) for g in r["duplicate_examples"]]
     if "patients" in r:
         lines.append(f"Patients: {r['patients']}; in more than one split: {r['patients_across_splits']}")
+    if r.get("patient_ids"):
+        lines.append(f"Patient ids from: {r['patient_ids']}")
     lines += [f"Problem: {p}" for p in r["problems"]]
+    lines += [f"Warning: {w}" for w in r.get("warnings", [])]
     return "\n".join(lines)
 
 
 def has_blocking_issues(r: dict[str, Any]) -> bool:
-    """True when training would fail or leak: unreadable files, cross-split duplicates or patients, empty folders."""
+    """True when training would fail or leak: unreadable files, cross-split duplicates or patients, empty
+    folders, a single class."""
     return bool(r["n_unreadable"] or r["duplicates_across_splits"] or r.get("patients_across_splits")
-                or any("holds no" in p for p in r["problems"]))
+                or any("holds no" in p or "only one class" in p for p in r["problems"]))

@@ -20,8 +20,10 @@ def train_cmd(data: Optional[str] = typer.Argument(None, help="Folder root/<clas
               config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (MedicalConfig keys)."),
               out: Optional[Path] = typer.Option(None, help="Bundle folder to write (default runs/medical-<time>/bundle)."),
               backbone: Optional[str] = typer.Option(None, help="timm backbone name (default efficientnet_lite0)."),
-              epochs: Optional[int] = typer.Option(None, help="Maximum epochs (early stopping on validation AUC)."),
-              image_size: Optional[int] = typer.Option(None, help="Input size in pixels, 28 to 512."),
+              epochs: Optional[int] = typer.Option(None, help="Exact epochs (default: sized in optimizer steps)."),
+              image_size: Optional[int] = typer.Option(None, help="Input size in pixels, 28 to 512 (default: from the images)."),
+              patient_id_pattern: Optional[str] = typer.Option(
+                  None, help="Regex with a named group 'patient' taking the patient id from each file name."),
               pretrained: Optional[bool] = typer.Option(None, "--pretrained/--scratch", help="Start from ImageNet weights."),
               weights: Optional[Path] = typer.Option(None, help="Local backbone weights (.safetensors or state dict)."),
               register: Optional[str] = typer.Option(None, help="Also register the bundle under this name."),
@@ -33,13 +35,10 @@ def train_cmd(data: Optional[str] = typer.Argument(None, help="Folder root/<clas
     from .config import MedicalConfig
     from .train import train
 
-    values = MedicalConfig.from_yaml(config).model_dump() if config else {}
     overrides = {"data": data, "out": str(out) if out else None, "backbone": backbone, "epochs": epochs,
-                 "image_size": image_size, "pretrained": pretrained, "weights": str(weights) if weights else None}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if "data" not in values:
-        raise typer.BadParameter("give DATA or a --config with a 'data' key")
-    bundle = train(MedicalConfig.from_dict(values, source=str(config or "command line")))
+                 "image_size": image_size, "patient_id_pattern": patient_id_pattern, "pretrained": pretrained,
+                 "weights": str(weights) if weights else None}
+    bundle = train(MedicalConfig.from_yaml_and_overrides(config, overrides))
     report = json.loads((bundle / "report.json").read_text())
     typer.echo(f"bundle: {bundle}")
     typer.echo(_summary(report))
@@ -99,16 +98,19 @@ def predict_cmd(bundle: str = typer.Argument(..., help="Bundle folder, registry 
 
 @cli.command("check")
 def check_cmd(data: str = typer.Argument(..., help="Folder, manifest.csv or MedMNIST .npz."),
-              json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON.")):
-    """Check a data set: counts, unreadable files, duplicates, patient leakage, sizes. Exit 1 on blocking issues.
+              json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON."),
+              patient_id_pattern: Optional[str] = typer.Option(
+                  None, help="Regex with a named group 'patient' taking the patient id from each file name.")):
+    """Check a data set: counts, unreadable files, duplicates, patient leakage, sizes. Exit 1 on blocking issues
+    (unreadable files, a single class, empty class folders, duplicates or patients across splits).
 
-    Example: lepton-apps medical check xrays/
+    Example: lepton-apps medical check xrays/ --patient-id-pattern '(?P<patient>person\\d+)'
     """
     from lepton_apps.io import atomic_write_json
 
     from .check import check_data, format_report, has_blocking_issues
 
-    report = check_data(data)
+    report = check_data(data, patient_id_pattern=patient_id_pattern)
     typer.echo(format_report(report))
     if json_out:
         atomic_write_json(json_out, report)

@@ -58,6 +58,7 @@ class MedicalData:
     task: Task
     arrays: np.ndarray | None = None
     problems: list[str] = dataclasses.field(default_factory=list)
+    patient_source: str | None = None  # where patient ids came from: a manifest column or a file-name pattern
 
     def targets(self) -> np.ndarray:
         """Return class ids (n,) for binary / multi-class, or a 0/1 float matrix (n, k) for multi-label."""
@@ -82,21 +83,56 @@ def _split_labels(label: Any) -> list[str]:
     return [p.strip() for p in str(label).split("|") if p.strip()]
 
 
-def open_data(data: str | os.PathLike) -> MedicalData:
-    """Return the images and labels found at ``data`` (a folder, a ``.csv`` manifest or a MedMNIST ``.npz``)."""
+def open_data(data: str | os.PathLike, patient_id_pattern: str | None = None) -> MedicalData:
+    """Return the images and labels found at ``data`` (a folder, a ``.csv`` manifest or a MedMNIST ``.npz``).
+
+    With ``patient_id_pattern`` (a regular expression with a named group ``patient``) rows without
+    a patient id take it from their file name; a name it does not match stays its own patient,
+    and how many did not match is listed in ``problems``.
+    """
     path = Path(data).expanduser()
     if not path.exists():
         raise DataError("data not found", where=str(path),
                         fix="pass a folder root/<class>/*.png, a manifest.csv (path,label[,patient_id][,split]) "
                             "or a MedMNIST .npz")
     if path.is_dir():
-        return read_folder(path)
-    if path.suffix.lower() == ".npz":
-        return read_npz(path)
-    if path.suffix.lower() == ".csv":
-        return read_manifest(path)
-    raise DataError(f"unsupported data file type {path.suffix!r}", where=str(path),
-                    fix="use a folder of images, a .csv manifest or a MedMNIST .npz")
+        md = read_folder(path)
+    elif path.suffix.lower() == ".npz":
+        md = read_npz(path)
+    elif path.suffix.lower() == ".csv":
+        md = read_manifest(path)
+    else:
+        raise DataError(f"unsupported data file type {path.suffix!r}", where=str(path),
+                        fix="use a folder of images, a .csv manifest or a MedMNIST .npz")
+    if patient_id_pattern:
+        apply_patient_pattern(md, patient_id_pattern)
+    return md
+
+
+def apply_patient_pattern(md: MedicalData, pattern: str) -> None:
+    """Fill missing patient ids of ``md`` from the file names with ``pattern`` (in place)."""
+    from lepton_apps.errors import ConfigError
+
+    from .patients import compile_pattern, patient_from_name
+
+    if md.kind == "npz":
+        raise ConfigError("patient_id_pattern needs file names, and a .npz holds arrays", where="patient_id_pattern",
+                          fix="leave patient_id_pattern unset for .npz data, or use a folder / manifest")
+    rx = compile_pattern(pattern)
+    given = md.table["patient_id"].to_numpy(dtype=object)
+    missing = pd.isna(given)
+    if not missing.any():
+        return
+    found = [patient_from_name(rx, item) if miss else pid
+             for item, pid, miss in zip(md.table["item"], given, missing)]
+    md.table["patient_id"] = pd.Series(found, index=md.table.index, dtype=object)
+    unmatched = sum(1 for f, miss in zip(found, missing) if miss and f is None)
+    if unmatched:
+        md.problems.append(f"{unmatched} of {int(missing.sum())} file names do not match patient_id_pattern "
+                           f"{pattern!r}; each of those images counts as its own patient")
+    if unmatched < missing.sum():
+        source = f"file names (patient_id_pattern {pattern!r})"
+        md.patient_source = source if md.patient_source is None else f"{md.patient_source} and {source}"
 
 
 NEGATIVE_NAMES = {"normal", "negative", "benign", "healthy", "no_finding", "no finding", "none", "0", "false",
@@ -182,6 +218,7 @@ def read_manifest(path: Path) -> MedicalData:
     table = pd.DataFrame({"item": items, "label": df["label"].str.strip(),
                           "split": split if split is not None else None,
                           "patient_id": patients if patients is not None else None})
+    source = "manifest column 'patient_id'" if patients is not None and patients.notna().any() else None
     if multilabel:
         names = sorted({n for lab in table["label"] for n in _split_labels(lab)})
         table["label"] = ["|".join(_split_labels(lab)) for lab in table["label"]]
@@ -189,7 +226,7 @@ def read_manifest(path: Path) -> MedicalData:
     else:
         names = order_classes(table["label"].unique())
         task = "binary" if len(names) == 2 else "multiclass"
-    return MedicalData(str(path), "manifest", table, names, task)
+    return MedicalData(str(path), "manifest", table, names, task, patient_source=source)
 
 
 # --------------------------------------------------------------------------- MedMNIST
@@ -243,6 +280,32 @@ def _u8(a: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- pixels
+
+AUTO_SIZE_RANGE = (64, 96)
+
+
+def auto_image_size(md: MedicalData, sample: int = 16) -> int:
+    """Return the input size for ``md``'s images: the median short side of a sample, rounded to a
+    multiple of 16 and clamped to :data:`AUTO_SIZE_RANGE` (small images are enlarged to what an
+    ImageNet backbone needs; large ones are reduced to keep training affordable on a CPU)."""
+    lo, hi = AUTO_SIZE_RANGE
+    if md.arrays is not None:
+        sides = [min(md.arrays.shape[1:3])]
+    else:
+        from .imageio import read_image
+
+        sides = []
+        step = max(1, len(md.table) // sample)
+        for item in md.table["item"].iloc[::step]:
+            try:
+                sides.append(min(read_image(item).shape[:2]))
+            except DataError:
+                continue
+    if not sides:
+        return lo
+    side = int(round(float(np.median(sides)) / 16) * 16)
+    return int(min(hi, max(lo, side)))
+
 
 def infer_channels(md: MedicalData, sample: int = 64) -> int:
     """Return 1 if the images are grayscale, 3 if any of a sample is colour."""

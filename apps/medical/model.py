@@ -156,7 +156,7 @@ def _load_local(model: nn.Module, path: Path) -> WeightsInfo:
     state = read_state_dict(path)
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    body = [k for k in own if not k.startswith(_head_prefix(model))]
+    body = [k for k in own if not k.startswith(head_prefix(model))]
     if len([k for k in body if k in matched]) < 0.9 * len(body):
         raise ConfigError(f"the weights fit only {len(matched)} of the backbone's {len(own)} tensors",
                           where=str(path), fix="pass weights trained for this backbone (same timm architecture)")
@@ -165,7 +165,8 @@ def _load_local(model: nn.Module, path: Path) -> WeightsInfo:
     return WeightsInfo(f"local file {path.name}", mean, std)
 
 
-def _head_prefix(model: nn.Module) -> str:
+def head_prefix(model: nn.Module) -> str:
+    """Return the parameter-name prefix of a timm model's classifier head (``classifier``, ``fc``, ``head.fc``…)."""
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     head = cfg.get("classifier", "classifier")
     return head if isinstance(head, str) else head[0]

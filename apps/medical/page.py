@@ -117,8 +117,12 @@ def show_model_card(bundle) -> None:
     for col, p in zip(st.columns(max(1, len(plots))), plots):
         col.image(str(bundle.file(p)), width="stretch")
     summary = bundle.load_json("data_summary.json")
-    st.markdown(f"**Training data** ({summary['kind']}, {summary['task']}; patient-level split: "
-                f"{'yes' if summary['patient_level_split'] else 'no patient ids'})")
+    level = ("yes" if summary["patient_level_split"] else
+             "no — patients cross splits" if summary.get("patients_in_two_splits") else "no patient ids")
+    st.markdown(f"**Training data** ({summary['kind']}, {summary['task']}; patient-level split: {level})")
+    if summary.get("split_method"):
+        st.caption(f"Splits: {summary['split_method']}"
+                   + (f"; patient ids from {summary['patient_ids']}" if summary.get("patient_ids") else ""))
     st.dataframe(pd.DataFrame(summary["counts"]).fillna(0).astype(int))
     info = bundle.load_json("model.json")
     st.caption(f"Backbone {info['backbone']} at {info['image_size']} px, {info['channels']} channel(s), "

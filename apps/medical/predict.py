@@ -33,6 +33,8 @@ class Prediction:
     score:         binary: P(positive); otherwise the top probability.
     threshold:     the operating point used (binary), else None.
     model_version: the bundle's name and creation time.
+    error:         None, or why the item could not be read (then ``label`` is "", ``probabilities``
+                   empty, ``decision`` None and ``score`` NaN).
     """
 
     item: str
@@ -42,6 +44,12 @@ class Prediction:
     score: float
     threshold: float | None
     model_version: str
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the item was read and scored (``error`` is None)."""
+        return self.error is None
 
 
 @dataclasses.dataclass
@@ -133,20 +141,39 @@ class MedicalClassifier:
                 names: Sequence[str] | None = None) -> Prediction | list[Prediction]:
         """Return a Prediction per item (a single Prediction for a single item).
 
-        Items are paths, bytes, PIL images, numpy arrays or pydicom Datasets; an unreadable one
-        raises DataError naming it. ``threshold`` overrides the binary operating point; ``names``
-        label the items in results and errors (e.g. the file names of uploaded bytes).
+        Items are paths, bytes, PIL images, numpy arrays or pydicom Datasets. In a list, an
+        unreadable item gets a Prediction whose ``error`` says why (the others are scored), so the
+        results line up one to one with the items; a single unreadable item raises DataError
+        naming it. ``threshold`` overrides the binary operating point; ``names`` label the items
+        in results and errors (e.g. the file names of uploaded bytes).
         """
         single = not isinstance(items, (list, tuple))
         seq = [items] if single else list(items)
         names = list(names) if names is not None else [_name(it, i) for i, it in enumerate(seq)]
-        pixels = np.stack([self.preprocess(it, n) for it, n in zip(seq, names)]) if seq else np.zeros(
-            (0, self.channels, self.image_size, self.image_size), np.uint8)
-        results = []
-        for start in range(0, len(seq), batch_size):
-            probs = self.predict_pixels(pixels[start:start + batch_size])
-            results += [self._result(n, p, threshold) for n, p in zip(names[start:start + batch_size], probs)]
-        return results[0] if single else results
+        if len(names) != len(seq):
+            raise DataError(f"got {len(names)} names for {len(seq)} items", where="predict(names=…)",
+                            fix="pass one name per item, or no names")
+        if single:
+            pixels = self.preprocess(seq[0], names[0])[None]
+            return self._result(names[0], self.predict_pixels(pixels)[0], threshold)
+        pixels = np.zeros((len(seq), self.channels, self.image_size, self.image_size), np.uint8)
+        errors: list[str | None] = [None] * len(seq)
+        for i, (it, n) in enumerate(zip(seq, names)):
+            try:
+                pixels[i] = self.preprocess(it, n)
+            except LeptonError as exc:
+                errors[i] = str(exc)
+        good = [i for i, e in enumerate(errors) if e is None]
+        results: list[Prediction | None] = [None] * len(seq)
+        for start in range(0, len(good), batch_size):
+            rows = good[start:start + batch_size]
+            for i, p in zip(rows, self.predict_pixels(pixels[rows])):
+                results[i] = self._result(names[i], p, threshold)
+        for i, e in enumerate(errors):
+            if e is not None:
+                thr = float(self.threshold if threshold is None else threshold) if self.task == "binary" else None
+                results[i] = Prediction(names[i], "", {}, None, float("nan"), thr, self.model_version, error=e)
+        return results
 
     def _result(self, name: str, p: np.ndarray, threshold: float | None) -> Prediction:
         probs = {c: float(v) for c, v in zip(self.label_names, p)}

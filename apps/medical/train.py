@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 
 from lepton_apps.errors import DataError
 
 from .config import MedicalConfig
-from .data import MedicalData, assign_splits, decode_rows, infer_channels, load_pixels, open_data
+from .data import MedicalData, assign_splits, auto_image_size, decode_rows, infer_channels, load_pixels, open_data
 from .pixelcache import PixelCache
 
 MODEL_FILE = "model.safetensors"
+AUTO_EPOCHS = 5  # with epochs unset: 5 epochs, raised to min_steps / capped at max_steps optimizer steps
+MIN_VAL_PER_CLASS_FOR_BEST = 50
 
 
 def coerce_config(config: MedicalConfig | dict | str | os.PathLike) -> MedicalConfig:
@@ -41,9 +44,9 @@ def default_out() -> Path:
     return Path("runs") / f"medical-{stamp}" / "bundle"
 
 
-def open_for_training(cfg: MedicalConfig) -> tuple[MedicalData, np.ndarray, int]:
-    """Return ``(data, split per row, channels)``; raises DataError for empty class folders or one class."""
-    md = open_data(cfg.data)
+def open_for_training(cfg: MedicalConfig) -> tuple[MedicalData, np.ndarray, int, int]:
+    """Return ``(data, split per row, channels, image size)``; raises DataError for empty class folders or one class."""
+    md = open_data(cfg.data, cfg.patient_id_pattern)
     empty = [p for p in md.problems if "holds no" in p]
     if empty:
         raise DataError("; ".join(empty), where=md.source, fix="add images to the folder or remove it")
@@ -52,7 +55,34 @@ def open_for_training(cfg: MedicalConfig) -> tuple[MedicalData, np.ndarray, int]
                         fix="a classifier needs at least two classes")
     split = assign_splits(md, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     channels = infer_channels(md) if cfg.channels == "auto" else int(cfg.channels)
-    return md, split, channels
+    return md, split, channels, cfg.image_size or auto_image_size(md)
+
+
+def schedule(cfg: MedicalConfig, n_train: int, n_val_per_class: list[int], head: str = "backbone.classifier"
+             ) -> dict[str, Any]:
+    """Return the Trainer settings the data calls for: ``epochs``, ``min_steps``, ``max_steps``, ``keep``,
+    ``ema_decay`` and ``lr_mult`` (see :class:`MedicalConfig`); ``head`` is the parameter prefix of the new
+    classifier head, which learns at the full ``lr``.
+
+    With ``epochs`` unset the run is 5 epochs, raised to ``min_steps`` and capped at ``max_steps``
+    optimizer steps; the EMA averages over about a tenth of the run; the best validation epoch is kept
+    only when every class has at least 50 validation images (below that its AUC is too noisy to pick
+    an epoch by, and the end of the decayed schedule is the better bet).
+    """
+    from lepton_apps.training import planned_steps
+
+    steps_per_epoch = max(1, -(-n_train // cfg.batch_size))
+    auto = cfg.epochs is None
+    epochs = AUTO_EPOCHS if auto else cfg.epochs
+    min_steps, max_steps = (cfg.min_steps, max(cfg.min_steps, cfg.max_steps)) if auto else (None, None)
+    total, _ = planned_steps(steps_per_epoch, epochs, min_steps, max_steps)
+    keep = cfg.model_selection
+    if keep == "auto":
+        keep = "best" if n_val_per_class and min(n_val_per_class) >= MIN_VAL_PER_CLASS_FOR_BEST else "last"
+    lr_mult = {"backbone": cfg.backbone_lr_mult, head: 1.0} if (cfg.pretrained or cfg.weights) else {}
+    return {"epochs": epochs, "min_steps": min_steps, "max_steps": max_steps, "total_steps": total,
+            "keep": keep, "ema_decay": (1 - 1 / max(10.0, total / 10)) if cfg.ema else None,
+            "lr_mult": lr_mult}
 
 
 def usable_split(md: MedicalData, split: np.ndarray, errors: dict[int, str], cfg: MedicalConfig) -> np.ndarray:
@@ -87,8 +117,8 @@ def prepare_data(cfg: MedicalConfig, progress: Callable[[int, int], None] | None
 
     Raises DataError as :func:`open_for_training` and :func:`usable_split` do.
     """
-    md, split, channels = open_for_training(cfg)
-    pixels, errors = load_pixels(md, cfg.image_size, channels, cache_dir=cfg.cache_dir, progress=progress)
+    md, split, channels, size = open_for_training(cfg)
+    pixels, errors = load_pixels(md, size, channels, cache_dir=cfg.cache_dir, progress=progress)
     return md, usable_split(md, split, errors, cfg), pixels, md.targets(), channels
 
 
@@ -108,7 +138,7 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
 
     from .augment import make_augment
     from .evaluate import build_report, calibrate, headline, probabilities, save_plots
-    from .model import build_network
+    from .model import build_network, head_prefix
     from .predict import predict_logits
     from .stream import CachedRows, DecodedImages, default_workers, loading_mode
 
@@ -126,7 +156,8 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
         if callback:
             callback({"event": "decode", "done": done, "total": total})
 
-    md, split, channels = open_for_training(cfg)
+    md, split, channels, image_size = open_for_training(cfg)
+    cfg = cfg.model_copy(update={"image_size": image_size})  # the bundle records the size actually used
     task, names, y = md.task, md.label_names, md.targets()
     targets = torch.from_numpy(np.array(y))
     streaming = loading_mode(md, channels, cfg.image_size, cfg.data_loading, cfg.memory_budget_gb) == "stream"
@@ -189,7 +220,13 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
             return {"auc": macro_auc(tgt, probs), "acc": float((probs.argmax(1) == tgt).mean())}
         return {"auc": macro_auc(tgt, probs)}
 
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+    val_y = y[split == "val"]
+    val_counts = list(val_y.sum(0).astype(int)) if task == "multilabel" else list(np.bincount(val_y, minlength=len(names)))
+    plan = schedule(cfg, int((split == "train").sum()), [int(c) for c in val_counts],
+                    head=f"backbone.{head_prefix(net.backbone)}")
+    tcfg = TrainConfig(epochs=plan["epochs"], min_steps=plan["min_steps"], max_steps=plan["max_steps"],
+                       batch_size=cfg.batch_size, lr=cfg.lr, lr_mult=plan["lr_mult"], ema_decay=plan["ema_decay"],
+                       keep=plan["keep"], weight_decay=cfg.weight_decay,
                        monitor="val_auc", mode="max", patience=cfg.patience, seed=cfg.seed, device=cfg.device,
                        precision=cfg.precision, compile=cfg.compile, progress=cfg.progress,
                        resume=cfg.resume, num_workers=num_workers)
@@ -208,7 +245,7 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
                           n_boot=cfg.n_boot, seed=cfg.seed)
     val_probs = probabilities(logits["val"], task, calibration["temperature"])
 
-    summary = data_summary(md, split)
+    summary = data_summary(md, split, cfg)
     model_info = {"backbone": cfg.backbone, "num_classes": len(names), "channels": channels,
                   "image_size": cfg.image_size, "mean": list(weights_info.mean), "std": list(weights_info.std),
                   "initial_weights": weights_info.source}
@@ -225,6 +262,8 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
         w.save_json("data_summary.json", summary)
         w.save_json("history.json", {"history": result.history, "best_epoch": result.best_epoch,
                                      "epochs_run": result.epochs_run, "seconds": result.seconds,
+                                     "optimizer_steps": result.global_step, "kept": plan["keep"],
+                                     "ema_decay": plan["ema_decay"], "lr_mult": plan["lr_mult"],
                                      "train_images": int(len(rows["train"]))})
         w.save_numpy("val_probs.npy", val_probs.astype(np.float32))
         w.save_numpy("val_labels.npy", y[rows["val"]])
@@ -232,8 +271,13 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
     return out
 
 
-def data_summary(md: MedicalData, split: np.ndarray) -> dict[str, Any]:
-    """Return counts per class and split (no paths, no patient ids) for the model card."""
+def data_summary(md: MedicalData, split: np.ndarray, cfg: MedicalConfig | None = None) -> dict[str, Any]:
+    """Return counts per class and split and how the splits were made (no paths, no patient ids) for the model card.
+
+    ``split_method`` says whether the data's own splits were used or the template made them, and
+    ``patient_level_split`` whether no patient can sit in two splits (patient ids known, and the
+    template's splits keep each patient whole, or the data's own splits were checked to do so).
+    """
     counts: dict[str, dict[str, int]] = {}
     y = md.targets()
     for s in ("train", "val", "test", "unreadable"):
@@ -245,6 +289,29 @@ def data_summary(md: MedicalData, split: np.ndarray) -> dict[str, Any]:
             counts[s]["(images)"] = int(rows.sum())
         else:
             counts[s] = {n: int((y[rows] == j).sum()) for j, n in enumerate(md.label_names)}
+    given = md.table["split"].notna().to_numpy()
+    used = np.isin(split, ("train", "val", "test"))
+    if given[used].all():
+        method = "the data's own splits (folders / split column / npz keys)"
+    elif given[used].any():
+        method = "the data's own splits where given; the rest split by the template (stratified, patient-level)"
+    else:
+        method = "made by the template: stratified, patient-level (StratifiedGroupKFold on the patient id)"
+    patients: dict[str, int] = {}
+    across = None
+    if md.has_patients:
+        pid = md.table["patient_id"].to_numpy(dtype=object)
+        known = used & ~pd.isna(pid)
+        owners: dict[Any, set] = {}
+        for p, s in zip(pid[known], split[known]):
+            owners.setdefault(p, set()).add(s)
+        across = sum(1 for ss in owners.values() if len(ss) > 1)
+        patients = {s: int(len(set(pid[known & (split == s)]))) for s in ("train", "val", "test")
+                    if (known & (split == s)).any()}
     return {"source": Path(md.source).name, "kind": md.kind, "task": md.task, "label_names": md.label_names,
-            "counts": counts, "patient_level_split": bool(md.has_patients)}
+            "counts": counts, "split_method": method,
+            "patient_ids": md.patient_source or ("given" if md.has_patients else None),
+            "patients": patients, "patients_in_two_splits": across,
+            "patient_level_split": bool(md.has_patients and across == 0),
+            "validation_images": int((split == "val").sum())}
 
