@@ -136,8 +136,10 @@ def open_hub(browser, hub_url):
     def _open(page_path: str = ""):
         page = context.new_page()
         page.goto(f"{hub_url}/{page_path.lstrip('/')}", wait_until="domcontentloaded")
+        # a page's first run loads its model (and may export the ONNX encoder once): on a loaded 2-core
+        # machine that took over 30 s, so the first render may take three render timeouts
         page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
-                               timeout=RENDER_TIMEOUT_MS)
+                               timeout=RENDER_TIMEOUT_MS * 3)
         return page
 
     yield _open

@@ -4,20 +4,13 @@ optimizer steps, lower learning rates for a pretrained backbone than for its hea
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import TensorDataset
 
 from lepton_apps.training import Trainer, TrainConfig, lr_multiplier, planned_steps
+from test_training import _data as toy_data, _model
 
 
 def _data(n, seed=0):
-    w = torch.randn(8, 3, generator=torch.Generator().manual_seed(123))
-    x = torch.randn(n, 8, generator=torch.Generator().manual_seed(seed))
-    return TensorDataset(x, (x @ w).argmax(1))
-
-
-def _model():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    return toy_data(n, seed)  # the core Trainer tests' toy problem
 
 
 def _cfg(**kw):
