@@ -69,7 +69,8 @@ def choose_data(key: str) -> pd.DataFrame | None:
 
 def model_columns(path: str) -> dict[str, str] | None:
     """Return ``{column: what it is}`` that the registered model at ``path`` needs to score a table,
-    read from its bundle.json (None when the bundle does not say; loading it verifies the bundle)."""
+    read from its bundle.json only — the bundle is not loaded or verified here (None when bundle.json is
+    unreadable or does not say)."""
     import json
 
     from lepton_apps.finance.features import FeatureSpec

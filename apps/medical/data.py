@@ -23,7 +23,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import pandas as pd
 
-from lepton_apps.errors import DataError
+from lepton_apps.errors import ConfigError, DataError
 
 from .imageio import SUFFIXES, prepare, to_channels, resize
 from .pixelcache import PixelCache
@@ -111,8 +111,6 @@ def open_data(data: str | os.PathLike, patient_id_pattern: str | None = None) ->
 
 def apply_patient_pattern(md: MedicalData, pattern: str) -> None:
     """Fill missing patient ids of ``md`` from the file names with ``pattern`` (in place)."""
-    from lepton_apps.errors import ConfigError
-
     from .patients import compile_pattern, patient_from_name
 
     if md.kind == "npz":
