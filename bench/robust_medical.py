@@ -195,16 +195,22 @@ def run_baseline(pixels: np.ndarray, y: np.ndarray, split: np.ndarray, seed: int
 
 # --------------------------------------------------------------------------- the benchmark
 
-def cases(quick: bool, data_root: Path) -> list[tuple[str, int | str, Path]]:
-    """Return ``(dataset, size, source)`` for the data sets present under ``data_root``."""
+def cases(quick: bool, data_root: Path, sizes: list[int | str] | None = None,
+          datasets: tuple[str, ...] = ("pneumoniamnist", "kermany")) -> list[tuple[str, int | str, Path]]:
+    """Return ``(dataset, size, source)`` for the chosen data sets present under ``data_root``
+    (``sizes``: the PneumoniaMNIST sizes to run, default all of :data:`SIZES`, quick :data:`QUICK_SIZES`)."""
     out = []
     npz = data_root / "medical" / "pneumoniamnist.npz"
-    if npz.is_file():
-        out += [("pneumoniamnist", s, npz) for s in (QUICK_SIZES if quick else SIZES)]
+    if "pneumoniamnist" not in datasets:
+        pass
+    elif npz.is_file():
+        out += [("pneumoniamnist", s, npz) for s in (sizes or (QUICK_SIZES if quick else SIZES))]
     else:
         log(f"skipping PneumoniaMNIST: {npz} not found")
     kermany = data_root / "medical" / "chest_xray_kermany_train"
-    if quick:
+    if "kermany" not in datasets:
+        pass
+    elif quick:
         log("quick: Kermany skipped")
     elif kermany.is_dir():
         out.append(("kermany", "all", kermany))
@@ -214,13 +220,21 @@ def cases(quick: bool, data_root: Path) -> list[tuple[str, int | str, Path]]:
 
 
 def run(quick: bool, seeds: list[int], data_root: Path, large_seeds: int = 1,
-        methods: tuple[str, ...] = ("default", "baseline")) -> list[dict]:
-    """Return one row per (dataset, size, method, seed): auc, acc, acc_op, seconds (see module doc)."""
+        methods: tuple[str, ...] = ("default", "baseline"), sizes: list[int | str] | None = None,
+        datasets: tuple[str, ...] = ("pneumoniamnist", "kermany"), sink: Path | None = None) -> list[dict]:
+    """Return one row per (dataset, size, method, seed): auc, acc, acc_op, seconds (see module doc).
+
+    ``large_seeds`` seeds run at size ``all`` (PneumoniaMNIST all, Kermany) — the first ones of
+    ``seeds``; ``sizes`` and ``datasets`` pick a part of the benchmark (to run it in pieces); with
+    ``sink`` the rows so far are rewritten there (atomically) after every run, so a long run that is
+    stopped keeps what it measured."""
+    from lepton_apps.io import atomic_write_json
+
     seeds = seeds[:1] if quick else list(seeds)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="robust_medical_") as tmp:
         work = Path(tmp)
-        for dataset, size, source in cases(quick, Path(data_root)):
+        for dataset, size, source in cases(quick, Path(data_root), sizes, datasets):
             large = size == "all"
             for seed in (seeds[:large_seeds] if large else seeds):
                 if dataset == "kermany":
@@ -238,6 +252,8 @@ def run(quick: bool, seeds: list[int], data_root: Path, large_seeds: int = 1,
                         f"{res['seconds']:.0f}s {info}")
                     rows.append({"domain": DOMAIN, "dataset": dataset, "size": size, "method": method,
                                  "seed": seed, **res})
+                    if sink:
+                        atomic_write_json(sink, rows)
     return rows
 
 
@@ -247,14 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--large-seeds", type=int, default=1, help="seeds run at full size (PneumoniaMNIST all, Kermany)")
     parser.add_argument("--methods", nargs="+", default=["default", "baseline"], choices=["default", "baseline"])
+    parser.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "kermany"],
+                        choices=["pneumoniamnist", "kermany"])
+    parser.add_argument("--sizes", nargs="+", default=None, metavar="N|all",
+                        help="PneumoniaMNIST training sizes (default 200 500 1000 all)")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here, after every run "
+                        "(tables of several such files: bench/robustness.py --table FILE ...)")
     args = parser.parse_args(argv)
-    rows = run(args.quick, args.seeds, args.data_root, large_seeds=args.large_seeds, methods=tuple(args.methods))
-    if args.out:
-        from lepton_apps.io import atomic_write_json
-
-        atomic_write_json(args.out, rows)
+    sizes = [s if s == "all" else int(s) for s in args.sizes] if args.sizes else None
+    rows = run(args.quick, args.seeds, args.data_root, large_seeds=args.large_seeds, methods=tuple(args.methods),
+               sizes=sizes, datasets=tuple(args.datasets), sink=args.out)
     print(json.dumps(rows, indent=1))
     return 0
 

@@ -108,6 +108,19 @@ def baseline(encoder, kb: pd.DataFrame, test: pd.DataFrame, recall: float) -> di
     return m
 
 
+_PLAIN: list = []
+
+
+def plain_encoder():
+    """Return the stock all-MiniLM-L6-v2 encoder, loaded once: the baseline never sees a fine-tuned
+    encoder, even when ``--set finetune_encoder=true`` fine-tunes the template's own."""
+    if not _PLAIN:
+        from lepton_apps.support.encoder import SentenceEncoder
+
+        _PLAIN.append(SentenceEncoder())
+    return _PLAIN[0]
+
+
 def run_one(data: dict, domain: str, intents: list[str], seed: int, size: str, tune: bool,
             overrides: dict | None = None) -> list[dict]:
     """Return the default and baseline rows of one (domain, seed, setting)."""
@@ -136,7 +149,7 @@ def run_one(data: dict, domain: str, intents: list[str], seed: int, size: str, t
                          [r.sources[0].faq_id if r.sources else None for r in replies], gold)
     m["answered_correct_at_default_recall"] = m["answered_correct"]
     t0 = time.perf_counter()
-    b = baseline(assistant.encoder, kb, test, m["handoff_recall"])
+    b = baseline(plain_encoder(), kb, test, m["handoff_recall"])
     b_seconds = time.perf_counter() - t0
     calib = record["calibration"]
     say(f"{domain:<20} seed {seed} {size:<7} default: answered-correct {m['answered_correct']:.3f} "

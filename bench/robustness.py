@@ -8,6 +8,11 @@ and the baseline side by side, and default − baseline (mean ± std of the per-
 
     .venv/bin/python bench/robustness.py [--quick] [--domains medical,support,finance] [--seeds 0,1,2]
                                          [--out bench/results/robustness.json] [--data-root ../shared/data]
+    .venv/bin/python bench/robustness.py --table part1.json part2.json ...   # tables of runs made in pieces
+
+``--table`` reads rows written by this driver (``{"rows": [...]}``) or by a module's own ``--out``
+(a list of rows), merges them (a later file's row replaces an earlier one with the same domain,
+data set, size, method and seed) and prints the tables without running anything.
 
 Each module exposes ``run(quick, seeds, data_root) -> list[dict]`` with one dict per (dataset, size,
 method, seed): ``domain, dataset, size, method`` ("default" or "baseline"), ``seed``, ``seconds`` and
@@ -138,14 +143,32 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n\n".join(parts) + "\n" if parts else "(no rows)\n"
 
 
+def merge_rows(files: list[Path]) -> list[dict]:
+    """Return the rows of ``files`` (driver output or a module's list of rows), later files replacing
+    earlier rows with the same (domain, dataset, size, method, seed), in first-seen order."""
+    import json
+
+    merged: dict[tuple, dict] = {}
+    for f in files:
+        data = json.loads(Path(f).read_text())
+        for r in (data["rows"] if isinstance(data, dict) else data):
+            merged[tuple(str(r[k]) for k in KEYS)] = r
+    return list(merged.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Each template's default train against a plain baseline.")
+    ap.add_argument("--table", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="print the tables of rows already written (merged in order) and exit")
     ap.add_argument("--quick", action="store_true", help="seed 0 and each module's quick subset")
     ap.add_argument("--domains", default=",".join(DOMAINS), help="comma-separated (default medical,support,finance)")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2; --quick: 0)")
     ap.add_argument("--out", type=Path, default=OUT, help="JSON file for all rows (default bench/results/robustness.json)")
     ap.add_argument("--data-root", type=Path, default=DATA_ROOT, help="folder of the shared data sets")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_table(merge_rows(args.table)))
+        return 0
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
     unknown = [d for d in domains if d not in DOMAINS]
     if unknown:

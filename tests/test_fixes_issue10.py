@@ -275,6 +275,21 @@ def test_robustness_driver_reports_a_failing_domain_and_runs_the_others(robustne
     assert "| d | 10 | 2/2 | 0.5500 ± 0.0707 | 0.5500 ± 0.0707 | 0.0000 ± 0.0000 |" in saved["table"]
 
 
+def test_robustness_table_merges_runs_made_in_pieces(robustness, tmp_path, capsys):
+    import json
+
+    first = tmp_path / "driver.json"  # the driver's own file: {"rows": [...]}
+    first.write_text(json.dumps({"rows": [_row("a", 100, "default", 0, 0.5), _row("a", 100, "baseline", 0, 0.4)]}))
+    second = tmp_path / "module.json"  # a module's --out: a list; replaces the same key, adds new seeds
+    second.write_text(json.dumps([_row("a", 100, "default", 0, 0.7), _row("a", 100, "default", 1, 0.9)]))
+    rows = robustness.merge_rows([first, second])
+    assert sorted((r["method"], r["seed"], r["auc"]) for r in rows) == [
+        ("baseline", 0, 0.4), ("default", 0, 0.7), ("default", 1, 0.9)]
+    assert robustness.main(["--table", str(first), str(second)]) == 0
+    line = next(t for t in capsys.readouterr().out.splitlines() if t.startswith("| a |"))
+    assert line.startswith("| a | 100 | 2/1 | 0.8000 ± 0.1414 | 0.4000 | 0.3000 |")
+
+
 @pytest.fixture
 def robust_finance(robustness):
     return importlib.import_module("robust_finance")
