@@ -33,7 +33,8 @@ import pandas as pd
 
 from lepton_apps.finance.demo import simulate_transactions
 from lepton_apps.finance.predict import FraudScorer
-from lepton_apps.finance.train import FraudConfig, train
+from lepton_apps.finance.config import FraudConfig
+from lepton_apps.finance.training import train
 
 DAY = pd.Timedelta(days=1)
 

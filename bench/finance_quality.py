@@ -27,7 +27,8 @@ import pandas as pd
 from lepton_apps import metrics as M
 from lepton_apps.finance.data import read_table
 from lepton_apps.finance.demo import simulate_transactions
-from lepton_apps.finance.train import FraudConfig, train
+from lepton_apps.finance.config import FraudConfig
+from lepton_apps.finance.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ULB = ROOT.parent / "shared" / "data" / "fraud" / "creditcard_ulb_all_frauds_subset.csv"
@@ -64,7 +65,7 @@ def template_vs_plain(df: pd.DataFrame, out: Path, *, seed: int = 0, **config) -
     template's report and both training times."""
     import lightgbm as lgb
 
-    from lepton_apps.finance.train import choose_split, prepare
+    from lepton_apps.finance.training import choose_split, prepare
 
     df = df.reset_index(drop=True)
     cfg = FraudConfig(data=config.pop("data", "table"), out=str(out), seed=seed, **config)

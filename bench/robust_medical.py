@@ -6,7 +6,7 @@ accuracy at the Youden operating point chosen on validation) and ``seconds``.
 
 Methods, both measured in the same run on the same rows:
 
-* ``default``: ``lepton_apps.medical.train`` with only ``data``, ``out``, ``seed``, ``progress=False``
+* ``default``: ``lepton_apps.medical.training`` with only ``data``, ``out``, ``seed``, ``progress=False``
   and ``n_boot=50`` set — every training choice is the template's default;
 * ``baseline``: the MedMNIST recipe — timm ``resnet18`` from scratch, 1 input channel at 28 px,
   Adam lr 1e-3 (x0.1 at epochs 50 and 75), batch 128, 100 epochs, cross-entropy, no augmentation,

@@ -127,7 +127,7 @@ def run_one(data: dict, domain: str, intents: list[str], seed: int, size: str, t
     import tempfile
 
     from lepton_apps.support.config import SupportConfig
-    from lepton_apps.support.train import build
+    from lepton_apps.support.training import build
 
     kb = domain_kb(data, intents, seed)
     test = questions(data, intents, "val", "oos_train") if tune else questions(data, intents, "test", "oos_val")
@@ -206,7 +206,7 @@ def scale_check(n_faq: int = 1000, n_para: int = 20) -> dict:
     import tempfile
 
     from lepton_apps.support.config import SupportConfig
-    from lepton_apps.support.train import build
+    from lepton_apps.support.training import build
 
     kb = synthetic_kb(n_faq, n_para)
     stages = []

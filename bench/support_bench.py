@@ -33,7 +33,7 @@ from lepton_apps.support.demo import FILES, PACKAGE, demo_config
 from lepton_apps.support.encoder import SentenceEncoder
 from lepton_apps.support.index import FaqIndex
 from lepton_apps.support.predict import SupportAssistant
-from lepton_apps.support.train import build
+from lepton_apps.support.training import build
 
 VERBS = ["change", "cancel", "order", "freeze", "update", "close", "check", "report", "renew", "transfer", "verify", "reset"]
 NOUNS = ["card", "loan", "pot", "mandate", "statement", "limit", "address", "plan", "pin", "account", "device", "alert"]

@@ -85,7 +85,7 @@ def banking77_full_finetune(data: Path, epochs: int, lr: float) -> dict:
 
 def demo_retrieval(finetune_epochs: int) -> dict:
     from lepton_apps.support.demo import demo_config
-    from lepton_apps.support.train import build
+    from lepton_apps.support.training import build
 
     out = {}
     for name, ft in (("base", False), ("fine_tuned", True)):

@@ -3,8 +3,8 @@
 :func:`run_batch` reads a table (CSV / Parquet / DataFrame) or a set of files in chunks,
 hands each chunk to a domain's ``score_fn`` and writes one output row per input row::
 
-    result = run_batch("transactions.parquet", "scores.parquet", scorer.score_frame,
-                       id_column="txn_id", chunk_size=50_000)
+    result = run_batch("questions.parquet", "answers.parquet", predictor.predict_frame,
+                       id_column="ticket_id", chunk_size=1_000)
 
 What it guarantees:
 

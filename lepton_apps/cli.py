@@ -140,7 +140,8 @@ def demo(workdir: Path = typer.Option(Path("demo_data"), help="Where demo data i
     for spec in domains.values():
         if domain and spec.name not in domain:
             continue
-        if spec.build_demo is None:
+        builder = spec.demo_builder()
+        if builder is None:
             typer.echo(f"[{spec.name}] no demo yet: this template has no demo builder in this version")
             continue
         existing = [e for e in reg.list(spec.name) if e.name.startswith(f"{spec.name}-demo")]
@@ -148,7 +149,7 @@ def demo(workdir: Path = typer.Option(Path("demo_data"), help="Where demo data i
             typer.echo(f"[{spec.name}] demo model {existing[0].name} already registered (use --force to rebuild)")
             continue
         typer.echo(f"[{spec.name}] building demo data and model in {workdir / spec.name} …")
-        name = spec.build_demo(workdir / spec.name, reg)
+        name = builder(workdir / spec.name, reg)
         typer.echo(f"[{spec.name}] registered {name}")
         built += 1
     typer.echo(f"demo: {built} model(s) built; registry at {reg.home}")
@@ -176,6 +177,33 @@ def ui(port: int = typer.Option(8501, help="Port to serve on."),
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
+def predict_command(domain: str):
+    """Return the ``lepton-apps <domain> predict`` verb, the same for every domain with a predictor:
+    load any bundle of ``domain`` through :func:`lepton_apps.predictor.load` and score a file with
+    its ``predict_file`` (one output row per input row, an ``error`` column, resumable)."""
+
+    def predict(model: str = typer.Argument(..., help=f"Bundle folder, registry name or {domain}:latest."),
+                source: Path = typer.Argument(..., help="What to score (see the template's README): a table "
+                                              "(CSV / Parquet), or for medical a folder or manifest.csv."),
+                out: Path = typer.Option(..., "--out", "-o", help="Output .parquet or .csv (one row per input row)."),
+                chunk_size: Optional[int] = typer.Option(None, help="Rows per resumable chunk (default: the "
+                                                         "template's)."),
+                resume: bool = typer.Option(True, help="Reuse finished chunks of an interrupted run."),
+                home: Optional[Path] = typer.Option(None, help="Registry folder.")):
+        from lepton_apps.predictor import load
+
+        predictor = load(model, home=home, domain=domain)
+        res = predictor.predict_file(source, out, resume=resume, chunk_size=chunk_size)
+        typer.echo(f"{res.n_rows} rows ({res.n_errors} with errors) by {predictor.model_version} -> {res.output}"
+                   + (f"; {res.resumed_chunks} chunk(s) reused" if res.resumed_chunks else ""))
+
+    example = {"medical": "scans/", "finance": "transactions.csv", "support": "questions.csv"}.get(domain, "INPUT")
+    predict.__doc__ = (f"Score a file in batch: one output row per input row, an 'error' column for rows that "
+                       f"cannot be scored; resumable.\n\nExample: lepton-apps {domain} predict {domain}:latest "
+                       f"{example} --out predictions.parquet")
+    return predict
+
+
 def _mount_domains() -> None:
     if _STATE.get("mounted"):
         return
@@ -183,8 +211,11 @@ def _mount_domains() -> None:
     for name, reason in domain_load_errors().items():
         typer.secho(f"warning: the {name!r} template is unavailable: {reason}", err=True, fg=typer.colors.YELLOW)
     for spec in available_domains().values():
-        if spec.cli is not None:
-            app.add_typer(spec.cli, name=spec.name, help=spec.cli.info.help or spec.summary)
+        if spec.cli is None:
+            continue
+        if spec.predictor and not any(c.name == "predict" for c in spec.cli.registered_commands):
+            spec.cli.command("predict")(predict_command(spec.name))  # the one batch verb, written once here
+        app.add_typer(spec.cli, name=spec.name, help=spec.cli.info.help or spec.summary)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,10 +14,11 @@ import dataclasses
 import functools
 import importlib
 import sys
-import types
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
+
+from lepton_apps.errors import LeptonError
 
 ENTRY_POINT_GROUP = "lepton_apps.domains"
 
@@ -32,8 +33,12 @@ class DomainSpec:
     cli:         a ``typer.Typer`` sub-app with the domain's verbs, or None.
     page:        path to a Streamlit page script, or None while the domain has no page.
     icon:        an emoji or Material icon for the navigation.
-    build_demo:  ``build_demo(workdir: Path, registry: Registry) -> str`` builds demo data and a
-                 quick demo bundle, registers it, and returns the bundle name; None if none yet.
+    build_demo:  ``"package.module:function"`` of ``build_demo(workdir: Path, registry: Registry) -> str``,
+                 which builds demo data and a quick demo bundle, registers it and returns the bundle
+                 name; None if none yet. Imported on first use by :meth:`demo_builder`, so the spec
+                 stays cheap to import.
+    predictor:   ``"package.module:Class"`` of the domain's predictor (``Class.load(bundle_dir)``), or
+                 None; imported on first use by :meth:`predictor_class`.
     headline_metrics: metric keys the hub shows for this domain's bundles.
     """
 
@@ -43,52 +48,50 @@ class DomainSpec:
     cli: Any = None
     page: Path | None = None
     icon: str = ":material/apps:"
-    build_demo: Callable[..., str] | None = None
+    build_demo: str | None = None
+    predictor: str | None = None
     headline_metrics: tuple[str, ...] = ()
 
+    def demo_builder(self) -> Callable[..., str] | None:
+        """Return the demo builder named by ``build_demo`` (imported now), or None if the domain has none."""
+        return None if self.build_demo is None else _import_object(self.build_demo, self.name, "build_demo")
 
-class _DomainPackage(types.ModuleType):
-    """A package whose public functions are not replaced by same-named submodules on import."""
-
-    def __setattr__(self, name, value):
-        if isinstance(value, types.ModuleType) and name in self.__dict__.get("__lepton_functions__", ()):
-            return
-        super().__setattr__(name, value)
+    def predictor_class(self) -> type | None:
+        """Return the predictor class named by ``predictor`` (imported now), or None if the domain has none."""
+        return None if self.predictor is None else _import_object(self.predictor, self.name, "predictor")
 
 
-def keep_functions(package_name: str, *names: str) -> None:
-    """Keep ``package.<name>`` the function even after the submodule ``package/<name>.py`` is imported.
+def _import_object(ref: str, domain: str, field: str) -> Any:
+    """Return the object ``ref`` (``"package.module:name"``) names, importing its module.
 
-    Python sets a package attribute to each submodule it imports, so ``train`` (the function the
-    domain API promises) would silently become the module ``train.py`` once anything imported it.
-    Call ``keep_functions(__name__, "train")`` at the top of a domain's ``__init__.py``.
+    Raises LeptonError naming the reference and the DomainSpec field when it is malformed or does not import.
     """
-    module = sys.modules[package_name]
-    module.__dict__["__lepton_functions__"] = frozenset(names)
-    module.__class__ = _DomainPackage
-
-
-def lazy_function(package_name: str, submodule: str, name: str, doc: str) -> Callable[..., Any]:
-    """Return a plain function that imports ``package.submodule.name`` on its first call and calls it.
-
-    For the functions a domain package exposes without importing their heavy module (``train``,
-    the demo builder): the package and its ``DomainSpec`` stay cheap to import.
-    """
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(f"{package_name}.{submodule}"), name)(*args, **kwargs)
-
-    call.__name__ = call.__qualname__ = name
-    call.__module__ = package_name
-    call.__doc__ = f"{doc} (see :func:`{package_name}.{submodule}.{name}`)."
-    return call
+    where = f"DomainSpec({domain!r}).{field} = {ref!r}"
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise LeptonError(f"malformed reference {ref!r}", where=where,
+                          fix='write it as "package.module:name", e.g. "lepton_apps.medical.demo:build_demo"')
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            fix = "correct the module path in the domain's __init__.py, or reinstall the package (pip install -e .)"
+        else:
+            fix = f"install what {module_name} needs ({missing or 'see the message'}), e.g. pip install -e ."
+        raise LeptonError(f"cannot import {module_name!r} for {ref!r}: {exc}", where=where, fix=fix) from exc
+    try:
+        return functools.reduce(getattr, attr.split("."), module)
+    except AttributeError as exc:
+        raise LeptonError(f"module {module_name!r} has no {attr!r} (reference {ref!r})", where=where,
+                          fix=f"correct the name after ':' to one that {module_name} defines") from exc
 
 
 def lazy_exports(package_name: str, names: dict[str, str]) -> Callable[[str], Any]:
     """Return a module-level ``__getattr__`` that imports ``name`` from submodule ``names[name]`` on first use.
 
     Keeps ``import lepton_apps.<domain>`` light (no torch, LightGBM or transformers) for the CLI and the
-    hub, while ``from lepton_apps.<domain> import Predictor`` still works.
+    hub, while ``from lepton_apps.<domain> import Predictor, train`` still works.
     """
 
     def __getattr__(name: str) -> Any:

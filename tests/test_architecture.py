@@ -72,13 +72,88 @@ def test_domain_imports_no_other_domain(domain):
 ])
 def test_domains_share_one_api_shape(domain, names):
     """`from lepton_apps.<domain> import <Predictor>, train, <Config>` works, and `train` stays the function
-    even after the submodule train.py has been imported (Python would otherwise replace it)."""
+    from training.py even after that submodule has been imported."""
     import importlib
     import inspect
 
     pkg = importlib.import_module(f"lepton_apps.{domain}")
-    importlib.import_module(f"lepton_apps.{domain}.train")
+    training = importlib.import_module(f"lepton_apps.{domain}.training")
     assert inspect.isfunction(pkg.train), f"lepton_apps.{domain}.train is {pkg.train!r}, not the train function"
+    assert pkg.train is training.train and pkg.training is training
+    assert pkg.build_demo is importlib.import_module(f"lepton_apps.{domain}.demo").build_demo
     predictor, config = (getattr(pkg, n) for n in names)
     assert callable(getattr(predictor, "load")), f"{names[0]} has no load()"
     assert hasattr(config, "from_yaml"), f"{names[1]} is not a LeptonConfig"
+    assert config.__module__ == f"lepton_apps.{domain}.config", f"{names[1]} lives in {config.__module__}"
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_importing_a_domain_package_stays_light(domain):
+    """`import lepton_apps.<domain>` (the CLI, the hub, entry-point discovery) loads no torch, LightGBM or
+    transformers; `train` and the predictor load on first use."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "lightgbm", "transformers")
+    code = (f"import sys, lepton_apps.{domain} as p; p.DOMAIN.build_demo and p.DOMAIN.predictor; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"import lepton_apps.{domain} loaded {out.stdout.strip()}"
+
+
+@pytest.mark.parametrize("domain,predictor", [
+    ("medical", "MedicalClassifier"), ("finance", "FraudScorer"), ("support", "SupportAssistant")])
+def test_domain_spec_resolves_its_demo_builder_and_predictor(domain, predictor):
+    import importlib
+
+    from lepton_apps.domains import available_domains
+
+    spec = available_domains()[domain]
+    assert isinstance(spec.build_demo, str) and isinstance(spec.predictor, str)
+    assert spec.demo_builder() is importlib.import_module(f"lepton_apps.{domain}.demo").build_demo
+    cls = spec.predictor_class()
+    assert cls is getattr(importlib.import_module(f"lepton_apps.{domain}.predict"), predictor)
+    assert cls is getattr(importlib.import_module(f"lepton_apps.{domain}"), predictor)
+
+
+def test_domain_spec_without_references_resolves_to_none():
+    from lepton_apps.domains import DomainSpec
+
+    spec = DomainSpec("later", "Later", "no demo, no predictor yet")
+    assert spec.demo_builder() is None and spec.predictor_class() is None
+
+
+@pytest.mark.parametrize("field,ref,message", [
+    ("build_demo", "lepton_apps.medical.demo.build_demo", "malformed reference"),
+    ("build_demo", "lepton_apps.medical.no_such_module:build_demo", "cannot import 'lepton_apps.medical.no_such_module'"),
+    ("predictor", "lepton_apps.medical.predict:NoSuchClassifier", "has no 'NoSuchClassifier'"),
+    ("predictor", ":MedicalClassifier", "malformed reference"),
+])
+def test_domain_spec_with_a_bad_reference_raises_a_clear_error(field, ref, message):
+    from lepton_apps.domains import DomainSpec
+    from lepton_apps.errors import LeptonError
+
+    spec = DomainSpec("broken", "Broken", "x", **{field: ref})
+    resolve = spec.demo_builder if field == "build_demo" else spec.predictor_class
+    with pytest.raises(LeptonError) as err:
+        resolve()
+    text = str(err.value)
+    assert message in text and repr(ref) in text and f"DomainSpec('broken').{field}" in text
+    assert err.value.fix, text
+
+
+def test_a_missing_dependency_is_told_apart_from_a_wrong_module_path(tmp_path, monkeypatch):
+    """A module that exists but fails on one of its own imports gets an 'install' fix, not 'correct the path'."""
+    from lepton_apps.domains import DomainSpec
+    from lepton_apps.errors import LeptonError
+
+    (tmp_path / "_lepton_needs_missing_lib.py").write_text("import _lepton_surely_missing_lib\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = DomainSpec("x", "X", "x", build_demo="_lepton_needs_missing_lib:build")
+    with pytest.raises(LeptonError, match="_lepton_surely_missing_lib") as err:
+        spec.demo_builder()
+    assert err.value.fix.startswith("install"), err.value.fix
+    wrong = DomainSpec("x", "X", "x", build_demo="_lepton_no_such_module:build")
+    with pytest.raises(LeptonError) as err:
+        wrong.demo_builder()
+    assert err.value.fix.startswith("correct the module path"), err.value.fix

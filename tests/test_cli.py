@@ -1,5 +1,7 @@
 """The `lepton-apps` command: help everywhere, one-line errors, demo orchestration."""
 import subprocess
+import sys
+import types
 
 import pytest
 import typer
@@ -60,9 +62,12 @@ def test_demo_builds_each_registered_domain_once(tmp_path, monkeypatch, capsys):
     def failing(workdir, registry):
         raise DataError("demo data could not be written", where=str(workdir), fix="free some disk space")
 
-    specs = {"medical": DomainSpec("medical", "Medical", "x", build_demo=build),
+    builders = types.ModuleType("_lepton_test_demo_builders")  # build_demo is a "module:function" reference
+    builders.build, builders.failing = build, failing
+    monkeypatch.setitem(sys.modules, builders.__name__, builders)
+    specs = {"medical": DomainSpec("medical", "Medical", "x", build_demo=f"{builders.__name__}:build"),
              "finance": DomainSpec("finance", "Fraud", "y", build_demo=None),
-             "support": DomainSpec("support", "Support", "z", build_demo=failing)}
+             "support": DomainSpec("support", "Support", "z", build_demo=f"{builders.__name__}:failing")}
     monkeypatch.setattr(cli, "available_domains", lambda: specs)
     assert cli.main(["demo", "--workdir", str(tmp_path / "d"), "--domain", "medical"]) == 0
     assert calls == [tmp_path / "d" / "medical"]

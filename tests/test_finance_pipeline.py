@@ -107,7 +107,9 @@ def test_explain_contributions_add_up_to_the_score(fraud_bundle, fraud_data):
     _, new = fraud_data
     scorer = FraudScorer.load(fraud_bundle)
     row = new.iloc[[int(np.argmax(new["amount"].to_numpy()))]]
-    table = scorer.explain(row)
+    exp = scorer.explain(row)
+    json.dumps(exp.to_dict(), allow_nan=False)
+    table = exp.to_frame()
     logit = table["contribution"].sum() + table.attrs["bias"]
     score = scorer.score(row)["score"].iloc[0]
     assert 1 / (1 + math.exp(-logit)) == pytest.approx(score, rel=1e-6)
@@ -228,7 +230,7 @@ def test_optional_mlp_is_blended_only_when_it_helps_validation(fraud_data, tmp_p
 def test_mlp_blend_is_kept_only_when_it_beats_lightgbm_by_the_margin(monkeypatch):
     from lepton_apps.finance import mlp as fmlp
     from lepton_apps.finance.split import Split
-    from lepton_apps.finance.train import _blend_mlp
+    from lepton_apps.finance.training import _blend_mlp
 
     rng = np.random.default_rng(0)
     y = (rng.random(400) < 0.2).astype(int)

@@ -48,12 +48,12 @@ class _Stop(LeptonError):
 
 
 @pytest.mark.parametrize("domain, module, argv, yaml_text, expect", [
-    ("finance", "lepton_apps.finance.train", ["--label", "Class", "--test-days", "3"],
+    ("finance", "lepton_apps.finance.training", ["--label", "Class", "--test-days", "3"],
      "search_trials: 0\ncolumns: {amount: Amount}\nalert_budget: 40\n",
      lambda c: (c.columns.label, c.columns.amount, c.alert_budget, c.test_days) == ("Class", "Amount", 40, 3.0)),
-    ("medical", "lepton_apps.medical.train", ["--epochs", "2"], "backbone: resnet18\nimage_size: 64\n",
+    ("medical", "lepton_apps.medical.training", ["--epochs", "2"], "backbone: resnet18\nimage_size: 64\n",
      lambda c: (c.backbone, c.image_size, c.epochs) == ("resnet18", 64, 2)),
-    ("support", "lepton_apps.support.train", [], "out: somewhere/bundle\n",
+    ("support", "lepton_apps.support.training", [], "out: somewhere/bundle\n",
      lambda c: c.out == "somewhere/bundle"),
 ])
 def test_train_accepts_data_on_the_command_line_with_a_config_without_it(domain, module, argv, yaml_text, expect,

@@ -224,7 +224,7 @@ def test_16bit_png_rgba_and_cmyk_jpeg_are_read(tmp_path):
 
 def test_empty_class_folder_and_missing_manifest_files(tmp_path):
     from lepton_apps.medical.config import MedicalConfig
-    from lepton_apps.medical.train import prepare_data
+    from lepton_apps.medical.training import prepare_data
 
     write_png(tmp_path / "data" / "normal" / "a.png")
     (tmp_path / "data" / "lesion").mkdir()

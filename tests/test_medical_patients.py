@@ -120,7 +120,7 @@ def test_model_card_states_the_split_and_that_it_was_patient_level(tmp_path):
     np.savez(npz, **{f"{s}_images": rng.integers(0, 255, (n, 28, 28), dtype=np.uint8) for s, n in
                      (("train", 24), ("val", 12), ("test", 12))},
              **{f"{s}_labels": (np.arange(n) % 2)[:, None] for s, n in (("train", 24), ("val", 12), ("test", 12))})
-    from lepton_apps.medical.train import data_summary
+    from lepton_apps.medical.training import data_summary
 
     md = open_data(npz)
     summary = data_summary(md, assign_splits(md, seed=0))

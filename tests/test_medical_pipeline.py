@@ -175,7 +175,7 @@ def test_build_demo_registers_a_medical_demo_bundle(tmp_path):
     from lepton_apps.registry import Registry
 
     reg = Registry(tmp_path / "home")
-    assert DOMAIN.build_demo.__doc__ and DOMAIN.name == "medical"
+    assert DOMAIN.demo_builder() is demo.build_demo and DOMAIN.name == "medical"
     name = demo.build_demo(tmp_path / "wd", reg, n=40, overrides={"image_size": 28, "epochs": 1, "n_boot": 20})
     assert name.startswith("medical-demo-")
     [entry] = reg.list("medical")

@@ -123,7 +123,7 @@ def test_keep_best_or_last(tmp_path):
 
 def test_medical_schedule_adapts_to_the_data():
     from lepton_apps.medical import MedicalConfig
-    from lepton_apps.medical.train import schedule
+    from lepton_apps.medical.training import schedule
 
     cfg = MedicalConfig(data="x.npz")
     small = schedule(cfg, 200, [6, 16])

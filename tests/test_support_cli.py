@@ -47,7 +47,8 @@ def test_batch_answer_writes_one_row_per_question_and_evaluate_writes_plots(caps
                      "--id-column", "qid")
     assert code == 0
     df = pd.read_parquet(out_file)
-    assert df["qid"].tolist() == ["a", "b", "c", "d"] and df["error"].isna().all()
+    assert df["qid"].tolist() == ["a", "b", "c", "d"]
+    assert df["error"].tolist()[1] == "empty question" and df["error"].drop(index=1).isna().all()
     assert df["faq_id"].iloc[0] == "order-card" and df["handoff"].tolist() == [False, True, True, True]
     code, out, _ = run(capsys, "support", "evaluate", str(demo_bundle), str(demo_bundle.parent / "demo_questions.json"),
                        "--out", str(tmp_path / "eval"))

@@ -18,7 +18,7 @@ def _demo_build():
     import torch
 
     from lepton_apps.support.demo import demo_config
-    from lepton_apps.support.train import build, write_bundle
+    from lepton_apps.support.training import build, write_bundle
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     workdir = Path(tempfile.mkdtemp(prefix="lepton-support-demo-"))

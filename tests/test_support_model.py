@@ -1,6 +1,5 @@
 """The demo assistant with the real packaged all-MiniLM-L6-v2: retrieval quality, hand-off, bad inputs, threads."""
 import concurrent.futures
-import dataclasses
 import json
 
 import numpy as np
@@ -79,9 +78,9 @@ def test_odd_but_valid_text_never_crashes(demo_assistant):
 def test_concurrent_answers_equal_sequential(demo_assistant):
     questions = ["my card was stolen", "how long does a transfer take", "what's the weather", "",
                  "can I get an overdraft", "I forgot my passcode", "dark mode?", "兑换外币"] * 3
-    sequential = [dataclasses.asdict(demo_assistant.answer(q)) for q in questions]
+    sequential = [demo_assistant.answer(q).to_dict() for q in questions]
     with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
-        threaded = [dataclasses.asdict(r) for r in pool.map(demo_assistant.answer, questions)]
+        threaded = [r.to_dict() for r in pool.map(demo_assistant.answer, questions)]
     assert threaded == sequential
 
 

@@ -10,7 +10,7 @@ from lepton_apps.errors import DataError
 from lepton_apps.support.config import SupportConfig
 from lepton_apps.support.model import ConfidenceModel, _mnrl_loss, kb_pairs
 from lepton_apps.support.predict import SupportAssistant
-from lepton_apps.support.train import train
+from lepton_apps.support.training import train
 
 
 def _small_kb(tmp_path):

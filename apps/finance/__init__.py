@@ -11,18 +11,14 @@ Python API (imported lazily, so importing this package stays light for the CLI a
 """
 from pathlib import Path
 
-from lepton_apps.domains import DomainSpec, keep_functions, lazy_exports, lazy_function
+from lepton_apps.domains import DomainSpec, lazy_exports
 
 from .cli import cli
 
-_LAZY = {"FraudScorer": "predict", "FraudConfig": "train", "Schema": "data",
+_LAZY = {"FraudScorer": "predict", "FraudConfig": "config", "Schema": "data", "train": "training",
          "simulate_transactions": "demo", "build_demo": "demo"}
-__all__ = ["DOMAIN", "train", *_LAZY]
+__all__ = ["DOMAIN", *_LAZY]
 __getattr__ = lazy_exports(__name__, _LAZY)
-
-
-train = lazy_function(__name__, "train", "train", "Train a fraud model; return the bundle folder")
-keep_functions(__name__, "train")  # importing the submodule train.py must not replace this function
 
 
 DOMAIN = DomainSpec(
@@ -34,7 +30,7 @@ DOMAIN = DomainSpec(
     cli=cli,
     page=Path(__file__).parent / "page.py",
     icon=":material/credit_card:",
-    build_demo=lazy_function(__name__, "demo", "build_demo",
-                             "Simulate demo transactions, train and register the demo bundle; return its name"),
+    build_demo="lepton_apps.finance.demo:build_demo",
+    predictor="lepton_apps.finance.predict:FraudScorer",
     headline_metrics=("pr_auc", "roc_auc", "card_precision_at_k"),
 )

@@ -1,4 +1,4 @@
-"""``lepton-apps finance …``: check, demo-data, train, evaluate, score (alias predict), explain."""
+"""``lepton-apps finance …``: check, demo-data, train, evaluate, score, compile (``predict``, the verb every template shares, is added by the core)."""
 from __future__ import annotations
 
 import json
@@ -115,8 +115,8 @@ def train(data: Optional[Path] = typer.Argument(None, help="CSV or Parquet trans
 
     Example: lepton-apps finance train transactions.parquet --out runs/fraud --split prequential
     """
-    from .train import FraudConfig
-    from .train import train as run_train
+    from .config import FraudConfig
+    from .training import train as run_train
 
     flags = dict(data=str(data) if data is not None else None, out=str(out) if out else None, split=split,
                  test_days=test_days, label_delay_days=label_delay_days, search_trials=search_trials,
@@ -224,6 +224,3 @@ def compile_cmd(bundle: str = typer.Argument(..., help="Bundle path, registry na
     typer.echo(f"compiled {scorer.booster.num_trees()} trees in {scorer.compiled.compile_seconds:.1f}s "
                f"-> {scorer.compiled.path}")
 
-
-cli.command("predict", help="Same as 'score' (the verb every template shares).\n\n"
-            "Example: lepton-apps finance predict finance:latest transactions.csv --out scores.parquet")(score)

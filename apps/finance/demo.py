@@ -134,7 +134,8 @@ def build_demo(workdir: str | Path, registry) -> str:
     import datetime as dt
     import shutil
 
-    from .train import FraudConfig, train
+    from .config import FraudConfig
+    from .training import train
 
     workdir = Path(workdir)
     data = write_demo_data(workdir / "transactions.parquet", **DEMO_SIZE, seed=0)

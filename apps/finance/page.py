@@ -14,18 +14,16 @@ import streamlit as st
 
 from lepton_apps.errors import DataError
 from lepton_apps.registry import Registry
-from lepton_apps.ui.common import guarded
+from lepton_apps.ui.common import cached_predictor, guarded
 
 QUEUE_ROWS = 200
 DEMO = dict(n_customers=400, n_terminals=800, n_days=30, seed=1)
 
 
-@st.cache_resource(show_spinner="Loading the fraud model…", max_entries=8)
-def load_scorer(path: str, mtime_ns: int):
-    """Return the FraudScorer of a bundle folder (cached per path and bundle.json mtime)."""
-    from lepton_apps.finance.predict import FraudScorer
-
-    return FraudScorer.load(path)
+def load_scorer(path: str):
+    """Return the FraudScorer of a bundle folder from the hub's shared model cache (reloaded when its
+    bundle.json changes)."""
+    return cached_predictor(path, "finance")
 
 
 @st.cache_data(show_spinner="Simulating demo transactions…", max_entries=2)
@@ -130,7 +128,7 @@ def say_missing_columns(path: str, df: pd.DataFrame, missing: dict[str, str]) ->
 @st.cache_data(show_spinner="Scoring…", max_entries=4)
 def scored_table(path: str, mtime_ns: int, df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """Return (scores with errors, feature matrix) of ``df`` under the model at ``path``."""
-    scorer = load_scorer(path, mtime_ns)
+    scorer = load_scorer(path)
     x, errors = scorer.features(df)
     scores = scorer.score_features(x, errors.to_numpy(), index=df.index, reasons_for="none")
     return scores, x
@@ -191,7 +189,7 @@ def render_queue() -> None:
     if path is None:
         return
     mtime = (Path(path) / "bundle.json").stat().st_mtime_ns
-    scorer = load_scorer(path, mtime)
+    scorer = load_scorer(path)
     evals = scorer.bundle.load_parquet("eval_scores.parquet")
     val = evals[evals["split"] == "val"]
     with controls_slot:
@@ -269,7 +267,7 @@ def render_report() -> None:
         label = f"{e.name}" + (f" ({', '.join(e.aliases)})" if e.aliases else "")
         if st.session_state.get("model") == label:
             path = str(e.path)
-    scorer = load_scorer(path, (Path(path) / "bundle.json").stat().st_mtime_ns)
+    scorer = load_scorer(path)
     report = scorer.bundle.load_json("report.json")
     test = report["test"]
     cols = st.columns(4)
@@ -329,7 +327,8 @@ def render_train() -> None:
     roles = {r: ("" if c == "(none)" else c) for r, c in picks.items()}
     if not roles["label"]:
         raise DataError("pick the label column (1 = fraud) before training", where="schema mapping")
-    from lepton_apps.finance.train import FraudConfig, train
+    from lepton_apps.finance.config import FraudConfig
+    from lepton_apps.finance.training import train
 
     bar = st.progress(0.0, text="starting")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")

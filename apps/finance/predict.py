@@ -20,15 +20,73 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lepton_apps.errors import ConfigError, DataError, require
+from pydantic import BaseModel, ConfigDict, Field
+
+from lepton_apps.errors import ConfigError, DataError, LeptonError, require
+from lepton_apps.predictor import Explanation, PredictRequest, Predictor, Result
 
 from .data import Schema, parse_timestamps, validate
 from .features import (NAT, FeatureSpec, OnlineState, Stream, concat_streams, encode_user_columns, entity_key,
                        feature_matrix)
 
 
-class FraudScorer:
-    """A trained fraud model with its features, threshold and per-entity online state."""
+class FraudResult(Result):
+    """One transaction's result: ``score`` (P(fraud), NaN — None in ``to_dict()`` — when ``error``),
+    ``decision`` (score >= threshold; None when not scored), the ``threshold`` and the top
+    ``reasons`` of an alert ("" otherwise), and the transaction's id when the model has an id column."""
+
+    transaction_id: str | None = None
+    score: float
+    decision: bool | None
+    threshold: float
+    reasons: str = ""
+
+
+class Contribution(BaseModel):
+    """One feature's value and TreeSHAP contribution (log-odds) to a score."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature: str
+    readable: str
+    value: float
+    contribution: float
+
+
+class FraudExplanation(Explanation):
+    """Every feature's TreeSHAP contribution for one transaction, largest absolute first; the
+    contributions plus ``bias`` add up to the score's log-odds. ``to_frame()`` gives the table."""
+
+    bias: float
+    contributions: list[Contribution]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Return feature / readable / value / contribution rows (``attrs["bias"]`` holds the bias)."""
+        out = pd.DataFrame([c.model_dump() for c in self.contributions],
+                           columns=["feature", "readable", "value", "contribution"])
+        out.attrs["bias"] = self.bias
+        return out
+
+
+class FraudRequest(PredictRequest):
+    """API request body: ``{"transactions": [{"timestamp": "...", "amount": 12.5, "customer_id": 7, ...}]}``
+    (1 to 10,000 transactions with the model's columns; see ``GET /v1/models`` for them)."""
+
+    transactions: list[dict[str, Any]] = Field(..., min_length=1, max_length=10_000)
+
+    def to_items(self) -> tuple[list[Any], dict[str, Any]]:
+        """Return the transactions for :meth:`FraudScorer.predict`."""
+        return list(self.transactions), {}
+
+
+class FraudScorer(Predictor):
+    """A trained fraud model with its features, threshold and per-entity online state (the core
+    :class:`~lepton_apps.predictor.Predictor`; ``score`` / ``score_one`` are the domain verbs)."""
+
+    domain = "finance"
+    result_type = FraudResult
+    request_schema = FraudRequest
+    chunk_size = 100_000
 
     def __init__(self, booster, spec: FeatureSpec, threshold: dict[str, Any], state: OnlineState, bundle=None):
         self.booster = booster
@@ -44,13 +102,15 @@ class FraudScorer:
         self.scoring_engine = "LightGBM"
 
     @classmethod
-    def load(cls, ref: str | Path, home: str | Path | None = None, *, compiled: str = "auto") -> FraudScorer:
+    def load(cls, ref: str | Path, *, home: str | Path | None = None, device: str = "auto",
+             compiled: str = "auto") -> FraudScorer:
         """Return the scorer of a bundle path, registry name or ``finance:latest``/``finance:production``.
 
         ``compiled``: "yes" compiles the model to native code now (or loads it from the per-machine
         cache) and fails if it cannot; "auto" (default) uses the cached compiled model when there is
         one and otherwise compiles on the first batch of ``AUTO_COMPILE_ROWS`` rows or more, falling
         back to LightGBM with a warning; "no" always scores with LightGBM. Scores agree either way.
+        ``device`` is accepted for the common contract; LightGBM scores on the CPU.
         """
         from lepton_apps.bundle import load_bundle
         from lepton_apps.registry import Registry
@@ -104,7 +164,7 @@ class FraudScorer:
             return np.zeros((0, len(self.spec.names))), pd.Series([], dtype="object")
         v = self._validate(df)
         keep = v.valid
-        from .train import make_stream
+        from .training import make_stream
 
         if keep.all():  # the usual case: no copy of the table
             frame, seconds, labels = df, v.seconds, v.labels
@@ -362,7 +422,7 @@ class FraudScorer:
         gc.collect()
 
     # ------------------------------------------------------------------ reasons
-    def explain(self, tx: dict[str, Any] | pd.DataFrame, use_state: bool | str = "auto") -> pd.DataFrame:
+    def explain(self, tx: dict[str, Any] | pd.DataFrame, use_state: bool | str = "auto") -> FraudExplanation:
         """Return every feature's value and TreeSHAP contribution (log-odds) for one transaction,
         largest absolute contribution first. Does not change the state."""
         if isinstance(tx, pd.DataFrame):
@@ -375,11 +435,65 @@ class FraudScorer:
         else:
             vec, _ = self._one_vector(tx)
         contrib = self.booster.predict(vec[None, :], pred_contrib=True)[0]
-        out = pd.DataFrame({"feature": self.spec.names, "readable": [self.spec.readable(n) for n in self.spec.names],
-                            "value": vec, "contribution": contrib[:-1]})
-        out = out.reindex(out["contribution"].abs().sort_values(ascending=False).index).reset_index(drop=True)
-        out.attrs["bias"] = float(contrib[-1])
+        order = np.argsort(-np.abs(contrib[:-1]), kind="stable")
+        rows = [Contribution(feature=self.spec.names[j], readable=self.spec.readable(self.spec.names[j]),
+                             value=float(vec[j]), contribution=float(contrib[j])) for j in order]
+        return FraudExplanation(model_version=self.model_version, bias=float(contrib[-1]), contributions=rows)
+
+    # ------------------------------------------------------------------ the predictor contract
+    @property
+    def model_version(self) -> str:
+        """The bundle's name and creation time ("(in memory)" for a scorer not loaded from a bundle)."""
+        if self.bundle is None:
+            return "(in memory)"
+        return f"{self.bundle.path.name}@{self.bundle.metadata.get('created', '?')}"
+
+    def predict(self, items: list[dict[str, Any]]) -> list[FraudResult]:
+        """Return one :class:`FraudResult` per transaction dict, in order, scored together as one table
+        after the bundle's state (as :meth:`score` does; the state is not changed — use
+        :meth:`score_one` for that). Invalid transactions get their problem in ``error``; when the
+        table as a whole cannot be scored (e.g. a column the model needs is missing) every item gets
+        that reason."""
+        items = list(items)
+        bad = {i: f"a transaction must be a dict of column: value, got {type(t).__name__}"
+               for i, t in enumerate(items) if not isinstance(t, dict)}
+        good = [i for i in range(len(items)) if i not in bad]
+        frame = pd.DataFrame([items[i] for i in good], index=range(len(good)))
+        try:
+            scored = self.score(frame) if good else pd.DataFrame(columns=["score", "decision", "reasons", "error"])
+        except LeptonError as exc:
+            bad.update({i: str(exc) for i in good})
+            good, scored = [], None
+        id_col = self.spec.roles.get("id")
+        out: list[FraudResult] = []
+        pos = {i: j for j, i in enumerate(good)}
+        for i, tx in enumerate(items):
+            tid = tx.get(id_col) if id_col and isinstance(tx, dict) else None
+            tid = None if tid is None else str(tid)
+            if i in bad:
+                out.append(FraudResult(model_version=self.model_version, error=bad[i], transaction_id=tid,
+                                       score=float("nan"), decision=None, threshold=self.threshold))
+                continue
+            row = scored.iloc[pos[i]]
+            err = row["error"]
+            err = None if err is None or (isinstance(err, float) and math.isnan(err)) else str(err)
+            dec = row["decision"]
+            out.append(FraudResult(model_version=self.model_version, error=err, transaction_id=tid,
+                                   score=float(row["score"]), decision=None if pd.isna(dec) else bool(dec),
+                                   threshold=self.threshold, reasons=row["reasons"] or ""))
         return out
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Return :meth:`score` of ``frame`` with a ``model_version`` column before ``error``."""
+        out = self.score(frame)
+        out.insert(len(out.columns) - 1, "model_version", self.model_version)
+        return out
+
+    def predict_file(self, source: str | Path, output: str | Path, *, resume: bool = True, progress: bool = True,
+                     chunk_size: int | None = None, **options: Any):
+        """The contract's name for :meth:`score_file` (features built over the whole file, then scored in chunks)."""
+        return self.score_file(source, output, chunk_size=chunk_size or self.chunk_size, resume=resume,
+                               progress=progress, **options)
 
     def importance(self) -> pd.DataFrame:
         """Return the global importance stored at training (mean |SHAP| on test rows, and gain)."""

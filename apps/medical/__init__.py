@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lepton_apps.domains import DomainSpec, lazy_exports, lazy_function
+from lepton_apps.domains import DomainSpec, lazy_exports
 
 from .cli import cli
-from .train import train  # bound eagerly: the submodule of the same name would otherwise shadow it (no torch here)
 
 _LAZY = {
+    "train": "training",
     "MedicalClassifier": "predict",
     "Prediction": "predict",
     "Explanation": "predict",
@@ -28,12 +28,9 @@ _LAZY = {
     "check_data": "check",
     "deidentify": "deid",
     "write_demo_data": "demo",
+    "build_demo": "demo",
 }
 __getattr__ = lazy_exports(__name__, _LAZY)
-
-
-build_demo = lazy_function(__name__, "demo", "build_demo", "Write synthetic demo data, train the quick demo model "
-                                                           "and register it; return its name (medical-demo-…)")
 
 
 DOMAIN = DomainSpec(
@@ -45,7 +42,8 @@ DOMAIN = DomainSpec(
     cli=cli,
     page=Path(__file__).with_name("page.py"),
     icon=":material/radiology:",
-    build_demo=build_demo,
+    build_demo="lepton_apps.medical.demo:build_demo",
+    predictor="lepton_apps.medical.predict:MedicalClassifier",
     headline_metrics=("roc_auc", "sensitivity", "specificity"),
 )
 

@@ -33,7 +33,7 @@ def train_cmd(data: Optional[str] = typer.Argument(None, help="Folder root/<clas
     Example: lepton-apps medical train xrays/ --epochs 10 --backbone resnet18 --register xray-v1
     """
     from .config import MedicalConfig
-    from .train import train
+    from .training import train
 
     overrides = {"data": data, "out": str(out) if out else None, "backbone": backbone, "epochs": epochs,
                  "image_size": image_size, "patient_id_pattern": patient_id_pattern, "pretrained": pretrained,
@@ -76,24 +76,6 @@ def evaluate_cmd(bundle: str = typer.Argument(..., help="Bundle folder, registry
     typer.echo(_summary(report))
     if out:
         typer.echo(f"report and plots in {out}")
-
-
-@cli.command("predict")
-def predict_cmd(bundle: str = typer.Argument(..., help="Bundle folder, registry name or medical:latest."),
-                source: Path = typer.Argument(..., help="Folder of images (every file) or manifest.csv with a 'path' column."),
-                out: Path = typer.Option(..., "--out", "-o", help="Output .parquet or .csv (one row per input)."),
-                resume: bool = typer.Option(True, help="Reuse finished chunks of an interrupted run."),
-                chunk_size: int = typer.Option(256, help="Images per chunk (one resumable part each)."),
-                home: Optional[Path] = typer.Option(None, help="Registry folder.")):
-    """Score a folder or manifest in batch; unreadable files become rows with an 'error'.
-
-    Example: lepton-apps medical predict medical:latest scans/ --out preds.parquet
-    """
-    from .predict import predict_source
-
-    res = predict_source(bundle, source, out, resume=resume, chunk_size=chunk_size, home=home)
-    typer.echo(f"{res.n_rows} rows ({res.n_errors} with errors) -> {res.output}"
-               + (f"; {res.resumed_chunks} chunk(s) reused" if res.resumed_chunks else ""))
 
 
 @cli.command("check")

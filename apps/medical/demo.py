@@ -116,7 +116,7 @@ def build_demo(workdir: Path, registry, *, n: int = 500, overrides: dict | None 
     """
     import datetime as _dt
 
-    from .train import train
+    from .training import train
 
     workdir = Path(workdir)
     data = write_demo_data(workdir / "data", n=n)

@@ -15,23 +15,14 @@ import streamlit as st
 
 from lepton_apps.errors import DataError
 from lepton_apps.registry import Registry
-from lepton_apps.ui.common import cached_bundle, guarded, show_error
+from lepton_apps.ui.common import cached_bundle, cached_predictor, guarded, show_error
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "dcm", "dicom"]
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def load_classifier(path_str: str, mtime_ns: int):
-    """Return the MedicalClassifier of a bundle, loaded once per process (keyed by bundle.json's mtime)."""
-    from lepton_apps.medical import MedicalClassifier
-
-    return MedicalClassifier.load(path_str)
-
-
 def classifier_for(path: Path):
-    """Return the cached classifier for the bundle at ``path`` (verified through the core cache first)."""
-    cached_bundle(str(path), domain="medical")
-    return load_classifier(str(path), (path / "bundle.json").stat().st_mtime_ns)
+    """Return the MedicalClassifier of the bundle at ``path`` from the hub's shared model cache."""
+    return cached_predictor(path, "medical")
 
 
 def operating_table(val_probs: np.ndarray, val_labels: np.ndarray, threshold: float) -> dict:

@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -16,16 +15,20 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from lepton_apps.errors import DataError, LeptonError
+from lepton_apps.predictor import Explanation as BaseExplanation
+from lepton_apps.predictor import PredictRequest, Predictor, Result
 
 from .evaluate import probabilities
 from .imageio import prepare, read_image, resize, to_channels
 
 
-@dataclasses.dataclass
-class Prediction:
+class Prediction(Result):
     """One image's result.
 
+    item:          the item's name (its path, upload name or ``item <i> (<type>)``).
     label:         the predicted class (binary: the positive class when ``decision``; multi-label: the
                    labels at or above their thresholds, joined by ``|``, or "" when none).
     probabilities: calibrated probability per class.
@@ -34,7 +37,7 @@ class Prediction:
     threshold:     the operating point used (binary), else None.
     model_version: the bundle's name and creation time.
     error:         None, or why the item could not be read (then ``label`` is "", ``probabilities``
-                   empty, ``decision`` None and ``score`` NaN).
+                   empty, ``decision`` None and ``score`` NaN — None in ``to_dict()``).
     """
 
     item: str
@@ -43,25 +46,67 @@ class Prediction:
     decision: bool | None
     score: float
     threshold: float | None
-    model_version: str
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when the item was read and scored (``error`` is None)."""
-        return self.error is None
 
 
-@dataclasses.dataclass
-class Explanation:
+class Explanation(BaseExplanation):
     """Grad-CAM for one image: ``heatmap`` (H, W) in [0, 1] at the model's input size, ``overlay`` RGB uint8,
-    ``image`` the model's view of the input (uint8, H, W, 3), and the class explained."""
+    ``image`` the model's view of the input (uint8, H, W, 3), and the class explained with its probability.
+    ``to_dict()`` gives the heatmap as nested lists (3 decimals) and the overlay as a base64 PNG."""
 
     heatmap: np.ndarray
     overlay: np.ndarray
     image: np.ndarray
     target: str
     probability: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the explanation as JSON-serialisable data (heatmap lists, overlay as base64 PNG)."""
+        import base64
+        import io
+
+        from PIL import Image
+
+        png = io.BytesIO()
+        Image.fromarray(self.overlay).save(png, format="PNG")
+        return {"model_version": self.model_version, "target": self.target, "probability": float(self.probability),
+                "heatmap": np.round(self.heatmap.astype(float), 3).tolist(),
+                "overlay_png_base64": base64.b64encode(png.getvalue()).decode("ascii")}
+
+
+class ImageInput(BaseModel):
+    """One image in an API request: its bytes (PNG, JPEG or DICOM) in base64, and an optional name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_base64: str = Field(..., description="the file's bytes, base64-encoded (PNG, JPEG or DICOM)")
+    name: str = Field("", description="a name for the image in results and errors (e.g. its file name)")
+
+    @field_validator("data_base64")
+    @classmethod
+    def _is_base64(cls, value: str) -> str:
+        import base64
+        import binascii
+
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("data_base64 is not valid base64; encode the file's bytes with base64") from None
+        return value
+
+
+class MedicalRequest(PredictRequest):
+    """API request body: ``{"images": [{"data_base64": "...", "name": "a.png"}], "threshold": null}``."""
+
+    images: list[ImageInput] = Field(..., min_length=1, max_length=256)
+    threshold: float | None = Field(None, ge=0, le=1, description="binary operating point (default: the bundle's)")
+
+    def to_items(self) -> tuple[list[Any], dict[str, Any]]:
+        """Return the decoded bytes and ``names`` / ``threshold`` for :meth:`MedicalClassifier.predict`."""
+        import base64
+
+        items = [base64.b64decode(im.data_base64) for im in self.images]
+        names = [im.name or f"image {i}" for i, im in enumerate(self.images)]
+        return items, {"names": names, "threshold": self.threshold}
 
 
 def predict_logits(model, pixels, policy=None, batch_size: int = 256) -> np.ndarray:
@@ -88,8 +133,13 @@ def _null():
     return contextlib.nullcontext()
 
 
-class MedicalClassifier:
-    """A trained medical image classifier loaded from a bundle."""
+class MedicalClassifier(Predictor):
+    """A trained medical image classifier loaded from a bundle (the core :class:`~lepton_apps.predictor.Predictor`)."""
+
+    domain = "medical"
+    result_type = Prediction
+    request_schema = MedicalRequest
+    chunk_size = 256
 
     def __init__(self, bundle, model, policy):
         self.bundle = bundle
@@ -107,8 +157,8 @@ class MedicalClassifier:
         self.model_version = f"{bundle.path.name}@{bundle.metadata.get('created', '?')}"
 
     @classmethod
-    def load(cls, ref: str | os.PathLike = "medical:latest", *, device: str = "auto",
-             home: str | os.PathLike | None = None) -> MedicalClassifier:
+    def load(cls, ref: str | os.PathLike = "medical:latest", *, home: str | os.PathLike | None = None,
+             device: str = "auto") -> MedicalClassifier:
         """Return the classifier stored in a bundle folder, registry name or alias (checksums verified)."""
         from lepton_apps.bundle import load_bundle
         from lepton_apps.device import DevicePolicy
@@ -172,7 +222,8 @@ class MedicalClassifier:
         for i, e in enumerate(errors):
             if e is not None:
                 thr = float(self.threshold if threshold is None else threshold) if self.task == "binary" else None
-                results[i] = Prediction(names[i], "", {}, None, float("nan"), thr, self.model_version, error=e)
+                results[i] = Prediction(item=names[i], label="", probabilities={}, decision=None, score=float("nan"),
+                                        threshold=thr, model_version=self.model_version, error=e)
         return results
 
     def _result(self, name: str, p: np.ndarray, threshold: float | None) -> Prediction:
@@ -180,13 +231,14 @@ class MedicalClassifier:
         if self.task == "binary":
             thr = float(self.threshold if threshold is None else threshold)
             decision = bool(p[1] >= thr)
-            return Prediction(name, self.label_names[int(decision)], probs, decision, float(p[1]), thr,
-                              self.model_version)
+            return Prediction(item=name, label=self.label_names[int(decision)], probabilities=probs,
+                              decision=decision, score=float(p[1]), threshold=thr, model_version=self.model_version)
         if self.task == "multilabel":
             flagged = [c for c, v, t in zip(self.label_names, p, self.thresholds) if v >= t]
-            return Prediction(name, "|".join(flagged), probs, bool(flagged), float(p.max()), None, self.model_version)
-        return Prediction(name, self.label_names[int(p.argmax())], probs, None, float(p.max()), None,
-                          self.model_version)
+            return Prediction(item=name, label="|".join(flagged), probabilities=probs, decision=bool(flagged),
+                              score=float(p.max()), threshold=None, model_version=self.model_version)
+        return Prediction(item=name, label=self.label_names[int(p.argmax())], probabilities=probs, decision=None,
+                          score=float(p.max()), threshold=None, model_version=self.model_version)
 
     # -- explanation ----------------------------------------------------------------------
     def explain(self, item: Any, target: str | int | None = None, *, name: str | None = None) -> Explanation:
@@ -216,11 +268,33 @@ class MedicalClassifier:
         heat = np.nan_to_num(np.asarray(heat, dtype=np.float32))
         image = np.repeat(x.transpose(1, 2, 0), 3 // x.shape[0], axis=2) if x.shape[0] == 1 else x.transpose(1, 2, 0)
         overlay = show_cam_on_image(image.astype(np.float32) / 255, heat, use_rgb=True, image_weight=0.6)
-        return Explanation(heat, overlay, np.ascontiguousarray(image), self.label_names[idx], float(probs[idx]))
+        return Explanation(heatmap=heat, overlay=overlay, image=np.ascontiguousarray(image),
+                           target=self.label_names[idx], probability=float(probs[idx]), model_version=self.model_version)
 
     # -- batch ----------------------------------------------------------------------------
-    def score_frame(self, frame: pd.DataFrame, base_dir: str | os.PathLike | None = None) -> pd.DataFrame:
-        """Return one row per input row of a ``path`` frame: path, prediction, p_<class>, decision, error.
+    def predict_file(self, source: str | os.PathLike, output: str | os.PathLike, *, resume: bool = True,
+                     progress: bool = True, chunk_size: int | None = None, **options: Any):
+        """Score a folder (every file, recursively) or a manifest CSV (``path`` column) into ``output``.
+
+        Returns the core :class:`~lepton_apps.batch.BatchResult`. Resumable: a killed run re-uses
+        the finished chunks. One output row per file or manifest row; unreadable files get an ``error``.
+        """
+        from lepton_apps.batch import run_batch
+
+        source = Path(source)
+        if source.is_file() and source.suffix.lower() == ".csv":
+            header = pd.read_csv(source, nrows=0).columns
+            if "path" not in header:
+                raise DataError("the manifest has no 'path' column", where=str(source),
+                                fix="add a header with a 'path' column (other columns are carried along)")
+            return run_batch(source, output, _ManifestScorer(self, source.parent), resume=resume, progress=progress,
+                             chunk_size=chunk_size or self.chunk_size, **options)
+        return run_batch(source, output, self.predict_frame, resume=resume, progress=progress,
+                         chunk_size=chunk_size or self.chunk_size, file_glob="*", **options)
+
+    def predict_frame(self, frame: pd.DataFrame, base_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+        """Return one row per input row of a ``path`` frame: path, prediction, p_<class>, decision,
+        threshold, model_version, error.
 
         A file that cannot be read becomes a row with its ``error`` text; the others are scored.
         Relative paths are resolved against ``base_dir`` (the manifest's folder).
@@ -255,6 +329,19 @@ class MedicalClassifier:
         out["error"] = errors
         return out
 
+    score_frame = predict_frame  # the name used before the core predictor contract
+
+
+class _ManifestScorer:
+    """The batch driver's score function for a manifest: paths resolved against the manifest's folder."""
+
+    def __init__(self, clf: MedicalClassifier, base: Path):
+        self.clf, self.base = clf, base
+        self.__qualname__ = "MedicalClassifier.predict_file"
+
+    def __call__(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        return self.clf.predict_frame(chunk, base_dir=self.base)
+
 
 def _name(item: Any, i: int) -> str:
     if isinstance(item, (str, os.PathLike)):
@@ -264,32 +351,9 @@ def _name(item: Any, i: int) -> str:
 
 def predict_source(bundle: str | os.PathLike, source: str | os.PathLike, output: str | os.PathLike, *,
                    resume: bool = True, progress: bool = True, chunk_size: int = 256, home=None):
-    """Score a folder (every file, recursively) or a manifest CSV (``path`` column) into ``output``.
-
-    Returns the core :class:`~lepton_apps.batch.BatchResult`. Resumable: a killed run re-uses
-    the finished chunks. One output row per file or manifest row; unreadable files get an ``error``.
-    """
-    from lepton_apps.batch import run_batch
-
-    clf = MedicalClassifier.load(bundle, home=home)
-    source = Path(source)
-    if source.is_file() and source.suffix.lower() == ".csv":
-        header = pd.read_csv(source, nrows=0).columns
-        if "path" not in header:
-            raise DataError("the manifest has no 'path' column", where=str(source),
-                            fix="add a header with a 'path' column (other columns are carried along)")
-        base = source.parent
-
-        def score_manifest(chunk: pd.DataFrame) -> pd.DataFrame:
-            return clf.score_frame(chunk, base_dir=base)
-
-        return run_batch(source, output, score_manifest, resume=resume, progress=progress, chunk_size=chunk_size)
-
-    def score_files(chunk: pd.DataFrame) -> pd.DataFrame:
-        return clf.score_frame(chunk)
-
-    return run_batch(source, output, score_files, resume=resume, progress=progress, chunk_size=chunk_size,
-                     file_glob="*")
+    """Load ``bundle`` and score ``source`` into ``output`` with :meth:`MedicalClassifier.predict_file`."""
+    return MedicalClassifier.load(bundle, home=home).predict_file(source, output, resume=resume, progress=progress,
+                                                                  chunk_size=chunk_size)
 
 
 def display_image(item: Any, name: str | None = None) -> np.ndarray:

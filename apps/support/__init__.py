@@ -12,20 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lepton_apps.domains import DomainSpec, keep_functions, lazy_exports, lazy_function
+from lepton_apps.domains import DomainSpec, lazy_exports
 
 from .cli import cli
 
-_LAZY = {"SupportAssistant": "predict", "Answer": "predict", "Source": "predict",
-         "SupportConfig": "config", "read_kb": "data", "evaluate_assistant": "evaluate", "SentenceEncoder": "encoder"}
-__all__ = ["DOMAIN", "train", *_LAZY]
+_LAZY = {"SupportAssistant": "predict", "Answer": "predict", "Source": "predict", "train": "training",
+         "SupportConfig": "config", "read_kb": "data", "evaluate_assistant": "evaluate", "SentenceEncoder": "encoder",
+         "build_demo": "demo"}
+__all__ = ["DOMAIN", *_LAZY]
 __getattr__ = lazy_exports(__name__, _LAZY)
-
-
-train = lazy_function(__name__, "train", "train", "Build a support bundle; return its folder")
-keep_functions(__name__, "train")  # importing the submodule train.py must not replace this function
-build_demo = lazy_function(__name__, "demo", "build_demo", "Write the Nimbus Bank demo data to a folder, build and "
-                                                           "register the demo bundle; return its name")
 
 
 DOMAIN = DomainSpec(
@@ -37,6 +32,7 @@ DOMAIN = DomainSpec(
     cli=cli,
     page=Path(__file__).with_name("page.py"),
     icon=":material/support_agent:",
-    build_demo=build_demo,
+    build_demo="lepton_apps.support.demo:build_demo",
+    predictor="lepton_apps.support.predict:SupportAssistant",
     headline_metrics=("top1_accuracy", "mrr", "handoff_recall"),
 )

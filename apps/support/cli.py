@@ -39,7 +39,7 @@ def train(kb: Optional[Path] = typer.Argument(None, help="FAQ knowledge base (CS
     Example: lepton-apps support train demo_data/support/demo_kb.json --questions demo_data/support/demo_questions.json --out runs/support
     """
     from .config import SupportConfig
-    from .train import train as run_train
+    from .training import train as run_train
 
     flags = {"kb": kb, "out": out, "questions": questions, "intent_data": intent_data,
              "sentiment_data": sentiment_data, "encoder": encoder, "intent_backbone": intent_backbone}
@@ -137,7 +137,7 @@ def answer(bundle: str = typer.Argument(..., help="Bundle folder, registry name 
                f"{result.resumed_chunks} chunks resumed)")
 
 
-predict = cli.command("predict", help="Alias of 'answer'.\n\nExample: lepton-apps support predict support:latest questions.csv --out answers.parquet")(answer)
+
 
 
 @cli.command()

@@ -47,7 +47,7 @@ def demo_config(workdir: str | Path, **overrides):
 
 def build_demo(workdir: str | Path, registry) -> str:
     """Write the demo data to ``workdir``, build the demo bundle, register it and return its registry name."""
-    from .train import train
+    from .training import train
 
     bundle = train(demo_config(workdir))
     name = f"support-demo-{time.strftime('%Y%m%d-%H%M%S')}"

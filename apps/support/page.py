@@ -10,22 +10,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from lepton_apps.ui.common import guarded
+from lepton_apps.ui.common import cached_predictor, guarded
 
 CHAT_KEY = "support_chat"
 
 
-@st.cache_resource(show_spinner="Loading the support assistant…", max_entries=4)
-def _assistant(path_str: str, mtime_ns: int):
-    from lepton_apps.support.predict import SupportAssistant
-
-    return SupportAssistant.load(path_str)
-
-
 def load_assistant(path: Path):
-    """Return the cached assistant for the bundle at ``path`` (reloaded when bundle.json changes)."""
-    manifest = path / "bundle.json"
-    return _assistant(str(path.resolve()), manifest.stat().st_mtime_ns if manifest.is_file() else 0)
+    """Return the SupportAssistant of the bundle at ``path`` from the hub's shared model cache."""
+    return cached_predictor(path, "support")
 
 
 def pick_bundle() -> Path | None:
@@ -153,7 +145,7 @@ def kb_tab(bundle_path: Path | None) -> None:
         with guarded("Rebuilding failed"):
             from lepton_apps.registry import Registry
             from lepton_apps.support.config import SupportConfig
-            from lepton_apps.support.train import train
+            from lepton_apps.support.training import train
 
             encoder = "all-MiniLM-L6-v2"
             if bundle_path is not None:

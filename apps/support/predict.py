@@ -15,6 +15,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from lepton_apps.predictor import Explanation, PredictRequest, Predictor, Result
+
 from .index import FaqIndex, Hit
 from .model import NEUTRAL, ConfidenceModel, EmbeddingHead
 
@@ -22,9 +26,10 @@ DOMAIN = "support"
 HANDOFF_MESSAGE = "I'm not sure I can answer that correctly, so I'm connecting you to a human agent."
 
 
-@dataclasses.dataclass
-class Source:
+class Source(BaseModel):
     """One retrieved FAQ: id, question, the KB text that matched best, and the score parts."""
+
+    model_config = ConfigDict(extra="forbid")
 
     faq_id: str
     question: str
@@ -37,9 +42,13 @@ class Source:
     classifier: float = 0.0
 
 
-@dataclasses.dataclass
-class Answer:
-    """The assistant's reply to one customer message."""
+class Answer(Result):
+    """The assistant's reply to one customer message.
+
+    ``error`` is set (and ``handoff`` True) when the message is not a question at all: empty or not
+    readable text. A message without words (only emoji), a low-confidence or an ambiguous question is
+    a hand-off with its ``handoff_reason``, not an error.
+    """
 
     question: str
     answer: str
@@ -57,11 +66,33 @@ class Answer:
     escalate: bool = False
     escalation_reason: str | None = None
     truncated: bool = False
-    model_version: str = ""
 
-    def to_dict(self) -> dict:
-        """Return the reply as plain JSON-serialisable data."""
-        return dataclasses.asdict(self)
+
+class SupportExplanation(Explanation):
+    """Why the assistant answered as it did: the reply, how the score is fused, the confidence
+    features, the thresholds and each source's score parts."""
+
+    reply: Answer
+    fusion: str
+    confidence_features: dict[str, float]
+    threshold: float
+    ambiguity_margin: float
+    index: str
+    sources: list[Source]
+
+    def __getitem__(self, key: str) -> Any:
+        """Dict-style access to :meth:`to_dict` (``explain(q)["fusion"]``), as before the predictor contract."""
+        return self.to_dict()[key]
+
+
+class SupportRequest(PredictRequest):
+    """API request body: ``{"questions": ["my card was stolen", "..."]}`` (1 to 256 questions)."""
+
+    questions: list[str] = Field(..., min_length=1, max_length=256)
+
+    def to_items(self) -> tuple[list[Any], dict[str, Any]]:
+        """Return the questions for :meth:`SupportAssistant.predict`."""
+        return list(self.questions), {}
 
 
 @dataclasses.dataclass
@@ -79,6 +110,7 @@ class Settings:
     classifier_weight: float = 0.0   # b in: score = b * P(FAQ | question) + (1 - b) * fused (with an FAQ classifier)
 
 
+NO_WORDS = "the message holds no words to search for"  # a hand-off, not an input error (e.g. only emoji)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -103,13 +135,19 @@ def clean_question(text: Any, max_chars: int) -> tuple[str, bool, str | None]:
         return "", False, "empty question"
     letters = sum(ch.isalnum() for ch in text)
     if letters == 0:
-        return text[:max_chars], False, "the message holds no words to search for"
+        return text[:max_chars], False, NO_WORDS
     truncated = len(text) > max_chars
     return text[:max_chars], truncated, None
 
 
-class SupportAssistant:
-    """Answers customer questions from a knowledge base; built by ``train`` or :meth:`load`."""
+class SupportAssistant(Predictor):
+    """Answers customer questions from a knowledge base; built by ``train`` or :meth:`load`
+    (the core :class:`~lepton_apps.predictor.Predictor`; ``answer`` / ``answer_batch`` are the domain verbs)."""
+
+    domain = DOMAIN
+    result_type = Answer
+    request_schema = SupportRequest
+    chunk_size = 1_000
 
     def __init__(self, encoder, kb: pd.DataFrame, index: FaqIndex, confidence: ConfidenceModel, settings: Settings,
                  intent_head: EmbeddingHead | None = None, intent_labels: Sequence[str] = (),
@@ -141,8 +179,8 @@ class SupportAssistant:
 
     # ------------------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, ref: str | Path, *, device: str = "auto", quantize: str = "none", backend: str = "auto",
-             registry=None) -> SupportAssistant:
+    def load(cls, ref: str | Path, *, home: str | Path | None = None, device: str = "auto", quantize: str = "none",
+             backend: str = "auto", registry=None) -> SupportAssistant:
         """Return the assistant stored in a bundle (a path, a registry name or ``support:latest``).
 
         ``backend``: "auto" encodes questions with ONNX Runtime on CPU when installed (same vectors,
@@ -155,7 +193,7 @@ class SupportAssistant:
         from .encoder import SentenceEncoder
         from .model import head_from_state
 
-        path = Path(ref) if Path(ref).is_dir() else (registry or Registry()).resolve(str(ref), domain=DOMAIN)
+        path = Path(ref) if Path(ref).is_dir() else (registry or Registry(home)).resolve(str(ref), domain=DOMAIN)
         bundle = load_bundle(path, domain=DOMAIN)
         settings = Settings(**bundle.load_json("retrieval.json")["settings"])
         enc_cfg = bundle.load_json("encoder.json")
@@ -215,7 +253,8 @@ class SupportAssistant:
         for i, (text, truncated, problem) in enumerate(cleaned):
             if problem is not None:
                 out.append(Answer(question=text, answer=HANDOFF_MESSAGE, faq_id=None, confidence=0.0, handoff=True,
-                                  handoff_reason=problem, sources=[], truncated=truncated, model_version=self.version))
+                                  handoff_reason=problem, sources=[], truncated=truncated, model_version=self.version,
+                                  error=None if problem == NO_WORDS else problem))
                 continue
             j = pos[i]
             hits = self.index.search(embs[j], text, self.settings.top_k, self.settings.fusion_weight,
@@ -299,7 +338,7 @@ class SupportAssistant:
                       score=round(hit.score, 4), dense=round(hit.dense, 4), lexical=round(hit.lexical, 4),
                       answer=answer, url=url, classifier=round(hit.clf, 4))
 
-    def explain(self, text: Any) -> dict:
+    def explain(self, text: Any) -> SupportExplanation:
         """Return why the assistant answered as it did: each source's matched text and dense / lexical parts,
         the fusion weight, the confidence features and the thresholds."""
         reply = self.answer(text)
@@ -315,10 +354,23 @@ class SupportAssistant:
         fusion = f"score = {w:.2f} * dense + {1 - w:.2f} * lexical"
         if self.faq_head is not None:
             fusion = f"score = {b:.2f} * classifier + {1 - b:.2f} * ({w:.2f} * dense + {1 - w:.2f} * lexical)"
-        return {"reply": reply.to_dict(), "fusion": fusion,
-                "confidence_features": features, "threshold": self.settings.threshold,
-                "ambiguity_margin": self.settings.ambiguity_margin, "index": self.index.kind,
-                "sources": [dataclasses.asdict(s) for s in reply.sources]}
+        return SupportExplanation(model_version=self.version, reply=reply, fusion=fusion, confidence_features=features,
+                                  threshold=self.settings.threshold, ambiguity_margin=self.settings.ambiguity_margin,
+                                  index=self.index.kind, sources=reply.sources)
+
+    # ------------------------------------------------------------------------------ the predictor contract
+    @property
+    def model_version(self) -> str:
+        """The bundle's name and creation time (the same string as every answer's ``model_version``)."""
+        return self.version
+
+    def predict(self, items: Sequence[Any]) -> list[Answer]:
+        """Return one :class:`Answer` per question (the contract's name for :meth:`answer_batch`)."""
+        return self.answer_batch(items)
+
+    def predict_frame(self, frame: pd.DataFrame, column: str = "question") -> pd.DataFrame:
+        """The contract's name for :meth:`answer_frame`."""
+        return self.answer_frame(frame, column)
 
     # ------------------------------------------------------------------------------ batch scoring
     def answer_frame(self, frame: pd.DataFrame, column: str = "question") -> pd.DataFrame:
@@ -343,4 +395,6 @@ class SupportAssistant:
             "escalation_score": [r.escalation_score for r in replies],
             "escalate": [r.escalate for r in replies],
             "truncated": [r.truncated for r in replies],
+            "model_version": [r.model_version for r in replies],
+            "error": [r.error for r in replies],
         })

@@ -1,4 +1,4 @@
-"""Helpers shared by the hub and the domain pages: cached bundles and errors without tracebacks.
+"""Helpers shared by the hub and the domain pages: cached bundles and models, errors without tracebacks.
 
 A page wraps each section in :func:`guarded` so that bad input, a damaged bundle or a bug shows
 up as one ``st.error`` line, and the rest of the page still renders::
@@ -40,6 +40,24 @@ def cached_bundle(path_str: str, domain: str | None = None) -> Bundle:
 def _load_bundle_cached(path_str: str, mtime_ns: int, domain: str | None) -> Bundle:
     # mtime_ns is only part of the cache key (Streamlit would skip it if it began with '_').
     return load_bundle(path_str, domain=domain)
+
+
+def cached_predictor(path_str: str | Path, domain: str):
+    """Return the :class:`~lepton_apps.predictor.Predictor` of the bundle at ``path_str``, loaded once per
+    process for every page (keyed by the bundle's path and ``bundle.json`` modification time, so a bundle
+    retrained in place is loaded again). Raises BundleError (not cached) for a damaged bundle or one of
+    another domain."""
+    path = Path(path_str).expanduser().resolve()
+    manifest = path / MANIFEST
+    mtime_ns = manifest.stat().st_mtime_ns if manifest.is_file() else 0
+    return _load_predictor_cached(str(path), mtime_ns, domain)
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=12)
+def _load_predictor_cached(path_str: str, mtime_ns: int, domain: str):
+    from lepton_apps.predictor import load
+
+    return load(path_str, domain=domain)
 
 
 def show_error(exc: BaseException, context: str | None = None) -> None:
