@@ -177,6 +177,43 @@ def ui(port: int = typer.Option(8501, help="Port to serve on."),
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
+@app.command()
+def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to serve (folders, registry names or "
+                                                     "DOMAIN:ALIAS), one per domain; default: each domain's "
+                                                     "production model, else its latest."),
+          host: str = typer.Option("127.0.0.1", help="Address to bind (127.0.0.1 keeps it on this machine)."),
+          port: int = typer.Option(8000, help="Port to serve on."),
+          timeout: float = typer.Option(30.0, help="Seconds a request may take before it is answered 504."),
+          max_body_mb: float = typer.Option(20.0, help="Largest request body in MB (larger ones get 413)."),
+          max_batch: int = typer.Option(64, help="Most items scored in one micro-batch (medical, support)."),
+          max_wait_ms: float = typer.Option(5.0, help="Longest wait for more requests to join a micro-batch."),
+          batching: bool = typer.Option(True, help="Micro-batch requests that arrive together."),
+          device: str = typer.Option("auto", help="auto, cpu or cuda."),
+          home: Optional[Path] = typer.Option(None, help="Registry folder.")):
+    """Serve models over HTTP (FastAPI on uvicorn): /v1/<domain>/predict, /explain, /v1/models, /healthz,
+    /readyz, /metrics, OpenAPI docs at /docs.
+
+    Example: lepton-apps serve support:latest medical:latest --port 8000
+    """
+    from lepton_apps.errors import require
+
+    require("fastapi", feature="The HTTP service", extra="serve")
+    uvicorn = require("uvicorn", feature="The HTTP service", extra="serve")
+    from lepton_apps.serve import refs_from_args
+    from lepton_apps.serve.app import ServeConfig, create_app
+
+    refs = refs_from_args(list(models or []), home)
+    cfg = ServeConfig(max_body_bytes=int(max_body_mb * 1024 * 1024), timeout_s=timeout, max_batch=max_batch,
+                      max_wait_ms=max_wait_ms, batching=batching)
+    application = create_app(refs, home=home, device=device, config=cfg)
+    typer.secho("warning: this version has no API keys yet — anyone who can reach the port can use the models; "
+                "keep the default 127.0.0.1 or put an authenticating reverse proxy in front", err=True,
+                fg=typer.colors.YELLOW)
+    typer.echo(f"serving {', '.join(f'{d}={r}' for d, r in refs.items())} on http://{host}:{port} "
+               f"(docs: /docs, ready: /readyz)")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
 def predict_command(domain: str):
     """Return the ``lepton-apps <domain> predict`` verb, the same for every domain with a predictor:
     load any bundle of ``domain`` through :func:`lepton_apps.predictor.load` and score a file with

@@ -1,0 +1,359 @@
+"""The HTTP service: one FastAPI application for every domain's predictor.
+
+``create_app({"support": "support:production", ...})`` returns the application; ``lepton-apps
+serve`` runs it on uvicorn. Endpoints (``{domain}`` is each served domain):
+
+* ``POST /v1/{domain}/predict`` — the domain's request schema as JSON (medical also accepts a
+  ``multipart/form-data`` upload of PNG / JPEG / DICOM files in the ``files`` field); the answer is
+  ``{"model_version", "results": [...]}`` with one result per item, in order;
+* ``POST /v1/{domain}/explain`` — the same body holding exactly one item; the explanation as JSON;
+* ``POST /v1/finance/score_one`` — one transaction scored from, and added to, the online
+  per-entity state (``{"transaction": {...}, "update": true}``);
+* ``GET /v1/models``; ``GET /healthz`` (the process is alive); ``GET /readyz`` (503 until every
+  model is loaded, with the reasons); ``GET /metrics`` (Prometheus text); ``GET /docs`` (OpenAPI).
+
+Every response body of a model endpoint carries ``model_version``. A request body over
+``max_body_bytes`` is refused with 413, a request that takes longer than ``timeout_s`` gets 504,
+an invalid one 422 with what is wrong and where; an input the model cannot use is a result with
+its ``error``, not a failed request. Requests arriving together are micro-batched
+(:mod:`lepton_apps.serve.batching`) for the domains where an item's result does not depend on the
+other items of its batch (medical, support); fraud features depend on the other transactions of a
+table, so finance scores each request on its own.
+"""
+
+import asyncio
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lepton_apps.errors import LeptonError
+
+from .batching import MicroBatcher
+
+BATCHED_DOMAINS = ("medical", "support")
+UPLOAD_DOMAIN = "medical"
+
+
+@dataclasses.dataclass
+class ServeConfig:
+    """Limits and batching of the service (``lepton-apps serve`` options)."""
+
+    max_body_bytes: int = 20 * 1024 * 1024
+    timeout_s: float = 30.0
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+    batching: bool = True
+
+
+class _State:
+    """The models being served, their loading status and their batchers."""
+
+    def __init__(self, refs: dict[str, str], home: str | Path | None, device: str):
+        self.refs, self.home, self.device = dict(refs), home, device
+        self.models: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}
+        self.batchers: dict[str, MicroBatcher] = {}
+        self.locks = {d: threading.Lock() for d in refs}
+        self.done = threading.Event()
+
+    def load_all(self) -> None:
+        from lepton_apps.predictor import load
+
+        for domain, ref in self.refs.items():
+            try:
+                self.models[domain] = load(ref, home=self.home, device=self.device, domain=domain)
+            except Exception as exc:  # noqa: BLE001 - reported by /readyz, never crashes the process
+                self.errors[domain] = f"{type(exc).__name__}: {exc}"
+        self.done.set()
+
+    def ready(self) -> bool:
+        return self.done.is_set() and not self.errors and set(self.models) == set(self.refs)
+
+
+def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: str = "auto",
+               config: ServeConfig | None = None, load_now: bool = False):
+    """Return the FastAPI application serving ``refs`` ({domain: bundle folder, registry name or alias}).
+
+    Models load in a background thread (``/readyz`` says 503 until they are in), or before this
+    returns with ``load_now``. Raises LeptonError for a domain that is not installed.
+    """
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, PlainTextResponse
+
+    from lepton_apps.predictor import predictor_class
+
+    from .metrics import ServiceMetrics
+
+    cfg = config or ServeConfig()
+    classes = {d: predictor_class(d) for d in refs}
+    state = _State(refs, home, device)
+    metrics = ServiceMetrics()
+
+    async def lifespan(app):
+        if not state.done.is_set():
+            threading.Thread(target=state.load_all, name="lepton-load", daemon=True).start()
+        yield
+        for b in state.batchers.values():
+            await b.close()
+
+    app = FastAPI(title="Lepton Apps", version="1", lifespan=lifespan,
+                  description="Medical imaging, fraud detection and customer-service QA models behind one API.")
+    app.state.lepton = state
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    if load_now:
+        state.load_all()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return _unprocessable(exc)
+
+    @app.exception_handler(LeptonError)
+    async def _lepton(request: Request, exc: LeptonError):
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    # -- operations ---------------------------------------------------------------------
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict:
+        """The process is alive (it may still be loading models: see /readyz)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    def readyz():
+        """200 when every model is loaded; 503 with what is missing or failed otherwise."""
+        body = {"ready": state.ready(), "models": {d: m.model_version for d, m in state.models.items()},
+                "loading": [d for d in state.refs if d not in state.models and d not in state.errors],
+                "errors": state.errors}
+        return JSONResponse(status_code=200 if body["ready"] else 503, content=body)
+
+    @app.get("/metrics", tags=["operations"])
+    def prometheus():
+        """Requests, errors, latency and batch sizes per domain and model version (Prometheus text format)."""
+        data, content_type = metrics.render()
+        return PlainTextResponse(data, media_type=content_type)
+
+    @app.get("/v1/models", tags=["models"])
+    def models() -> dict:
+        """The served models: domain, version, task, headline metrics and where they were loaded from."""
+        out = {}
+        for d, ref in state.refs.items():
+            m = state.models.get(d)
+            bundle = getattr(m, "bundle", None)
+            out[d] = {"ref": ref, "loaded": m is not None, "error": state.errors.get(d),
+                      "model_version": getattr(m, "model_version", None),
+                      "task": getattr(bundle, "task", None), "metrics": getattr(bundle, "metrics", None),
+                      "request_schema": classes[d].request_schema.__name__}
+        return {"models": out}
+
+    # -- model endpoints ------------------------------------------------------------------
+    def model_of(domain: str):
+        m = state.models.get(domain)
+        if m is None:
+            reason = state.errors.get(domain, "still loading")
+            raise _HTTPError(503, f"the {domain} model is not available ({reason})",
+                             "retry when GET /readyz answers 200")
+        return m
+
+    def batcher_of(domain: str, model) -> MicroBatcher | None:
+        if not cfg.batching or domain not in BATCHED_DOMAINS:
+            return None
+        if domain not in state.batchers:
+            state.batchers[domain] = MicroBatcher(
+                model.predict, max_batch=cfg.max_batch, max_wait_s=cfg.max_wait_ms / 1000,
+                on_batch=lambda n, d=domain: metrics.batch_size.labels(d).observe(n))
+        return state.batchers[domain]
+
+    async def run_predict(domain: str, items: list, kwargs: dict) -> dict:
+        model = model_of(domain)
+        batcher = batcher_of(domain, model)
+        if batcher is not None:
+            per_item = {k: kwargs.pop(k) for k in ("names",) if k in kwargs}
+            results = await batcher.submit(items, kwargs, per_item)
+        else:
+            metrics.batch_size.labels(domain).observe(len(items))
+            results = await asyncio.to_thread(_locked, state.locks[domain], model.predict, items, **kwargs)
+        return {"model_version": model.model_version, "results": [r.to_dict() for r in results]}
+
+    async def timed(domain: str, endpoint: str, work):
+        start = time.perf_counter()
+        status = 500
+        version = getattr(state.models.get(domain), "model_version", "none")
+        try:
+            body = await asyncio.wait_for(work, cfg.timeout_s)
+            status = 200
+            return JSONResponse(body)
+        except RequestValidationError as exc:
+            status = 422
+            return _unprocessable(exc)
+        except asyncio.TimeoutError:
+            status = 504
+            return JSONResponse(status_code=504, content={
+                "detail": f"the request took longer than {cfg.timeout_s:g} s",
+                "fix": "send fewer items per request, or raise --timeout"})
+        except _HTTPError as exc:
+            status = exc.status
+            return JSONResponse(status_code=exc.status, content={"detail": exc.detail, "fix": exc.fix})
+        except LeptonError as exc:
+            status = 400
+            return JSONResponse(status_code=400, content={"detail": str(exc)})
+        finally:
+            metrics.observe(domain, endpoint, version, status, time.perf_counter() - start)
+
+    async def parse(domain: str, request: Request):
+        """Return the validated request schema instance (JSON), or one built from a medical upload."""
+        schema = classes[domain].request_schema
+        ctype = request.headers.get("content-type", "")
+        if domain == UPLOAD_DOMAIN and ctype.startswith("multipart/form-data"):
+            import base64
+
+            form = await request.form()
+            files = [f for f in form.getlist("files") if hasattr(f, "read")]
+            if not files:
+                raise RequestValidationError([{"loc": ("body", "files"), "msg": "no files: upload images in the "
+                                               "'files' form field", "type": "missing"}])
+            images = [{"name": f.filename or f"upload {i}", "data_base64": base64.b64encode(await f.read()).decode()}
+                      for i, f in enumerate(files)]
+            threshold = form.get("threshold")
+            return _validate(schema, {"images": images, **({"threshold": threshold} if threshold else {})})
+        if not ctype.startswith("application/json"):
+            raise _HTTPError(415, f"unsupported content type {ctype or '(none)'!r}",
+                             "send application/json" + (" or multipart/form-data" if domain == UPLOAD_DOMAIN else ""))
+        raw = await request.body()
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RequestValidationError([{"loc": ("body",), "msg": f"malformed JSON ({exc})", "type": "json_invalid"}])
+        return _validate(schema, data)
+
+    for domain in refs:
+        schema = classes[domain].request_schema
+        body_doc = {"application/json": {"schema": schema.model_json_schema(ref_template="#/components/schemas/{model}")}}
+        if domain == UPLOAD_DOMAIN:
+            body_doc["multipart/form-data"] = {"schema": {"type": "object", "properties": {
+                "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                "threshold": {"type": "number"}}, "required": ["files"]}}
+        extra = {"requestBody": {"required": True, "content": body_doc}}
+
+        async def predict(request: Request, domain: str = domain):
+            async def work():
+                req = await parse(domain, request)
+                items, kwargs = req.to_items()
+                return await run_predict(domain, items, dict(kwargs))
+            return await timed(domain, "predict", work())
+
+        async def explain(request: Request, domain: str = domain):
+            async def work():
+                req = await parse(domain, request)
+                items, kwargs = req.to_items()
+                if len(items) != 1:
+                    raise _HTTPError(422, f"explain takes exactly one item, got {len(items)}", "send one item")
+                model = model_of(domain)
+                exp = await asyncio.to_thread(_locked, state.locks[domain], model.explain, items[0])
+                return exp.to_dict()
+            return await timed(domain, "explain", work())
+
+        for path, fn, summary in ((f"/v1/{domain}/predict", predict, f"Predict with the {domain} model"),
+                                  (f"/v1/{domain}/explain", explain, f"Explain one {domain} item")):
+            app.add_api_route(path, fn, methods=["POST"], tags=[domain], summary=summary, openapi_extra=extra,
+                              name=f"{domain}_{fn.__name__}")
+
+    if "finance" in refs:
+        from pydantic import BaseModel, ConfigDict, Field
+
+        class ScoreOneRequest(BaseModel):
+            """One transaction for the online path (its customer's and terminal's history is kept)."""
+
+            model_config = ConfigDict(extra="forbid")
+            transaction: dict[str, Any] = Field(..., description="column: value, as in the training data")
+            update: bool = Field(True, description="add the transaction to the per-entity state")
+
+        @app.post("/v1/finance/score_one", tags=["finance"], summary="Score one transaction from the live state")
+        async def score_one(req: ScoreOneRequest):
+            async def work():
+                model = model_of("finance")
+                out = await asyncio.to_thread(_locked, state.locks["finance"], model.score_one, req.transaction,
+                                              update=req.update)
+                return {"model_version": model.model_version, **{k: v for k, v in out.items() if k != "features"}}
+            return await timed("finance", "score_one", work())
+
+    return app
+
+
+def _unprocessable(exc):
+    """Return the 422 response for a RequestValidationError: each problem as "where: what"."""
+    from fastapi.responses import JSONResponse
+
+    problems = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+                for e in exc.errors()]
+    return JSONResponse(status_code=422, content={"detail": "invalid request: " + "; ".join(problems),
+                                                  "errors": problems})
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, detail: str, fix: str):
+        super().__init__(detail)
+        self.status, self.detail, self.fix = status, detail, fix
+
+
+def _locked(lock: threading.Lock, fn, *args, **kwargs):
+    with lock:
+        return fn(*args, **kwargs)
+
+
+def _validate(schema, data):
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 when a request body exceeds ``max_bytes`` (by its Content-Length,
+    or while it streams in when there is none)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(send, int(length))
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge(seen)
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge as exc:
+            await self._refuse(send, exc.size)
+
+    async def _refuse(self, send, size: int) -> None:
+        body = json.dumps({"detail": f"the request body ({size:,} bytes) is larger than the limit of "
+                                     f"{self.max_bytes:,} bytes",
+                           "fix": "send fewer or smaller items per request, or start the service with a larger "
+                                  "--max-body-mb"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.size = size

@@ -1,0 +1,244 @@
+"""The HTTP service (lepton_apps.serve): every endpoint and error code with FastAPI's TestClient,
+micro-batching, and a real `lepton-apps serve` process on a free localhost port."""
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from conftest import free_port  # noqa: E402
+from lepton_apps.serve import refs_from_args  # noqa: E402
+from lepton_apps.serve.app import ServeConfig, create_app  # noqa: E402
+from lepton_apps.serve.batching import MicroBatcher  # noqa: E402
+from test_finance_pipeline import fraud_bundle, fraud_data  # noqa: E402,F401 - fixtures
+from test_medical_pipeline import tiny_bundle  # noqa: E402
+from test_support_fixtures import demo_build, demo_bundle  # noqa: E402,F401 - fixtures
+
+
+@pytest.fixture(scope="module")
+def medical(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory.mktemp("serve_medical"), n=40, epochs=1)
+
+
+@pytest.fixture
+def client(medical, fraud_bundle, demo_bundle):  # noqa: F811
+    refs = {"medical": str(medical[0]), "finance": str(fraud_bundle), "support": str(demo_bundle)}
+    app = create_app(refs, config=ServeConfig(max_body_bytes=200_000, max_wait_ms=2), load_now=True)
+    with TestClient(app) as c:
+        yield c
+
+
+def _records(fraud_data, n=3):  # noqa: F811
+    _, new = fraud_data
+    return json.loads(new.head(n).to_json(orient="records", date_format="iso"))
+
+
+def _png(medical):
+    return sorted(medical[1].rglob("*.png"))[0].read_bytes()
+
+
+def test_health_ready_models_docs(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and set(ready.json()["models"]) == {"medical", "finance", "support"}
+    models = client.get("/v1/models").json()["models"]
+    assert models["support"]["loaded"] and models["support"]["model_version"] == ready.json()["models"]["support"]
+    assert models["medical"]["request_schema"] == "MedicalRequest" and models["finance"]["task"] == "binary"
+    spec = client.get("/openapi.json").json()
+    for path in ("/v1/medical/predict", "/v1/finance/predict", "/v1/support/predict", "/v1/support/explain",
+                 "/v1/finance/score_one"):
+        assert path in spec["paths"], path
+    assert "multipart/form-data" in spec["paths"]["/v1/medical/predict"]["post"]["requestBody"]["content"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_predict_every_domain_with_model_version_and_per_item_errors(client, medical, fraud_data):  # noqa: F811
+    versions = client.get("/readyz").json()["models"]
+    r = client.post("/v1/support/predict", json={"questions": ["my card was stolen", "   "]})
+    assert r.status_code == 200 and r.json()["model_version"] == versions["support"]
+    good, blank = r.json()["results"]
+    assert good["faq_id"] == "lost-card" and good["error"] is None and blank["error"] == "empty question"
+
+    images = [{"data_base64": base64.b64encode(_png(medical)).decode(), "name": "a.png"},
+              {"data_base64": base64.b64encode(b"not an image").decode(), "name": "bad.png"}]
+    r = client.post("/v1/medical/predict", json={"images": images})
+    assert r.status_code == 200 and r.json()["model_version"] == versions["medical"]
+    ok, bad = r.json()["results"]
+    assert ok["item"] == "a.png" and ok["error"] is None and 0 <= ok["score"] <= 1
+    assert bad["item"] == "bad.png" and bad["error"] and bad["score"] is None
+
+    files = [("files", ("x.png", _png(medical), "image/png")), ("files", ("y.png", b"\x89PNG trunc", "image/png"))]
+    r = client.post("/v1/medical/predict", files=files)
+    assert r.status_code == 200
+    assert [(x["item"], x["error"] is None) for x in r.json()["results"]] == [("x.png", True), ("y.png", False)]
+    assert r.json()["results"][0]["score"] == pytest.approx(ok["score"], abs=1e-6)  # same image, same score
+
+    recs = _records(fraud_data)
+    broken = {**recs[0], "timestamp": "not a time"}
+    r = client.post("/v1/finance/predict", json={"transactions": [*recs, broken]})
+    assert r.status_code == 200 and r.json()["model_version"] == versions["finance"]
+    res = r.json()["results"]
+    assert [x["transaction_id"] for x in res[:3]] == [str(t["transaction_id"]) for t in recs]
+    assert all(x["error"] is None for x in res[:3]) and "timestamp" in res[3]["error"] and res[3]["score"] is None
+
+
+def test_explain_and_score_one(client, medical, fraud_data):  # noqa: F811
+    r = client.post("/v1/support/explain", json={"questions": ["I lost my card on the bus"]})
+    assert r.status_code == 200 and r.json()["sources"][0]["faq_id"] == "lost-card" and r.json()["model_version"]
+    r = client.post("/v1/medical/explain",
+                    json={"images": [{"data_base64": base64.b64encode(_png(medical)).decode()}]})
+    assert r.status_code == 200 and r.json()["overlay_png_base64"] and len(r.json()["heatmap"]) == 64
+    r = client.post("/v1/support/explain", json={"questions": ["a", "b"]})
+    assert r.status_code == 422 and "exactly one item" in r.json()["detail"]
+    tx = _records(fraud_data, 1)[0]
+    r = client.post("/v1/finance/score_one", json={"transaction": tx})
+    assert r.status_code == 200 and set(r.json()) >= {"model_version", "score", "decision", "reasons"}
+    r = client.post("/v1/finance/score_one", json={"transaction": {**tx, "amount": -5}})
+    assert r.status_code == 400 and "amount" in r.json()["detail"]
+
+
+def test_bad_requests_get_clear_status_codes(client):
+    r = client.post("/v1/support/predict", content=b'{"questions": ["x"', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "malformed JSON" in r.json()["detail"]
+    r = client.post("/v1/support/predict", json={"questions": ["x"], "colour": "red"})
+    assert r.status_code == 422 and "colour: Extra inputs are not permitted" in r.json()["detail"]
+    r = client.post("/v1/support/predict", json={"questions": []})
+    assert r.status_code == 422 and "questions" in r.json()["detail"]
+    r = client.post("/v1/medical/predict", json={"images": [{"data_base64": "@@not base64@@"}]})
+    assert r.status_code == 422 and "not valid base64" in r.json()["detail"]
+    r = client.post("/v1/support/predict", content=b"questions=x", headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in r.json()["fix"]
+    r = client.post("/v1/support/predict", json={"questions": ["x" * 1000] * 300})
+    assert r.status_code == 413 and "larger than the limit of 200,000 bytes" in r.json()["detail"]
+    assert client.post("/v1/nowhere/predict", json={}).status_code == 404
+    assert client.post("/v1/support/predict", json={"questions": ["a", "b", "c"]}).status_code == 200
+    metrics = client.get("/metrics").text
+    assert 'lepton_requests_total{domain="support",endpoint="predict"' in metrics
+    assert 'status="422"' in metrics and 'status="415"' in metrics
+    assert "lepton_request_latency_seconds_bucket" in metrics
+    assert 'lepton_batch_size_items_bucket{domain="support",le="4.0"} 1.0' in metrics
+
+
+def test_not_ready_until_loaded_and_timeouts(fraud_bundle, tmp_path):  # noqa: F811
+    app = create_app({"finance": str(tmp_path / "no-bundle-here")}, load_now=True)
+    with TestClient(app) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and "no model named" in r.json()["errors"]["finance"]
+        assert c.get("/healthz").status_code == 200
+        r = c.post("/v1/finance/predict", json={"transactions": [{}]})
+        assert r.status_code == 503 and "readyz" in r.json()["fix"]
+
+    app = create_app({"finance": str(fraud_bundle)}, config=ServeConfig(timeout_s=0.2), load_now=True)
+    model = app.state.lepton.models["finance"]
+    slow = model.predict
+    model.predict = lambda items: (time.sleep(1.0), slow(items))[1]
+    with TestClient(app) as c:
+        r = c.post("/v1/finance/predict", json={"transactions": [{}]})
+        assert r.status_code == 504 and "longer than 0.2 s" in r.json()["detail"]
+
+
+def test_concurrent_requests_are_micro_batched(demo_bundle):  # noqa: F811
+    import httpx
+
+    app = create_app({"support": str(demo_bundle)}, config=ServeConfig(max_batch=64, max_wait_ms=200), load_now=True)
+    model = app.state.lepton.models["support"]
+    calls = []
+    inner = model.predict
+    model.predict = lambda items: (calls.append(len(items)), inner(items))[1]
+    questions = [f"my card was stolen {i}" for i in range(8)]
+
+    async def drive():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            replies = await asyncio.gather(*[c.post("/v1/support/predict", json={"questions": [q]}) for q in questions])
+        await app.state.lepton.batchers["support"].close()
+        return replies
+
+    replies = asyncio.run(drive())
+    assert [r.status_code for r in replies] == [200] * 8
+    assert [r.json()["results"][0]["question"] for r in replies] == questions  # each request gets its own answer
+    assert sum(calls) == 8 and len(calls) < 8  # fewer predict calls than requests
+
+
+def test_micro_batcher_groups_splits_and_propagates_errors():
+    seen = []
+
+    def predict(items, scale=1, names=None):
+        if "boom" in items:
+            raise ValueError("boom")
+        seen.append((list(items), scale, names))
+        return [x * scale for x in items]
+
+    async def main():
+        b = MicroBatcher(predict, max_batch=5, max_wait_s=0.05)
+        out = await asyncio.gather(b.submit([1, 2]), b.submit([3]), b.submit([4], {"scale": 10}),
+                                   b.submit([5, 6, 7, 8, 9, 10]), b.submit([7], per_item={"names": ["n7"]}))
+        with pytest.raises(ValueError, match="boom"):
+            await b.submit(["boom"])
+        with pytest.raises(ValueError, match="per-item option"):
+            await b.submit([1, 2], per_item={"names": ["only one"]})
+        await b.close()
+        return out
+
+    out = asyncio.run(main())
+    assert out == [[1, 2], [3], [40], [5, 6, 7, 8, 9, 10], [7]]
+    assert seen == [([1, 2, 3], 1, None),              # same options: one call
+                    ([4], 10, None),                   # other shared options: a call of its own
+                    ([7], 1, ["n7"]),                  # per-item options travel with their items
+                    ([5, 6, 7, 8, 9, 10], 1, None)]    # over max_batch: alone, after the batch, never split
+
+
+def test_refs_from_args_defaults_to_production_then_latest(fraud_bundle, demo_bundle):  # noqa: F811
+    from lepton_apps.errors import ConfigError
+    from lepton_apps.registry import Registry
+
+    with pytest.raises(ConfigError, match="no model to serve"):
+        refs_from_args([])
+    reg = Registry()
+    reg.register(fraud_bundle, "fraud-a")
+    reg.register(fraud_bundle, "fraud-b")
+    reg.promote("fraud-a", "production")
+    reg.register(demo_bundle, "faq-a")
+    assert refs_from_args([]) == {"finance": "finance:production", "support": "support:latest"}
+    assert refs_from_args(["fraud-b", str(demo_bundle)]) == {"finance": "fraud-b", "support": str(demo_bundle)}
+    with pytest.raises(ConfigError, match="two finance models"):
+        refs_from_args(["fraud-a", "fraud-b"])
+
+
+def test_lepton_apps_serve_runs_a_real_server(fraud_bundle, fraud_data, tmp_path):  # noqa: F811
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "lepton_apps.cli", "serve", str(fraud_bundle),
+                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, log.read_text()
+            time.sleep(0.5)
+        body = json.dumps({"transactions": _records(fraud_data, 2)}).encode()
+        req = urllib.request.Request(base + "/v1/finance/predict", data=body,
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            reply = json.loads(r.read())
+        assert len(reply["results"]) == 2 and reply["model_version"].startswith("bundle@")
+        assert "no API keys yet" in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
