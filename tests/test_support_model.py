@@ -85,7 +85,7 @@ def test_concurrent_answers_equal_sequential(demo_assistant):
 
 
 def test_fused_score_is_the_weighted_sum_shown_by_explain(demo_assistant):
-    info = demo_assistant.explain("I lost my card on the bus")
+    info = demo_assistant.explain("I lost my card on the bus").to_dict()
     w, b = demo_assistant.settings.fusion_weight, demo_assistant.settings.classifier_weight
     assert demo_assistant.faq_head is not None and info["fusion"].startswith(f"score = {b:.2f} * classifier")
     for s in info["sources"]:

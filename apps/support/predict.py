@@ -80,10 +80,6 @@ class SupportExplanation(Explanation):
     index: str
     sources: list[Source]
 
-    def __getitem__(self, key: str) -> Any:
-        """Dict-style access to :meth:`to_dict` (``explain(q)["fusion"]``), as before the predictor contract."""
-        return self.to_dict()[key]
-
 
 class SupportRequest(PredictRequest):
     """API request body: ``{"questions": ["my card was stolen", "..."]}`` (1 to 256 questions)."""
