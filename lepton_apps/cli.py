@@ -189,11 +189,19 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
           max_wait_ms: float = typer.Option(5.0, help="Longest wait for more requests to join a micro-batch."),
           batching: bool = typer.Option(True, help="Micro-batch requests that arrive together."),
           device: str = typer.Option("auto", help="auto, cpu or cuda."),
+          no_auth: bool = typer.Option(False, "--no-auth", help="Serve without API keys (local use only; "
+                                       "a warning is printed)."),
+          db_url: Optional[str] = typer.Option(None, envvar="LEPTON_DB_URL", help="Database for keys and the audit "
+                                               "log (default: SQLite lepton.db in the registry folder)."),
+          audit_free_text: bool = typer.Option(False, help="Keep support questions' text in the audit log "
+                                               "(default: a digest only)."),
+          audit_optional: bool = typer.Option(False, help="Answer predictions even when the audit row cannot be "
+                                              "written (default: 503)."),
           home: Optional[Path] = typer.Option(None, help="Registry folder.")):
-    """Serve models over HTTP (FastAPI on uvicorn): /v1/<domain>/predict, /explain, /v1/models, /healthz,
-    /readyz, /metrics, OpenAPI docs at /docs.
+    """Serve models over HTTP (FastAPI on uvicorn) with API keys and an audit log: /v1/<domain>/predict,
+    /explain, /v1/models, /healthz, /readyz, /metrics, OpenAPI docs at /docs.
 
-    Example: lepton-apps serve support:latest medical:latest --port 8000
+    Example: lepton-apps keys create triage --domains medical && lepton-apps serve medical:latest --port 8000
     """
     from lepton_apps.errors import require
 
@@ -201,17 +209,114 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
     uvicorn = require("uvicorn", feature="The HTTP service", extra="serve")
     from lepton_apps.serve import refs_from_args
     from lepton_apps.serve.app import ServeConfig, create_app
+    from lepton_apps.store import Store
 
     refs = refs_from_args(list(models or []), home)
     cfg = ServeConfig(max_body_bytes=int(max_body_mb * 1024 * 1024), timeout_s=timeout, max_batch=max_batch,
-                      max_wait_ms=max_wait_ms, batching=batching)
-    application = create_app(refs, home=home, device=device, config=cfg)
-    typer.secho("warning: this version has no API keys yet — anyone who can reach the port can use the models; "
-                "keep the default 127.0.0.1 or put an authenticating reverse proxy in front", err=True,
-                fg=typer.colors.YELLOW)
+                      max_wait_ms=max_wait_ms, batching=batching, auth=not no_auth,
+                      audit_required=not audit_optional, audit_free_text=audit_free_text)
+    store = Store.open(db_url, home=home)
+    application = create_app(refs, home=home, device=device, config=cfg, store=store)
+    if no_auth:
+        typer.secho("warning: --no-auth: anyone who can reach the port can use the models; keep the default "
+                    "127.0.0.1", err=True, fg=typer.colors.YELLOW)
+    elif not [k for k in store.keys() if k.active]:
+        typer.secho("warning: no active API keys yet: every model request will get 401 until you create one "
+                    "with 'lepton-apps keys create NAME --domains …'", err=True, fg=typer.colors.YELLOW)
     typer.echo(f"serving {', '.join(f'{d}={r}' for d, r in refs.items())} on http://{host}:{port} "
-               f"(docs: /docs, ready: /readyz)")
+               f"(docs: /docs, ready: /readyz; audit log in {store.engine.url.render_as_string(hide_password=True)})")
     uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+keys_app = typer.Typer(help="Create, list and revoke the service's API keys (stored hashed in the service "
+                                "database).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(help="The service's audit log: one row per request to a model endpoint.",
+                        no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+_DB_OPTION = typer.Option(None, "--db-url", envvar="LEPTON_DB_URL", help="Service database (default: SQLite "
+                          "lepton.db in the registry folder).")
+
+
+@keys_app.command("create")
+def keys_create(name: str = typer.Argument(..., help="A name for the key (who or what uses it)."),
+                domains: str = typer.Option(..., help="Comma-separated domains it may use, or '*' for all."),
+                scope: str = typer.Option("read", help="read (predict, explain) or admin (also reload)."),
+                db_url: Optional[str] = _DB_OPTION, home: Optional[Path] = typer.Option(None, help="Registry folder.")):
+    """Create an API key and print its token once (only a hash is stored).
+
+    Example: lepton-apps keys create triage-app --domains medical,finance
+    """
+    from lepton_apps.store import Store
+
+    key, token = Store.open(db_url, home=home).create_key(name, domains.split(","), scope)
+    typer.echo(f"created key {key.name!r} (id {key.id}, domains {','.join(key.domains)}, scope {key.scope})")
+    typer.echo("token (shown only now; send it as 'Authorization: Bearer <token>'):")
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def keys_list(db_url: Optional[str] = _DB_OPTION, home: Optional[Path] = typer.Option(None, help="Registry folder.")):
+    """List the keys: name, id, domains, scope, created, revoked (never secrets).
+
+    Example: lepton-apps keys list
+    """
+    from lepton_apps.store import Store
+
+    keys = Store.open(db_url, home=home).keys()
+    if not keys:
+        typer.echo("No API keys. Create one with 'lepton-apps keys create NAME --domains …'.")
+        return
+    typer.echo(f"{'NAME':<24} {'ID':<14} {'DOMAINS':<28} {'SCOPE':<6} {'CREATED (UTC)':<20} REVOKED")
+    for k in keys:
+        typer.echo(f"{k.name:<24} {k.id:<14} {','.join(k.domains):<28} {k.scope:<6} "
+                   f"{k.created_at:%Y-%m-%d %H:%M:%S}  {k.revoked_at or '-'}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str = typer.Argument(..., help="Name of the key."), db_url: Optional[str] = _DB_OPTION,
+                home: Optional[Path] = typer.Option(None, help="Registry folder.")):
+    """Revoke a key: requests with it get 401 from then on.
+
+    Example: lepton-apps keys revoke triage-app
+    """
+    from lepton_apps.store import Store
+
+    key = Store.open(db_url, home=home).revoke_key(name)
+    typer.echo(f"revoked {key.name!r} (id {key.id}) at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@audit_app.command("export")
+def audit_export(out: Path = typer.Option(..., "--out", "-o", help="Output .parquet or .csv."),
+                 since: Optional[str] = typer.Option(None, help="From this time (ISO, e.g. 2026-12-01 or "
+                                                     "2026-12-01T08:00); UTC unless it has an offset."),
+                 until: Optional[str] = typer.Option(None, help="Before this time (ISO)."),
+                 domain: Optional[str] = typer.Option(None, help="Only this domain."),
+                 db_url: Optional[str] = _DB_OPTION, home: Optional[Path] = typer.Option(None, help="Registry folder.")):
+    """Export audit rows (request id, time, domain, model version, key id, status, latency, result, input digest).
+
+    Example: lepton-apps audit export --since 2026-12-01 --out audit.parquet
+    """
+    import datetime as dt
+
+    from lepton_apps.errors import ConfigError
+    from lepton_apps.io import atomic_path
+    from lepton_apps.store import Store
+
+    def when(text, flag):
+        if text is None:
+            return None
+        try:
+            return dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ConfigError(f"cannot read {text!r} as a time", where=flag, fix="use ISO format, e.g. 2026-12-01T08:00") from None
+
+    if out.suffix.lower() not in (".parquet", ".csv"):
+        raise ConfigError(f"unknown output format {out.suffix!r}", where="--out", fix="name the file .parquet or .csv")
+    frame = Store.open(db_url, home=home).audit_frame(when(since, "--since"), when(until, "--until"), domain)
+    with atomic_path(out) as tmp:
+        frame.to_parquet(tmp, index=False) if out.suffix.lower() == ".parquet" else frame.to_csv(tmp, index=False)
+    typer.echo(f"{len(frame)} audit rows -> {out}")
 
 
 def predict_command(domain: str):

@@ -62,6 +62,17 @@ class Result(BaseModel):
         """Return the result as plain JSON-serialisable data (NaN becomes None)."""
         return _finite(self.model_dump(mode="json"))
 
+    def for_audit(self, free_text: bool = False) -> dict[str, Any]:
+        """Return what the audit log keeps of this result: :meth:`to_dict` without the fields in
+        ``audit_private`` (raw input such as file names or free text) unless ``free_text``."""
+        data = self.to_dict()
+        if not free_text:
+            for name in self.audit_private:
+                data.pop(name, None)
+        return data
+
+    audit_private: ClassVar[tuple[str, ...]] = ()
+
 
 class Explanation(BaseModel):
     """Why a model decided as it did, for one item; each domain adds its own fields."""

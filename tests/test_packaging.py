@@ -33,7 +33,8 @@ def wheel(tmp_path_factory):
 
 def test_wheel_contents_and_metadata(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    for pkg in ("lepton_apps/cli.py", "lepton_apps/ui/hub.py", "lepton_apps/medical/__init__.py",
+    for pkg in ("lepton_apps/cli.py", "lepton_apps/ui/hub.py", "lepton_apps/predictor.py", "lepton_apps/serve/app.py",
+                "lepton_apps/medical/__init__.py",
                 "lepton_apps/finance/__init__.py", "lepton_apps/support/__init__.py"):
         assert pkg in names, f"{pkg} missing from the wheel"
     assert not any(n.startswith(("tests/", "apps/", "bench/")) for n in names), "only the package belongs in the wheel"
@@ -82,5 +83,5 @@ def test_wheel_installs_into_fresh_venv_and_runs(wheel, tmp_path):
     help_out = subprocess.run([str(env_dir / "bin" / "lepton-apps"), "--help"], cwd=tmp_path, capture_output=True,
                               text=True, env=env, timeout=120)
     assert help_out.returncode == 0, help_out.stderr[-2000:]
-    for verb in ("models", "demo", "ui", "medical", "finance", "support"):
+    for verb in ("models", "demo", "ui", "serve", "medical", "finance", "support"):
         assert verb in help_out.stdout

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 
+import pandas as pd
 import pytest
 
 pytest.importorskip("fastapi")
@@ -29,10 +30,19 @@ def medical(tmp_path_factory):
 
 
 @pytest.fixture
-def client(medical, fraud_bundle, demo_bundle):  # noqa: F811
+def store(tmp_path):
+    from lepton_apps.store import Store
+
+    return Store.open(f"sqlite:///{tmp_path / 'service.db'}")
+
+
+@pytest.fixture
+def client(medical, fraud_bundle, demo_bundle, store):  # noqa: F811
     refs = {"medical": str(medical[0]), "finance": str(fraud_bundle), "support": str(demo_bundle)}
-    app = create_app(refs, config=ServeConfig(max_body_bytes=200_000, max_wait_ms=2), load_now=True)
-    with TestClient(app) as c:
+    app = create_app(refs, config=ServeConfig(max_body_bytes=200_000, max_wait_ms=2), load_now=True, store=store)
+    _, token = store.create_key("tests", ["*"])
+    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as c:
+        c.store = store
         yield c
 
 
@@ -128,7 +138,7 @@ def test_bad_requests_get_clear_status_codes(client):
 
 
 def test_not_ready_until_loaded_and_timeouts(fraud_bundle, tmp_path):  # noqa: F811
-    app = create_app({"finance": str(tmp_path / "no-bundle-here")}, load_now=True)
+    app = create_app({"finance": str(tmp_path / "no-bundle-here")}, load_now=True, config=ServeConfig(auth=False))
     with TestClient(app) as c:
         r = c.get("/readyz")
         assert r.status_code == 503 and "no model named" in r.json()["errors"]["finance"]
@@ -136,7 +146,7 @@ def test_not_ready_until_loaded_and_timeouts(fraud_bundle, tmp_path):  # noqa: F
         r = c.post("/v1/finance/predict", json={"transactions": [{}]})
         assert r.status_code == 503 and "readyz" in r.json()["fix"]
 
-    app = create_app({"finance": str(fraud_bundle)}, config=ServeConfig(timeout_s=0.2), load_now=True)
+    app = create_app({"finance": str(fraud_bundle)}, config=ServeConfig(timeout_s=0.2, auth=False), load_now=True)
     model = app.state.lepton.models["finance"]
     slow = model.predict
     model.predict = lambda items: (time.sleep(1.0), slow(items))[1]
@@ -148,7 +158,8 @@ def test_not_ready_until_loaded_and_timeouts(fraud_bundle, tmp_path):  # noqa: F
 def test_concurrent_requests_are_micro_batched(demo_bundle):  # noqa: F811
     import httpx
 
-    app = create_app({"support": str(demo_bundle)}, config=ServeConfig(max_batch=64, max_wait_ms=200), load_now=True)
+    app = create_app({"support": str(demo_bundle)}, config=ServeConfig(max_batch=64, max_wait_ms=200, auth=False),
+                     load_now=True)
     model = app.state.lepton.models["support"]
     calls = []
     inner = model.predict
@@ -213,7 +224,102 @@ def test_refs_from_args_defaults_to_production_then_latest(fraud_bundle, demo_bu
         refs_from_args(["fraud-a", "fraud-b"])
 
 
+def test_keys_scopes_and_revocation(client):
+    from lepton_apps.store import Store  # noqa: F401
+
+    store = client.store
+    body = {"questions": ["my card was stolen"]}
+    assert client.get("/healthz", headers={"Authorization": ""}).status_code == 200  # operations stay open
+    r = client.post("/v1/support/predict", json=body, headers={"Authorization": ""})
+    assert r.status_code == 401 and "no API key" in r.json()["detail"] and "keys create" in r.json()["fix"]
+    r = client.post("/v1/support/predict", json=body, headers={"Authorization": "Bearer lk_nope_nope"})
+    assert r.status_code == 401 and "unknown or revoked" in r.json()["detail"]
+    key, token = store.create_key("fraud-only", ["finance"])
+    r = client.post("/v1/support/predict", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 403 and "'fraud-only' is not allowed to use support" in r.json()["detail"]
+    _, support_token = store.create_key("chat-widget", ["support"])
+    assert client.post("/v1/support/predict", json=body, headers={"X-API-Key": support_token,
+                                                                   "Authorization": ""}).status_code == 200
+    store.revoke_key("chat-widget")
+    r = client.post("/v1/support/predict", json=body, headers={"X-API-Key": support_token, "Authorization": ""})
+    assert r.status_code == 401
+    assert all(len(k.id) == 12 and k.name for k in store.keys())
+    raw = store.engine.raw_connection()
+    try:
+        stored = " ".join(str(v) for row in raw.execute("SELECT * FROM api_keys").fetchall() for v in row)
+    finally:
+        raw.close()
+    assert token.split("_", 2)[2] not in stored and support_token.split("_", 2)[2] not in stored  # hashed only
+
+
+def test_every_model_request_is_audited_without_raw_input(client, medical):
+    store = client.store
+    r = client.post("/v1/support/predict", json={"questions": ["my card was stolen in Zanzibar", "who won the match"]})
+    rid = r.headers["x-request-id"]
+    png = _png(medical)
+    client.post("/v1/medical/predict", files=[("files", ("person123_bacteria_1.png", png, "image/png"))])
+    client.post("/v1/support/predict", json={"questions": []})  # 422, audited too
+    client.post("/v1/support/predict", json={"questions": ["x"]}, headers={"Authorization": ""})  # 401
+    rows = store.audit_frame()
+    assert rows["status"].tolist() == [200, 200, 422, 401] and rows["request_id"].iloc[0] == rid
+    first = rows.iloc[0]
+    assert first["domain"] == "support" and first["n_items"] == 2 and first["key_id"] == store.keys()[0].id
+    assert first["model_version"] == client.get("/readyz").json()["models"]["support"]
+    result = json.loads(first["result"])
+    assert result[0]["faq_id"] == "lost-card" and "question" not in result[0]
+    assert "Zanzibar" not in first["result"] and len(first["input_digest"]) == 64
+    med = json.loads(rows.iloc[1]["result"])[0]
+    assert "item" not in med and "person123" not in rows.iloc[1]["result"] and 0 <= med["score"] <= 1
+    assert pd.isna(rows["key_id"].iloc[3]) and pd.isna(rows["result"].iloc[3])
+
+
+def test_audit_failure_answers_503_and_readyz_says_why(client, monkeypatch):
+    store = client.store
+
+    def down(rows):
+        raise OSError("database is down")
+
+    monkeypatch.setattr(store, "audit", down)
+    r = client.post("/v1/support/predict", json={"questions": ["my card was stolen"]})
+    assert r.status_code == 503 and "audit log (OSError: database is down)" in r.json()["detail"]
+    monkeypatch.setattr(store, "ping", lambda: "OperationalError: unable to open database file")
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "unable to open" in ready.json()["errors"]["database"]
+
+
+def test_audit_free_text_keeps_support_questions_when_switched_on(demo_bundle, store):  # noqa: F811
+    app = create_app({"support": str(demo_bundle)}, config=ServeConfig(audit_free_text=True, auth=False),
+                     load_now=True, store=store)
+    with TestClient(app) as c:
+        assert c.post("/v1/support/predict", json={"questions": ["my card was stolen"]}).status_code == 200
+    assert json.loads(store.audit_frame()["result"].iloc[0])[0]["question"] == "my card was stolen"
+
+
+def test_keys_and_audit_export_cli(tmp_path, capsys):
+    from lepton_apps.cli import main
+
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert main(["keys", "create", "triage", "--domains", "medical,finance", "--db-url", db]) == 0
+    out = capsys.readouterr().out
+    token = out.strip().splitlines()[-1]
+    assert token.startswith("lk_") and "shown only now" in out
+    assert main(["keys", "create", "triage", "--domains", "medical", "--db-url", db]) == 2
+    assert "exists already" in capsys.readouterr().err
+    assert main(["keys", "list", "--db-url", db]) == 0
+    listed = capsys.readouterr().out
+    assert "triage" in listed and "finance,medical" in listed and token not in listed
+    assert main(["keys", "revoke", "triage", "--db-url", db]) == 0 and "revoked 'triage'" in capsys.readouterr().out
+    assert main(["keys", "revoke", "nobody", "--db-url", db]) == 2 and "no key named" in capsys.readouterr().err
+    assert main(["audit", "export", "--out", str(tmp_path / "a.csv"), "--since", "2026-01-01", "--db-url", db]) == 0
+    assert "0 audit rows" in capsys.readouterr().out
+    assert main(["audit", "export", "--out", str(tmp_path / "a.csv"), "--since", "yesterday", "--db-url", db]) == 2
+    assert "cannot read 'yesterday' as a time" in capsys.readouterr().err
+
+
 def test_lepton_apps_serve_runs_a_real_server(fraud_bundle, fraud_data, tmp_path):  # noqa: F811
+    from lepton_apps.store import Store
+
+    _, token = Store.open().create_key("real-server", ["finance"])  # the server's default database ($LEPTON_HOME)
     port = free_port()
     log = tmp_path / "serve.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -234,11 +340,11 @@ def test_lepton_apps_serve_runs_a_real_server(fraud_bundle, fraud_data, tmp_path
             time.sleep(0.5)
         body = json.dumps({"transactions": _records(fraud_data, 2)}).encode()
         req = urllib.request.Request(base + "/v1/finance/predict", data=body,
-                                     headers={"content-type": "application/json"})
+                                     headers={"content-type": "application/json", "authorization": f"Bearer {token}"})
         with urllib.request.urlopen(req, timeout=30) as r:
             reply = json.loads(r.read())
         assert len(reply["results"]) == 2 and reply["model_version"].startswith("bundle@")
-        assert "no API keys yet" in log.read_text()
+        assert len(Store.open().audit_frame()) == 1
     finally:
         proc.terminate()
         proc.wait(timeout=30)

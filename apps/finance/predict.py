@@ -36,7 +36,7 @@ class FraudResult(Result):
     ``reasons`` of an alert ("" otherwise), and the transaction's id when the model has an id column."""
 
     transaction_id: str | None = None
-    score: float
+    score: float | None
     decision: bool | None
     threshold: float
     reasons: str = ""

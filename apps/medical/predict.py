@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,8 +44,10 @@ class Prediction(Result):
     label: str
     probabilities: dict[str, float]
     decision: bool | None
-    score: float
+    score: float | None
     threshold: float | None
+
+    audit_private: ClassVar[tuple[str, ...]] = ("item",)  # file names often carry patient ids
 
 
 class Explanation(BaseExplanation):

@@ -10,7 +10,7 @@ import dataclasses
 import re
 import unicodedata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,8 @@ class Answer(Result):
     escalate: bool = False
     escalation_reason: str | None = None
     truncated: bool = False
+
+    audit_private: ClassVar[tuple[str, ...]] = ("question",)  # the customer's own words
 
 
 class SupportExplanation(Explanation):

@@ -23,6 +23,7 @@ table, so finance scores each request on its own.
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import threading
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lepton_apps.errors import LeptonError
+from lepton_apps.store import digest
 
 from .batching import MicroBatcher
 
@@ -39,13 +41,22 @@ UPLOAD_DOMAIN = "medical"
 
 @dataclasses.dataclass
 class ServeConfig:
-    """Limits and batching of the service (``lepton-apps serve`` options)."""
+    """Limits, batching, access control and audit of the service (``lepton-apps serve`` options).
+
+    ``auth``: model endpoints need an API key (``Authorization: Bearer <token>`` or ``X-API-Key``) whose
+    domains include the one asked (401 without a valid key, 403 outside its domains).
+    ``audit_required``: a prediction whose audit row cannot be written is answered 503, not 200.
+    ``audit_free_text``: keep the customer's question text in support audit rows (off: digest only).
+    """
 
     max_body_bytes: int = 20 * 1024 * 1024
     timeout_s: float = 30.0
     max_batch: int = 64
     max_wait_ms: float = 5.0
     batching: bool = True
+    auth: bool = True
+    audit_required: bool = True
+    audit_free_text: bool = False
 
 
 class _State:
@@ -74,11 +85,14 @@ class _State:
 
 
 def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: str = "auto",
-               config: ServeConfig | None = None, load_now: bool = False):
+               config: ServeConfig | None = None, load_now: bool = False, store=None):
     """Return the FastAPI application serving ``refs`` ({domain: bundle folder, registry name or alias}).
 
     Models load in a background thread (``/readyz`` says 503 until they are in), or before this
-    returns with ``load_now``. Raises LeptonError for a domain that is not installed.
+    returns with ``load_now``. ``store`` (:class:`lepton_apps.store.Store`) holds the API keys and
+    receives an audit row for every request to a model endpoint; without a store there are no keys
+    and no audit, which needs ``config.auth=False``. Raises LeptonError for a domain that is not
+    installed, or for auth without a store.
     """
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -89,6 +103,9 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
     from .metrics import ServiceMetrics
 
     cfg = config or ServeConfig()
+    if cfg.auth and store is None:
+        raise LeptonError("API keys need the service database", where="create_app(store=…)",
+                          fix="pass store=Store.open(), or ServeConfig(auth=False) for local use without keys")
     classes = {d: predictor_class(d) for d in refs}
     state = _State(refs, home, device)
     metrics = ServiceMetrics()
@@ -124,9 +141,12 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
     @app.get("/readyz", tags=["operations"])
     def readyz():
         """200 when every model is loaded; 503 with what is missing or failed otherwise."""
-        body = {"ready": state.ready(), "models": {d: m.model_version for d, m in state.models.items()},
+        db = store.ping() if store is not None else None
+        body = {"ready": state.ready() and db is None,
+                "models": {d: m.model_version for d, m in state.models.items()},
                 "loading": [d for d in state.refs if d not in state.models and d not in state.errors],
-                "errors": state.errors}
+                "errors": {**state.errors, **({"database": db} if db else {})},
+                "auth": cfg.auth, "audit": store is not None}
         return JSONResponse(status_code=200 if body["ready"] else 503, content=body)
 
     @app.get("/metrics", tags=["operations"])
@@ -166,7 +186,7 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
                 on_batch=lambda n, d=domain: metrics.batch_size.labels(d).observe(n))
         return state.batchers[domain]
 
-    async def run_predict(domain: str, items: list, kwargs: dict) -> dict:
+    async def run_predict(domain: str, items: list, kwargs: dict, request) -> dict:
         model = model_of(domain)
         batcher = batcher_of(domain, model)
         if batcher is not None:
@@ -175,32 +195,94 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
         else:
             metrics.batch_size.labels(domain).observe(len(items))
             results = await asyncio.to_thread(_locked, state.locks[domain], model.predict, items, **kwargs)
+        request.state.audit_results = [r.for_audit(cfg.audit_free_text) for r in results]
         return {"model_version": model.model_version, "results": [r.to_dict() for r in results]}
 
-    async def timed(domain: str, endpoint: str, work):
+    def authorize(domain: str, request: Request):
+        """Return the caller's key (None with auth off); _HTTPError 401 / 403 otherwise."""
+        if not cfg.auth:
+            return None
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
+        if not token:
+            raise _HTTPError(401, "no API key", "send 'Authorization: Bearer <token>' (create one with "
+                                                "'lepton-apps keys create NAME --domains …')")
+        key = store.verify(token)
+        if key is None:
+            raise _HTTPError(401, "unknown or revoked API key", "ask for a new key ('lepton-apps keys list' "
+                                                                "shows the active ones)")
+        if not key.allows(domain):
+            raise _HTTPError(403, f"the key {key.name!r} is not allowed to use {domain} (its domains: "
+                                  f"{', '.join(key.domains)})", "use a key created with this domain in --domains")
+        return key
+
+    async def timed(domain: str, endpoint: str, request: Request, work):
+        """Run ``work`` (a coroutine returning the JSON body) under the timeout; map errors to statuses;
+        count it in the metrics and write its audit row (a 200 is only sent once its row is written)."""
+        import uuid
+
         start = time.perf_counter()
-        status = 500
+        status, body, key = 500, None, None
+        request_id = uuid.uuid4().hex
         version = getattr(state.models.get(domain), "model_version", "none")
         try:
-            body = await asyncio.wait_for(work, cfg.timeout_s)
+            key = authorize(domain, request)
+            body = await asyncio.wait_for(work(), cfg.timeout_s)
             status = 200
-            return JSONResponse(body)
+            response = JSONResponse(body)
         except RequestValidationError as exc:
-            status = 422
-            return _unprocessable(exc)
+            status, response = 422, _unprocessable(exc)
         except asyncio.TimeoutError:
             status = 504
-            return JSONResponse(status_code=504, content={
+            response = JSONResponse(status_code=504, content={
                 "detail": f"the request took longer than {cfg.timeout_s:g} s",
                 "fix": "send fewer items per request, or raise --timeout"})
         except _HTTPError as exc:
             status = exc.status
-            return JSONResponse(status_code=exc.status, content={"detail": exc.detail, "fix": exc.fix})
+            response = JSONResponse(status_code=exc.status, content={"detail": exc.detail, "fix": exc.fix})
         except LeptonError as exc:
             status = 400
-            return JSONResponse(status_code=400, content={"detail": str(exc)})
+            response = JSONResponse(status_code=400, content={"detail": str(exc)})
         finally:
-            metrics.observe(domain, endpoint, version, status, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+        if store is not None:
+            failed = await asyncio.to_thread(write_audit, request_id, domain, endpoint, request, key, status,
+                                             seconds, body)
+            if failed and status == 200 and cfg.audit_required:
+                status = 503
+                response = JSONResponse(status_code=503, content={
+                    "detail": f"the prediction could not be written to the audit log ({failed})",
+                    "fix": "check the database (GET /readyz); the service answers again once it is reachable"})
+        metrics.observe(domain, endpoint, version, status, seconds)
+        response.headers["x-request-id"] = request_id
+        return response
+
+    def write_audit(request_id, domain, endpoint, request, key, status, seconds, body) -> str | None:
+        """Write one audit row; return None, or why it failed."""
+        import datetime as dt
+
+        from lepton_apps.store import AuditRow
+
+        model = state.models.get(domain)
+        results = getattr(request.state, "audit_results", None) if endpoint == "predict" else None
+        kept = None
+        if status == 200:
+            if results is not None:
+                kept = results
+            elif endpoint == "score_one":
+                kept = {k: v for k, v in body.items() if k != "model_version"}
+            else:
+                kept = {"explained": True}
+        row = AuditRow(request_id=request_id, created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+                       domain=domain, endpoint=endpoint, model_ref=state.refs.get(domain, ""),
+                       model_version=getattr(model, "model_version", "none"), key_id=key.id if key else None,
+                       status=status, latency_ms=seconds * 1000, n_items=len(results) if results is not None else 1,
+                       input_digest=getattr(request.state, "input_digest", None) or digest(b""), result=kept)
+        try:
+            store.audit([row])
+            return None
+        except Exception as exc:  # noqa: BLE001 - reported to the caller as 503 (or logged for errors)
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
 
     async def parse(domain: str, request: Request):
         """Return the validated request schema instance (JSON), or one built from a medical upload."""
@@ -214,14 +296,17 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
             if not files:
                 raise RequestValidationError([{"loc": ("body", "files"), "msg": "no files: upload images in the "
                                                "'files' form field", "type": "missing"}])
-            images = [{"name": f.filename or f"upload {i}", "data_base64": base64.b64encode(await f.read()).decode()}
-                      for i, f in enumerate(files)]
+            blobs = [await f.read() for f in files]
+            request.state.input_digest = digest(b"".join(hashlib.sha256(b).digest() for b in blobs))
+            images = [{"name": f.filename or f"upload {i}", "data_base64": base64.b64encode(b).decode()}
+                      for i, (f, b) in enumerate(zip(files, blobs))]
             threshold = form.get("threshold")
             return _validate(schema, {"images": images, **({"threshold": threshold} if threshold else {})})
         if not ctype.startswith("application/json"):
             raise _HTTPError(415, f"unsupported content type {ctype or '(none)'!r}",
                              "send application/json" + (" or multipart/form-data" if domain == UPLOAD_DOMAIN else ""))
         raw = await request.body()
+        request.state.input_digest = digest(raw)
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -241,8 +326,8 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
             async def work():
                 req = await parse(domain, request)
                 items, kwargs = req.to_items()
-                return await run_predict(domain, items, dict(kwargs))
-            return await timed(domain, "predict", work())
+                return await run_predict(domain, items, dict(kwargs), request)
+            return await timed(domain, "predict", request, work)
 
         async def explain(request: Request, domain: str = domain):
             async def work():
@@ -253,7 +338,7 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
                 model = model_of(domain)
                 exp = await asyncio.to_thread(_locked, state.locks[domain], model.explain, items[0])
                 return exp.to_dict()
-            return await timed(domain, "explain", work())
+            return await timed(domain, "explain", request, work)
 
         for path, fn, summary in ((f"/v1/{domain}/predict", predict, f"Predict with the {domain} model"),
                                   (f"/v1/{domain}/explain", explain, f"Explain one {domain} item")):
@@ -271,13 +356,14 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
             update: bool = Field(True, description="add the transaction to the per-entity state")
 
         @app.post("/v1/finance/score_one", tags=["finance"], summary="Score one transaction from the live state")
-        async def score_one(req: ScoreOneRequest):
+        async def score_one(req: ScoreOneRequest, request: Request):
             async def work():
+                request.state.input_digest = digest(await request.body())
                 model = model_of("finance")
                 out = await asyncio.to_thread(_locked, state.locks["finance"], model.score_one, req.transaction,
                                               update=req.update)
                 return {"model_version": model.model_version, **{k: v for k, v in out.items() if k != "features"}}
-            return await timed("finance", "score_one", work())
+            return await timed("finance", "score_one", request, work)
 
     return app
 
