@@ -197,6 +197,8 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
                                                "(default: a digest only)."),
           audit_optional: bool = typer.Option(False, help="Answer predictions even when the audit row cannot be "
                                               "written (default: 503)."),
+          watch_s: float = typer.Option(10.0, help="Seconds between checks of the served aliases (a promoted "
+                                        "bundle is swapped in); 0 = only POST /v1/admin/reload."),
           home: Optional[Path] = typer.Option(None, help="Registry folder.")):
     """Serve models over HTTP (FastAPI on uvicorn) with API keys and an audit log: /v1/<domain>/predict,
     /explain, /v1/models, /healthz, /readyz, /metrics, OpenAPI docs at /docs.
@@ -214,7 +216,7 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
     refs = refs_from_args(list(models or []), home)
     cfg = ServeConfig(max_body_bytes=int(max_body_mb * 1024 * 1024), timeout_s=timeout, max_batch=max_batch,
                       max_wait_ms=max_wait_ms, batching=batching, auth=not no_auth,
-                      audit_required=not audit_optional, audit_free_text=audit_free_text)
+                      audit_required=not audit_optional, audit_free_text=audit_free_text, watch_s=watch_s)
     store = Store.open(db_url, home=home)
     application = create_app(refs, home=home, device=device, config=cfg, store=store)
     if no_auth:

@@ -170,7 +170,7 @@ def test_concurrent_requests_are_micro_batched(demo_bundle):  # noqa: F811
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             replies = await asyncio.gather(*[c.post("/v1/support/predict", json={"questions": [q]}) for q in questions])
-        await app.state.lepton.batchers["support"].close()
+        await app.state.lepton.batchers["support"][1].close()
         return replies
 
     replies = asyncio.run(drive())
@@ -348,3 +348,64 @@ def test_lepton_apps_serve_runs_a_real_server(fraud_bundle, fraud_data, tmp_path
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_reload_swaps_models_without_downtime_and_follows_a_moved_alias(fraud_bundle, fraud_data, store, tmp_path):  # noqa: F811
+    import shutil
+
+    from lepton_apps.registry import Registry
+
+    reg = Registry()
+    first = reg.register(fraud_bundle, "fraud-v1")
+    reg.promote("fraud-v1", "production")
+    app = create_app({"finance": "finance:production"}, config=ServeConfig(watch_s=0), load_now=True, store=store)
+    _, reader = store.create_key("reader", ["finance"])
+    _, admin = store.create_key("ops", ["finance"], scope="admin")
+    body = {"transactions": _records(fraud_data, 1)}
+    with TestClient(app) as c:
+        v1 = c.post("/v1/finance/predict", json=body, headers={"x-api-key": reader}).json()["model_version"]
+        assert v1.startswith("fraud-v1@")
+        r = c.post("/v1/admin/reload", json={}, headers={"x-api-key": reader})
+        assert r.status_code == 403 and "--scope admin" in r.json()["fix"]
+        copy = tmp_path / "v2"
+        shutil.copytree(first.path, copy)
+        reg.register(copy, "fraud-v2")
+        reg.promote("fraud-v2", "production")
+        assert app.state.lepton.moved() == ["finance"]
+        r = c.post("/v1/admin/reload", json={"domain": "finance"}, headers={"x-api-key": admin})
+        assert r.status_code == 200
+        assert r.json()["reloaded"][0]["old_version"] == v1 and r.json()["reloaded"][0]["new_version"].startswith("fraud-v2@")
+        v2 = c.post("/v1/finance/predict", json=body, headers={"x-api-key": reader}).json()["model_version"]
+        assert v2.startswith("fraud-v2@") and app.state.lepton.moved() == []
+        r = c.post("/v1/admin/reload", json={"domain": "finance", "ref": str(tmp_path / "missing")},
+                   headers={"x-api-key": admin})
+        assert r.status_code == 400 and "no model named" in r.json()["detail"]  # not swapped
+        assert c.post("/v1/finance/predict", json=body, headers={"x-api-key": reader}).json()["model_version"] == v2
+        assert c.post("/v1/admin/reload", json={"domain": "medical"}, headers={"x-api-key": admin}).status_code == 404
+    audit = store.audit_frame()
+    predicted = audit[audit["endpoint"] == "predict"]
+    assert predicted["model_version"].tolist() == [v1, v2, v2]  # which version answered each request
+    assert audit[audit["endpoint"] == "reload"]["status"].tolist() == [403, 200, 400]
+
+
+def test_the_alias_watcher_swaps_in_a_promoted_bundle(fraud_bundle, fraud_data, store, tmp_path):  # noqa: F811
+    import shutil
+
+    from lepton_apps.registry import Registry
+
+    reg = Registry()
+    first = reg.register(fraud_bundle, "fraud-a")
+    reg.promote("fraud-a", "production")
+    app = create_app({"finance": "finance:production"}, config=ServeConfig(watch_s=0.2, auth=False), store=store)
+    with TestClient(app) as c:
+        deadline = time.time() + 30
+        while c.get("/readyz").status_code != 200 and time.time() < deadline:
+            time.sleep(0.1)
+        shutil.copytree(first.path, tmp_path / "b")
+        reg.register(tmp_path / "b", "fraud-b")
+        reg.promote("fraud-b", "production")
+        while not c.get("/readyz").json()["models"]["finance"].startswith("fraud-b@") and time.time() < deadline:
+            time.sleep(0.1)
+        assert c.get("/readyz").json()["models"]["finance"].startswith("fraud-b@")
+        r = c.post("/v1/finance/predict", json={"transactions": _records(fraud_data, 1)})
+        assert r.json()["model_version"].startswith("fraud-b@")

@@ -57,28 +57,72 @@ class ServeConfig:
     auth: bool = True
     audit_required: bool = True
     audit_free_text: bool = False
+    watch_s: float = 10.0  # how often registry names / aliases are re-resolved (0: never; reload by hand)
 
 
 class _State:
-    """The models being served, their loading status and their batchers."""
+    """The models being served (with the bundle folder each was loaded from), their loading status,
+    their batchers, and the swap to a new bundle (reload)."""
 
     def __init__(self, refs: dict[str, str], home: str | Path | None, device: str):
         self.refs, self.home, self.device = dict(refs), home, device
         self.models: dict[str, Any] = {}
+        self.paths: dict[str, Path] = {}
         self.errors: dict[str, str] = {}
-        self.batchers: dict[str, MicroBatcher] = {}
+        self.batchers: dict[str, tuple[Any, MicroBatcher]] = {}
         self.locks = {d: threading.Lock() for d in refs}
+        self.reloading = threading.Lock()
         self.done = threading.Event()
 
-    def load_all(self) -> None:
-        from lepton_apps.predictor import load
+    def _load(self, domain: str, ref: str):
+        from lepton_apps.predictor import load, resolve
 
+        path, _ = resolve(ref, home=self.home, domain=domain)
+        return load(path, home=self.home, device=self.device, domain=domain), Path(path).resolve()
+
+    def load_all(self) -> None:
         for domain, ref in self.refs.items():
             try:
-                self.models[domain] = load(ref, home=self.home, device=self.device, domain=domain)
+                self.models[domain], self.paths[domain] = self._load(domain, ref)
             except Exception as exc:  # noqa: BLE001 - reported by /readyz, never crashes the process
                 self.errors[domain] = f"{type(exc).__name__}: {exc}"
         self.done.set()
+
+    def reload(self, domain: str, ref: str | None = None) -> dict[str, Any]:
+        """Load ``ref`` (default: the served reference again, so a moved alias is followed) and swap it in
+        once it has loaded and passed its checksums; requests already running finish on the old model.
+        Returns {domain, ref, old_version, new_version, swapped}. Raises what loading raises (nothing swapped)."""
+        with self.reloading:
+            ref = ref or self.refs[domain]
+            new, path = self._load(domain, ref)
+            old = self.models.get(domain)
+            self.models[domain], self.paths[domain], self.refs[domain] = new, path, ref
+            self.errors.pop(domain, None)
+            return {"domain": domain, "ref": ref, "old_version": getattr(old, "model_version", None),
+                    "new_version": new.model_version, "swapped": True}
+
+    def moved(self) -> list[str]:
+        """Return the served domains whose reference now resolves to another bundle folder (alias moved)."""
+        from lepton_apps.predictor import resolve
+
+        out = []
+        for domain, ref in list(self.refs.items()):
+            try:
+                path, _ = resolve(ref, home=self.home, domain=domain)
+            except Exception:  # noqa: BLE001 - a broken alias keeps the loaded model; /readyz still says ready
+                continue
+            if domain in self.paths and Path(path).resolve() != self.paths[domain]:
+                out.append(domain)
+        return out
+
+    def watch(self, every_s: float, stop: threading.Event) -> None:
+        """Follow moved aliases: every ``every_s`` seconds reload the domains whose reference points elsewhere."""
+        while not stop.wait(every_s):
+            for domain in self.moved():
+                try:
+                    self.reload(domain)
+                except Exception as exc:  # noqa: BLE001 - the old model keeps serving
+                    self.errors[f"{domain} (reload)"] = f"{type(exc).__name__}: {exc}"
 
     def ready(self) -> bool:
         return self.done.is_set() and not self.errors and set(self.models) == set(self.refs)
@@ -113,8 +157,12 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
     async def lifespan(app):
         if not state.done.is_set():
             threading.Thread(target=state.load_all, name="lepton-load", daemon=True).start()
+        stop = threading.Event()
+        if cfg.watch_s > 0:
+            threading.Thread(target=state.watch, args=(cfg.watch_s, stop), name="lepton-watch", daemon=True).start()
         yield
-        for b in state.batchers.values():
+        stop.set()
+        for _, b in state.batchers.values():
             await b.close()
 
     app = FastAPI(title="Lepton Apps", version="1", lifespan=lifespan,
@@ -180,14 +228,18 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
     def batcher_of(domain: str, model) -> MicroBatcher | None:
         if not cfg.batching or domain not in BATCHED_DOMAINS:
             return None
-        if domain not in state.batchers:
-            state.batchers[domain] = MicroBatcher(
-                model.predict, max_batch=cfg.max_batch, max_wait_s=cfg.max_wait_ms / 1000,
-                on_batch=lambda n, d=domain: metrics.batch_size.labels(d).observe(n))
-        return state.batchers[domain]
+        current = state.batchers.get(domain)
+        if current is None or current[0] is not model:  # first use, or the model was reloaded
+            batcher = MicroBatcher(model.predict, max_batch=cfg.max_batch, max_wait_s=cfg.max_wait_ms / 1000,
+                                   on_batch=lambda n, d=domain: metrics.batch_size.labels(d).observe(n))
+            state.batchers[domain] = (model, batcher)
+            if current is not None:  # the old batcher finishes what it holds, then stops
+                asyncio.get_running_loop().call_later(cfg.timeout_s + 1, asyncio.ensure_future, current[1].close())
+        return state.batchers[domain][1]
 
     async def run_predict(domain: str, items: list, kwargs: dict, request) -> dict:
         model = model_of(domain)
+        request.state.model_version = model.model_version
         batcher = batcher_of(domain, model)
         if batcher is not None:
             per_item = {k: kwargs.pop(k) for k in ("names",) if k in kwargs}
@@ -198,8 +250,9 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
         request.state.audit_results = [r.for_audit(cfg.audit_free_text) for r in results]
         return {"model_version": model.model_version, "results": [r.to_dict() for r in results]}
 
-    def authorize(domain: str, request: Request):
-        """Return the caller's key (None with auth off); _HTTPError 401 / 403 otherwise."""
+    def authorize(domain: str, request: Request, scope: str = "read"):
+        """Return the caller's key (None with auth off); _HTTPError 401 / 403 otherwise. ``domain`` "*" means
+        every served domain."""
         if not cfg.auth:
             return None
         header = request.headers.get("authorization", "")
@@ -211,12 +264,15 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
         if key is None:
             raise _HTTPError(401, "unknown or revoked API key", "ask for a new key ('lepton-apps keys list' "
                                                                 "shows the active ones)")
-        if not key.allows(domain):
-            raise _HTTPError(403, f"the key {key.name!r} is not allowed to use {domain} (its domains: "
-                                  f"{', '.join(key.domains)})", "use a key created with this domain in --domains")
+        for d in (list(state.refs) if domain == "*" else [domain]):
+            if not key.allows(d, scope):
+                raise _HTTPError(403, f"the key {key.name!r} is not allowed to {'use' if scope == 'read' else scope} "
+                                      f"{d} (its domains: {', '.join(key.domains)}, scope {key.scope})",
+                                 f"use a key created with {d} in --domains" + (" and --scope admin" if scope == "admin"
+                                                                               else ""))
         return key
 
-    async def timed(domain: str, endpoint: str, request: Request, work):
+    async def timed(domain: str, endpoint: str, request: Request, work, scope: str = "read"):
         """Run ``work`` (a coroutine returning the JSON body) under the timeout; map errors to statuses;
         count it in the metrics and write its audit row (a 200 is only sent once its row is written)."""
         import uuid
@@ -224,9 +280,8 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
         start = time.perf_counter()
         status, body, key = 500, None, None
         request_id = uuid.uuid4().hex
-        version = getattr(state.models.get(domain), "model_version", "none")
         try:
-            key = authorize(domain, request)
+            key = authorize(domain, request, scope)
             body = await asyncio.wait_for(work(), cfg.timeout_s)
             status = 200
             response = JSONResponse(body)
@@ -253,6 +308,8 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
                 response = JSONResponse(status_code=503, content={
                     "detail": f"the prediction could not be written to the audit log ({failed})",
                     "fix": "check the database (GET /readyz); the service answers again once it is reachable"})
+        version = getattr(request.state, "model_version", None) or getattr(state.models.get(domain), "model_version",
+                                                                           "none")
         metrics.observe(domain, endpoint, version, status, seconds)
         response.headers["x-request-id"] = request_id
         return response
@@ -271,11 +328,14 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
                 kept = results
             elif endpoint == "score_one":
                 kept = {k: v for k, v in body.items() if k != "model_version"}
+            elif endpoint == "reload":
+                kept = body
             else:
                 kept = {"explained": True}
         row = AuditRow(request_id=request_id, created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
                        domain=domain, endpoint=endpoint, model_ref=state.refs.get(domain, ""),
-                       model_version=getattr(model, "model_version", "none"), key_id=key.id if key else None,
+                       model_version=getattr(request.state, "model_version", None)
+                       or getattr(model, "model_version", "none"), key_id=key.id if key else None,
                        status=status, latency_ms=seconds * 1000, n_items=len(results) if results is not None else 1,
                        input_digest=getattr(request.state, "input_digest", None) or digest(b""), result=kept)
         try:
@@ -336,6 +396,7 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
                 if len(items) != 1:
                     raise _HTTPError(422, f"explain takes exactly one item, got {len(items)}", "send one item")
                 model = model_of(domain)
+                request.state.model_version = model.model_version
                 exp = await asyncio.to_thread(_locked, state.locks[domain], model.explain, items[0])
                 return exp.to_dict()
             return await timed(domain, "explain", request, work)
@@ -345,8 +406,37 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
             app.add_api_route(path, fn, methods=["POST"], tags=[domain], summary=summary, openapi_extra=extra,
                               name=f"{domain}_{fn.__name__}")
 
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class ReloadRequest(BaseModel):
+        """Which model to reload: one domain (default: all served) and optionally a new reference."""
+
+        model_config = ConfigDict(extra="forbid")
+        domain: str | None = Field(None, description="a served domain; default: every served domain")
+        ref: str | None = Field(None, description="bundle folder, registry name or DOMAIN:ALIAS to serve from now "
+                                                  "on (needs domain); default: the served reference again")
+
+    @app.post("/v1/admin/reload", tags=["operations"], summary="Swap in a new bundle without downtime (admin key)")
+    async def reload(req: ReloadRequest, request: Request):
+        """Load the model again (following a moved alias) or from ``ref``, check it, then swap it in;
+        requests already running finish on the old model. A model that fails to load is not swapped."""
+        if req.domain is not None and req.domain not in state.refs:
+            raise _HTTPErrorResponse(404, f"{req.domain!r} is not served here",
+                                     f"served domains: {', '.join(state.refs)}")
+        if req.ref is not None and req.domain is None:
+            raise _HTTPErrorResponse(422, "a new ref needs its domain", "send {'domain': …, 'ref': …}")
+        domains = [req.domain] if req.domain else list(state.refs)
+
+        async def work():
+            done = [await asyncio.to_thread(state.reload, d, req.ref) for d in domains]
+            return {"reloaded": done}
+        return await timed(req.domain or "*", "reload", request, work, scope="admin")
+
+    @app.exception_handler(_HTTPErrorResponse)
+    async def _plain(request: Request, exc: "_HTTPErrorResponse"):
+        return JSONResponse(status_code=exc.status, content={"detail": exc.detail, "fix": exc.fix})
+
     if "finance" in refs:
-        from pydantic import BaseModel, ConfigDict, Field
 
         class ScoreOneRequest(BaseModel):
             """One transaction for the online path (its customer's and terminal's history is kept)."""
@@ -360,6 +450,7 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
             async def work():
                 request.state.input_digest = digest(await request.body())
                 model = model_of("finance")
+                request.state.model_version = model.model_version
                 out = await asyncio.to_thread(_locked, state.locks["finance"], model.score_one, req.transaction,
                                               update=req.update)
                 return {"model_version": model.model_version, **{k: v for k, v in out.items() if k != "features"}}
@@ -382,6 +473,10 @@ class _HTTPError(Exception):
     def __init__(self, status: int, detail: str, fix: str):
         super().__init__(detail)
         self.status, self.detail, self.fix = status, detail, fix
+
+
+class _HTTPErrorResponse(_HTTPError):
+    """An _HTTPError raised outside :func:`timed` (answered by an exception handler)."""
 
 
 def _locked(lock: threading.Lock, fn, *args, **kwargs):
