@@ -191,3 +191,24 @@ def test_headline_metrics_picks_named_keys_or_numeric_top_level_values():
 def test_short_time_shows_minutes_in_utc_and_keeps_unparseable_text():
     assert short_time("2026-11-23T03:35:30+02:00") == "2026-11-23 01:35 UTC"
     assert short_time("yesterday") == "yesterday"
+
+
+def test_service_section_shows_keys_and_last_requests_never_secrets(home):
+    import datetime as dt
+
+    at = run_hub()
+    assert "No service configured" in texts(at.info)
+    from lepton_apps.store import AuditRow, Store
+
+    store = Store.open()  # $LEPTON_HOME/lepton.db, as 'lepton-apps serve' would create it
+    _, token = store.create_key("triage-app", ["medical"])
+    store.create_key("ops", ["*"], scope="admin")
+    store.revoke_key("ops")
+    store.audit([AuditRow("r1", dt.datetime(2026, 12, 1, 9), "medical", "predict", "medical:latest", "m@1", None,
+                          200, 12.5, 1, "0" * 64, [{"score": 0.4}])])
+    at = run_hub()
+    assert not at.exception and "No service configured" not in texts(at.info)
+    keys, audit = at.dataframe[-2].value, at.dataframe[-1].value
+    assert keys["name"].tolist() == ["triage-app", "ops"] and keys["status"].tolist() == ["active", "revoked"]
+    assert token not in keys.to_string() and token.split("_", 2)[2] not in keys.to_string()
+    assert audit["model_version"].tolist() == ["m@1"] and audit["status"].tolist() == [200]

@@ -24,6 +24,8 @@ WAYS = (
                                   "`predict` / `score` / `answer` and `explain`."),
     (":material/terminal: Batch-scoring CLI", "`lepton-apps <domain> predict` scores a whole table or folder, "
                                              "one output row per input row."),
+    (":material/dns: HTTP service", "`lepton-apps serve`: a REST API with API keys, an audit log and "
+                                    "Prometheus metrics."),
 )
 EMPTY_REGISTRY = """
 **No models in the registry yet.** Create some with `lepton-apps demo` (a quick model for
@@ -120,6 +122,60 @@ def render_registry(registry: Registry, specs: dict[str, domains.DomainSpec]) ->
     return entries
 
 
+NO_SERVICE = """
+**No service configured on this machine.** Serve the registered models over HTTP with API keys
+and an audit log: `lepton-apps keys create NAME --domains medical,finance` then `lepton-apps serve`
+(see the README's "Serving over HTTP").
+"""
+
+
+def service_database() -> str | None:
+    """Return the service database URL when one is configured (``LEPTON_DB_URL``, or an existing
+    ``lepton.db`` in the registry folder), else None. Never creates one."""
+    import os
+
+    from lepton_apps.store import DB_ENV
+
+    if os.environ.get(DB_ENV):
+        return os.environ[DB_ENV]
+    path = Registry().home / "lepton.db"
+    return f"sqlite:///{path.resolve()}" if path.is_file() else None
+
+
+def render_service(last: int = 20) -> None:
+    """Show the service's API keys (names, domains, scopes — never secrets) and its last audit entries."""
+    st.header("Service")
+    url = service_database()
+    if url is None:
+        st.info(NO_SERVICE, icon=":material/dns:")
+        return
+    from lepton_apps.store import Store
+
+    store = Store.open(url)
+    st.caption(f"Database: `{store.engine.url.render_as_string(hide_password=True)}` — "
+               "`lepton-apps serve` uses it for API keys and the audit log.")
+    keys = store.keys()
+    left, right = st.columns([2, 3])
+    with left:
+        st.subheader("API keys")
+        if keys:
+            st.dataframe(pd.DataFrame([{"name": k.name, "id": k.id, "domains": ", ".join(k.domains), "scope": k.scope,
+                                        "created (UTC)": k.created_at.strftime("%Y-%m-%d %H:%M"),
+                                        "status": "revoked" if k.revoked_at else "active"} for k in keys]),
+                         hide_index=True)
+        else:
+            st.caption("No keys yet: `lepton-apps keys create NAME --domains …`")
+    with right:
+        st.subheader(f"Last {last} requests")
+        audit = store.audit_frame()
+        if audit.empty:
+            st.caption("No requests served yet.")
+        else:
+            shown = audit.tail(last).iloc[::-1]
+            st.dataframe(shown[["created_at", "domain", "endpoint", "model_version", "key_id", "status",
+                                "latency_ms"]].rename(columns={"created_at": "time (UTC)"}), hide_index=True)
+
+
 def render() -> None:
     """Render the home page."""
     st.title("Lepton Apps")
@@ -136,6 +192,8 @@ def render() -> None:
         entries = render_registry(Registry(), specs)
     with templates, guarded("Could not show the templates"):
         render_templates(specs, Counter(e.domain for e in entries))
+    with guarded("Could not read the service database"):
+        render_service()
 
 
 if __name__ == "__main__":
