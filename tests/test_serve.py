@@ -409,3 +409,83 @@ def test_the_alias_watcher_swaps_in_a_promoted_bundle(fraud_bundle, fraud_data, 
         assert c.get("/readyz").json()["models"]["finance"].startswith("fraud-b@")
         r = c.post("/v1/finance/predict", json={"transactions": _records(fraud_data, 1)})
         assert r.json()["model_version"].startswith("fraud-b@")
+
+
+def _start_server(bundles, port, log):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = open(log, "a")
+    return subprocess.Popen([sys.executable, "-m", "lepton_apps.cli", "serve", *bundles, "--port", str(port),
+                             "--watch-s", "0"], stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def _wait_ready(base, proc, log, seconds=120):
+    deadline = time.time() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_kill_9_under_load_loses_no_audited_answer(medical, fraud_bundle, fraud_data, demo_bundle, tmp_path):  # noqa: F811
+    """Bounded load from 16 clients across the three domains, kill -9 mid-load, restart: every request
+    answered 200 is in the audit log exactly once, and no row is partial."""
+    import httpx
+
+    from lepton_apps.store import Store
+
+    store = Store.open()
+    _, token = store.create_key("load", ["*"])
+    bundles = [str(medical[0]), str(fraud_bundle), str(demo_bundle)]
+    port, log = free_port(), tmp_path / "serve.log"
+    base = f"http://127.0.0.1:{port}"
+    png = base64.b64encode(_png(medical)).decode()
+    bodies = [("support", {"questions": ["my card was stolen"]}), ("medical", {"images": [{"data_base64": png}]}),
+              ("finance", {"transactions": _records(fraud_data, 1)})]
+    answered: list[str] = []
+
+    async def load(n, kill_after=None, proc=None):
+        sent = iter(range(n))
+
+        async def client(c):
+            for i in sent:
+                domain, body = bodies[i % 3]
+                try:
+                    r = await c.post(f"{base}/v1/{domain}/predict", json=body)
+                except httpx.HTTPError:
+                    continue  # the server was killed: this request was not answered
+                if r.status_code == 200:
+                    answered.append(r.headers["x-request-id"])
+                if kill_after is not None and len(answered) >= kill_after and proc.poll() is None:
+                    proc.kill()  # SIGKILL: no shutdown code runs
+
+        async with httpx.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=30) as c:
+            await asyncio.gather(*[client(c) for _ in range(16)])
+
+    proc = _start_server(bundles, port, log)
+    try:
+        _wait_ready(base, proc, log)
+        asyncio.run(load(400, kill_after=150, proc=proc))
+        proc.wait(timeout=30)
+        assert proc.returncode == -9 and 150 <= len(answered) < 400
+        proc = _start_server(bundles, port, log)
+        _wait_ready(base, proc, log)
+        before = len(answered)
+        asyncio.run(load(60))
+        assert len(answered) == before + 60
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    audit = Store.open().audit_frame()
+    counts = audit["request_id"].value_counts()
+    assert all(counts.get(rid, 0) == 1 for rid in answered)
+    required = ["request_id", "created_at", "domain", "endpoint", "model_ref", "model_version", "status",
+                "latency_ms", "n_items", "input_digest"]
+    assert audit[required].notna().all().all()
+    ok = audit[audit["status"] == 200]
+    assert ok["result"].notna().all() and set(answered) <= set(ok["request_id"])
