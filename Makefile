@@ -38,6 +38,7 @@ run: demo
 
 test: venv
 	@bash scripts/ensure_chromium.sh
+	@bash scripts/ensure_services.sh
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: venv

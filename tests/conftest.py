@@ -146,3 +146,82 @@ def open_hub(browser, hub_url):
     context.close()
 
 
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+# A throw-away PostgreSQL cluster on a free localhost port (Debian's postgresql package, installed by
+# scripts/ensure_services.sh from `make test`). Without it the tests skip, except under CI=true.
+
+def _pg_binary(name: str) -> str | None:
+    import glob
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+def _service_unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: database tests must run, not skip)")
+    pytest.skip(reason)
+
+
+class PostgresServer:
+    """A PostgreSQL cluster in a temporary folder, started with pg_ctl; ``url`` for SQLAlchemy."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.initdb, self.pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.data, self.sock = folder / "data", folder / "sock"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        r = subprocess.run([*self.as_user, *args], capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[:2])} failed: {r.stdout[-1500:]} {r.stderr[-1500:]}")
+
+    def create(self) -> None:
+        self.sock.mkdir(parents=True)
+        if self.as_user:
+            subprocess.run(["chown", "-R", "postgres", str(self.folder)], check=True)
+        self._run(self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.start()
+
+    def start(self) -> None:
+        self._run(self.pg_ctl, "-D", str(self.data), "-w", "-t", "60", "-l", str(self.folder / "log"),
+                  "-o", f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self) -> None:
+        self._run(self.pg_ctl, "-D", str(self.data), "-w", "-m", "immediate", "stop")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A running PostgreSQL server for the session (stopped at the end)."""
+    if not (_pg_binary("initdb") and _pg_binary("pg_ctl")):
+        _service_unavailable("PostgreSQL is not installed (scripts/ensure_services.sh installs Debian's postgresql)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _service_unavailable("the psycopg driver is not installed (pip install 'psycopg[binary]')")
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="lepton-pg-"))  # in /tmp: the postgres user (when root) can reach it
+    server = PostgresServer(folder)
+    try:
+        server.create()
+        yield server
+    finally:
+        try:
+            server.stop()
+        except RuntimeError:
+            pass
+        shutil.rmtree(folder, ignore_errors=True)

@@ -260,7 +260,11 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
         if not token:
             raise _HTTPError(401, "no API key", "send 'Authorization: Bearer <token>' (create one with "
                                                 "'lepton-apps keys create NAME --domains …')")
-        key = store.verify(token)
+        try:
+            key = store.verify(token)
+        except Exception as exc:  # noqa: BLE001 - the database is down: the key cannot be checked
+            raise _HTTPError(503, f"the API key cannot be checked: the service database is unavailable "
+                                  f"({type(exc).__name__})", "retry when GET /readyz answers 200") from None
         if key is None:
             raise _HTTPError(401, "unknown or revoked API key", "ask for a new key ('lepton-apps keys list' "
                                                                 "shows the active ones)")
