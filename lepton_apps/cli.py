@@ -321,6 +321,25 @@ def audit_export(out: Path = typer.Option(..., "--out", "-o", help="Output .parq
     typer.echo(f"{len(frame)} audit rows -> {out}")
 
 
+def _audit_batch(domain: str, model: str, predictor, source: Path, res, seconds: float, home) -> None:
+    """Record a batch-scoring run in the service's audit log when a service database is configured."""
+    import datetime as dt
+    import uuid
+
+    from lepton_apps.store import AuditRow, Store, configured_url, source_digest
+
+    url = configured_url(home)
+    if url is None:
+        return
+    row = AuditRow(request_id=uuid.uuid4().hex, created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+                   domain=domain, endpoint="batch", model_ref=str(model), model_version=predictor.model_version,
+                   key_id=None, status=200, latency_ms=seconds * 1000, n_items=int(res.n_rows),
+                   input_digest=source_digest(source),
+                   result={"rows": int(res.n_rows), "errors": int(res.n_errors), "output": str(res.output)})
+    Store.open(url, home=home).audit([row])
+    typer.echo(f"recorded in the audit log ({url.split('://')[0]})")
+
+
 def predict_command(domain: str):
     """Return the ``lepton-apps <domain> predict`` verb, the same for every domain with a predictor:
     load any bundle of ``domain`` through :func:`lepton_apps.predictor.load` and score a file with
@@ -336,10 +355,14 @@ def predict_command(domain: str):
                 home: Optional[Path] = typer.Option(None, help="Registry folder.")):
         from lepton_apps.predictor import load
 
+        import time
+
         predictor = load(model, home=home, domain=domain)
+        start = time.perf_counter()
         res = predictor.predict_file(source, out, resume=resume, chunk_size=chunk_size)
         typer.echo(f"{res.n_rows} rows ({res.n_errors} with errors) by {predictor.model_version} -> {res.output}"
                    + (f"; {res.resumed_chunks} chunk(s) reused" if res.resumed_chunks else ""))
+        _audit_batch(domain, model, predictor, source, res, time.perf_counter() - start, home)
 
     example = {"medical": "scans/", "finance": "transactions.csv", "support": "questions.csv"}.get(domain, "INPUT")
     predict.__doc__ = (f"Score a file in batch: one output row per input row, an 'error' column for rows that "

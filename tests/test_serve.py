@@ -489,3 +489,20 @@ def test_kill_9_under_load_loses_no_audited_answer(medical, fraud_bundle, fraud_
     assert audit[required].notna().all().all()
     ok = audit[audit["status"] == 200]
     assert ok["result"].notna().all() and set(answered) <= set(ok["request_id"])
+
+
+def test_batch_scoring_runs_are_audited_when_a_service_database_exists(fraud_bundle, fraud_data, tmp_path, capsys):  # noqa: F811
+    from lepton_apps.cli import main
+    from lepton_apps.store import Store
+
+    _, new = fraud_data
+    new.head(30).to_csv(tmp_path / "tx.csv", index=False)
+    assert main(["finance", "predict", str(fraud_bundle), str(tmp_path / "tx.csv"), "--out", str(tmp_path / "a.csv")]) == 0
+    assert "audit log" not in capsys.readouterr().out  # no service database: nothing recorded, none created
+    store = Store.open()  # creates $LEPTON_HOME/lepton.db, as 'lepton-apps serve' or 'keys create' would
+    assert main(["finance", "predict", str(fraud_bundle), str(tmp_path / "tx.csv"), "--out", str(tmp_path / "b.csv"),
+                 "--no-resume"]) == 0
+    assert "recorded in the audit log" in capsys.readouterr().out
+    [row] = store.audit_frame().to_dict("records")
+    assert row["endpoint"] == "batch" and row["n_items"] == 30 and row["status"] == 200 and row["domain"] == "finance"
+    assert json.loads(row["result"])["rows"] == 30 and len(row["input_digest"]) == 64

@@ -87,6 +87,29 @@ def default_url(home: str | os.PathLike | None = None) -> str:
     return f"sqlite:///{Path(folder).resolve() / 'lepton.db'}"
 
 
+def configured_url(home: str | os.PathLike | None = None) -> str | None:
+    """Return the service database URL when one is configured (``LEPTON_DB_URL``, or an existing
+    ``lepton.db`` in the registry folder), else None. Never creates one."""
+    from lepton_apps.registry import Registry
+
+    if os.environ.get(DB_ENV):
+        return os.environ[DB_ENV]
+    path = Registry(home).home / "lepton.db"
+    return f"sqlite:///{path.resolve()}" if path.is_file() else None
+
+
+def source_digest(source: str | os.PathLike) -> str:
+    """Return a SHA-256 over a batch input's files (path, size, modification time) — what the audit log
+    keeps of a batch-scoring run's input, without reading the data."""
+    h = hashlib.sha256()
+    path = Path(source)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        st = f.stat() if f.exists() else None
+        h.update(f"{f.resolve()}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}\n".encode())
+    return h.hexdigest()
+
+
 def digest(data: bytes) -> str:
     """Return the SHA-256 hex digest of a request body (what the audit log keeps of the input)."""
     return hashlib.sha256(data).hexdigest()

@@ -129,23 +129,12 @@ and an audit log: `lepton-apps keys create NAME --domains medical,finance` then 
 """
 
 
-def service_database() -> str | None:
-    """Return the service database URL when one is configured (``LEPTON_DB_URL``, or an existing
-    ``lepton.db`` in the registry folder), else None. Never creates one."""
-    import os
-
-    from lepton_apps.store import DB_ENV
-
-    if os.environ.get(DB_ENV):
-        return os.environ[DB_ENV]
-    path = Registry().home / "lepton.db"
-    return f"sqlite:///{path.resolve()}" if path.is_file() else None
-
-
 def render_service(last: int = 20) -> None:
     """Show the service's API keys (names, domains, scopes — never secrets) and its last audit entries."""
     st.header("Service")
-    url = service_database()
+    from lepton_apps.store import configured_url
+
+    url = configured_url()
     if url is None:
         st.info(NO_SERVICE, icon=":material/dns:")
         return
