@@ -37,8 +37,8 @@ run: demo
 	$(BIN)/lepton-apps ui --port $(PORT)
 
 test: venv
-	@bash scripts/ensure_chromium.sh
-	@bash scripts/ensure_services.sh
+	@bash scripts/ensure_debian.sh chromium "[ -x /usr/bin/chromium ]" "the browser tests"
+	@bash scripts/ensure_debian.sh postgresql "ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1" "the database tests"
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: venv

@@ -48,7 +48,7 @@ def pytest_collection_finish(session):
 
 # --------------------------------------------------------------------------- browser tests
 # A Streamlit hub on localhost driven by Playwright + Debian Chromium. Without /usr/bin/chromium
-# (scripts/ensure_chromium.sh) or the playwright package they skip, except under CI=true where
+# (scripts/ensure_debian.sh from `make test`) or the playwright package they skip, except under CI=true where
 # they fail. A domain's browser test registers bundles in ``hub_home`` and opens its page:
 #
 #     @pytest.mark.browser
@@ -117,7 +117,7 @@ def hub_url(hub_home):
 def browser():
     """A headless Debian Chromium driven by Playwright (skips, or fails under CI, if either is missing)."""
     if not CHROMIUM.is_file():
-        _unavailable(f"{CHROMIUM} is missing; run scripts/ensure_chromium.sh (or apt-get install chromium)")
+        _unavailable(f"{CHROMIUM} is missing; run 'make test' (scripts/ensure_debian.sh) or apt-get install chromium")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -150,7 +150,7 @@ def open_hub(browser, hub_url):
 
 # --------------------------------------------------------------------------- PostgreSQL
 # A throw-away PostgreSQL cluster on a free localhost port (Debian's postgresql package, installed by
-# scripts/ensure_services.sh from `make test`). Without it the tests skip, except under CI=true.
+# scripts/ensure_debian.sh from `make test`). Without it the tests skip, except under CI=true.
 
 def _pg_binary(name: str) -> str | None:
     import glob
@@ -206,7 +206,7 @@ class PostgresServer:
 def postgres():
     """A running PostgreSQL server for the session (stopped at the end)."""
     if not (_pg_binary("initdb") and _pg_binary("pg_ctl")):
-        _service_unavailable("PostgreSQL is not installed (scripts/ensure_services.sh installs Debian's postgresql)")
+        _service_unavailable("PostgreSQL is not installed ('make test' installs Debian's postgresql)")
     try:
         import psycopg  # noqa: F401
     except ImportError:

@@ -320,24 +320,11 @@ def test_lepton_apps_serve_runs_a_real_server(fraud_bundle, fraud_data, tmp_path
     from lepton_apps.store import Store
 
     _, token = Store.open().create_key("real-server", ["finance"])  # the server's default database ($LEPTON_HOME)
-    port = free_port()
-    log = tmp_path / "serve.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "lepton_apps.cli", "serve", str(fraud_bundle),
-                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    port, log = free_port(), tmp_path / "serve.log"
+    base = f"http://127.0.0.1:{port}"
+    proc = _start_server([str(fraud_bundle)], port, log)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, log.read_text()
-            time.sleep(0.5)
+        _wait_ready(base, proc, log, seconds=90)
         body = json.dumps({"transactions": _records(fraud_data, 2)}).encode()
         req = urllib.request.Request(base + "/v1/finance/predict", data=body,
                                      headers={"content-type": "application/json", "authorization": f"Bearer {token}"})

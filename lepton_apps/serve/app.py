@@ -9,8 +9,14 @@ serve`` runs it on uvicorn. Endpoints (``{domain}`` is each served domain):
 * ``POST /v1/{domain}/explain`` — the same body holding exactly one item; the explanation as JSON;
 * ``POST /v1/finance/score_one`` — one transaction scored from, and added to, the online
   per-entity state (``{"transaction": {...}, "update": true}``);
+* ``POST /v1/admin/reload`` (an admin key) — swap in a new bundle once it has loaded (an alias
+  watcher does the same when the served alias moves);
 * ``GET /v1/models``; ``GET /healthz`` (the process is alive); ``GET /readyz`` (503 until every
-  model is loaded, with the reasons); ``GET /metrics`` (Prometheus text); ``GET /docs`` (OpenAPI).
+  model is loaded and the database answers, with the reasons); ``GET /metrics`` (Prometheus
+  text); ``GET /docs`` (OpenAPI).
+
+Model endpoints need an API key from :mod:`lepton_apps.store` (unless ``auth`` is off) and each
+request to them is written to its audit log before a 200 is sent.
 
 Every response body of a model endpoint carries ``model_version``. A request body over
 ``max_body_bytes`` is refused with 413, a request that takes longer than ``timeout_s`` gets 504,
