@@ -4,7 +4,8 @@ For each domain it starts three servers in turn (uvicorn, a process of its own, 
 
 * ``minimal``: a bare FastAPI app whose handler parses the JSON with the domain's request schema
   and calls ``predictor.predict`` directly — no limits, metrics, timeouts or batching;
-* ``service``: ``lepton_apps.serve.app.create_app`` with micro-batching off;
+* ``service``: ``lepton_apps.serve.app.create_app`` with API keys, the SQLite audit log (a row written
+  per request before it is answered), metrics and limits, micro-batching off;
 * ``batched``: the same with micro-batching on (``--max-batch``, ``--max-wait-ms``);
 
 and drives each with (1) ``--single`` sequential one-item requests (p50 / p99 latency) and (2)
@@ -17,8 +18,6 @@ least 2x the unbatched service's concurrent throughput for medical and support.
 The models are built fresh in a temporary folder: the support demo KB (real MiniLM), a medical
 demo model (EfficientNet-Lite0, 64 px, 1 epoch) and a fraud model on simulated transactions.
 """
-from __future__ import annotations
-
 import argparse
 import asyncio
 import base64
@@ -100,17 +99,19 @@ def minimal_app(domain: str, bundle: str):
     return app
 
 
-def serve(mode: str, domain: str, bundle: str, port: int, max_batch: int, max_wait_ms: float) -> None:
-    """Run one server (called in a child process)."""
+def serve(mode: str, domain: str, bundle: str, port: int, max_batch: int, max_wait_ms: float, db: str) -> None:
+    """Run one server (called in a child process); the service with API keys and the SQLite audit log ``db``."""
     import uvicorn
 
     from lepton_apps.serve.app import ServeConfig, create_app
+    from lepton_apps.store import Store
 
     if mode == "minimal":
         app = minimal_app(domain, bundle)
     else:
         app = create_app({domain: bundle}, config=ServeConfig(batching=mode == "batched", max_batch=max_batch,
-                                                              max_wait_ms=max_wait_ms), load_now=True)
+                                                              max_wait_ms=max_wait_ms, watch_s=0),
+                         load_now=True, store=Store.open(db))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -120,7 +121,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def drive(url: str, bodies: list[dict], n: int, clients: int) -> dict:
+async def drive(url: str, bodies: list[dict], n: int, clients: int, token: str = "") -> dict:
     """Send ``n`` requests from ``clients`` concurrent clients; return requests/s, p50 and p99 (ms)."""
     import httpx
 
@@ -137,7 +138,7 @@ async def drive(url: str, bodies: list[dict], n: int, clients: int) -> dict:
             failures += r.status_code != 200
 
     limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=120, limits=limits, headers={"authorization": f"Bearer {token}"}) as client:
         start = time.perf_counter()
         await asyncio.gather(*[worker(client) for _ in range(clients)])
         wall = time.perf_counter() - start
@@ -146,13 +147,13 @@ async def drive(url: str, bodies: list[dict], n: int, clients: int) -> dict:
             "p99_ms": float(np.percentile(lat, 99)), "failures": failures}
 
 
-def measure(domain: str, bundle: str, bodies: list[dict], mode: str, args) -> dict:
+def measure(domain: str, bundle: str, bodies: list[dict], mode: str, args, db: str, token: str) -> dict:
     import urllib.request
 
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, __file__, "--_serve", mode, domain, bundle, str(port),
-                             str(args.max_batch), str(args.max_wait_ms)], env=env)
+                             str(args.max_batch), str(args.max_wait_ms), db], env=env)
     try:
         deadline = time.time() + 300
         while True:
@@ -166,9 +167,9 @@ def measure(domain: str, bundle: str, bodies: list[dict], mode: str, args) -> di
                 raise RuntimeError(f"{mode} server for {domain} did not start")
             time.sleep(0.5)
         url = f"http://127.0.0.1:{port}/v1/{domain}/predict"
-        asyncio.run(drive(url, bodies, 20, 1))  # warm-up
-        single = asyncio.run(drive(url, bodies, args.single, 1))
-        loaded = asyncio.run(drive(url, bodies, args.requests, args.clients))
+        asyncio.run(drive(url, bodies, 20, 1, token))  # warm-up
+        single = asyncio.run(drive(url, bodies, args.single, 1, token))
+        loaded = asyncio.run(drive(url, bodies, args.requests, args.clients, token))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -180,8 +181,8 @@ def measure(domain: str, bundle: str, bodies: list[dict], mode: str, args) -> di
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--_serve":
-        mode, domain, bundle, port, max_batch, max_wait = argv[1:7]
-        serve(mode, domain, bundle, int(port), int(max_batch), float(max_wait))
+        mode, domain, bundle, port, max_batch, max_wait, db = argv[1:8]
+        serve(mode, domain, bundle, int(port), int(max_batch), float(max_wait), db)
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--domains", default="support,medical,finance")
@@ -197,10 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         say("building the models …")
         models = build_models(Path(tmp), domains)
+        from lepton_apps.store import Store
+
+        db = f"sqlite:///{Path(tmp) / 'service.db'}"
+        _, token = Store.open(db).create_key("bench", ["*"])
         for domain in domains:
             bundle, bodies = models[domain]
             for mode in MODES:
-                row = measure(domain, bundle, bodies, mode, args)
+                row = measure(domain, bundle, bodies, mode, args, db, token)
+                if row["failures"]:
+                    raise RuntimeError(f"{row['failures']} requests failed: {row}")
                 say(json.dumps(row))
                 rows.append(row)
     print("| domain | server | single p50 ms | single p99 ms | concurrent req/s | concurrent p50 ms | concurrent p99 ms |")
