@@ -104,6 +104,7 @@ class _State:
             old = self.models.get(domain)
             self.models[domain], self.paths[domain], self.refs[domain] = new, path, ref
             self.errors.pop(domain, None)
+            self.errors.pop(f"{domain} (reload)", None)
             return {"domain": domain, "ref": ref, "old_version": getattr(old, "model_version", None),
                     "new_version": new.model_version, "swapped": True}
 
@@ -131,7 +132,8 @@ class _State:
                     self.errors[f"{domain} (reload)"] = f"{type(exc).__name__}: {exc}"
 
     def ready(self) -> bool:
-        return self.done.is_set() and not self.errors and set(self.models) == set(self.refs)
+        """True when every served domain has a model (a failed reload is reported but the old model serves)."""
+        return self.done.is_set() and set(self.models) == set(self.refs)
 
 
 def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: str = "auto",
