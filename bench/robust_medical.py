@@ -201,21 +201,19 @@ def cases(quick: bool, data_root: Path, sizes: list[int | str] | None = None,
     (``sizes``: the PneumoniaMNIST sizes to run, default all of :data:`SIZES`, quick :data:`QUICK_SIZES`)."""
     out = []
     npz = data_root / "medical" / "pneumoniamnist.npz"
-    if "pneumoniamnist" not in datasets:
-        pass
-    elif npz.is_file():
-        out += [("pneumoniamnist", s, npz) for s in (sizes or (QUICK_SIZES if quick else SIZES))]
-    else:
-        log(f"skipping PneumoniaMNIST: {npz} not found")
     kermany = data_root / "medical" / "chest_xray_kermany_train"
-    if "kermany" not in datasets:
-        pass
-    elif quick:
-        log("quick: Kermany skipped")
-    elif kermany.is_dir():
-        out.append(("kermany", "all", kermany))
-    else:
-        log(f"skipping Kermany: {kermany} not found")
+    if "pneumoniamnist" in datasets:
+        if npz.is_file():
+            out += [("pneumoniamnist", s, npz) for s in (sizes or (QUICK_SIZES if quick else SIZES))]
+        else:
+            log(f"skipping PneumoniaMNIST: {npz} not found")
+    if "kermany" in datasets:
+        if quick:
+            log("quick: Kermany skipped")
+        elif kermany.is_dir():
+            out.append(("kermany", "all", kermany))
+        else:
+            log(f"skipping Kermany: {kermany} not found")
     return out
 
 
