@@ -8,7 +8,6 @@ from lepton_apps.errors import ConfigError, DataError
 from lepton_apps.support.config import SupportConfig
 from lepton_apps.support.data import kb_texts, read_kb, read_labelled, read_questions
 from lepton_apps.support.demo import write_demo_data
-from lepton_apps.support.feedback import FeedbackStore
 
 CSV = "id,question,answer,paraphrases,category\nf1,How do I pay?,Use the app.,pay bill|make a payment,pay\nf2,Card lost?,Freeze it.,,cards\n"
 
@@ -114,19 +113,6 @@ def test_config_rejects_unknown_keys_and_bad_values():
         SupportConfig.from_dict({"kb": "x.csv", "encodr": "m"})
     with pytest.raises(ConfigError, match="target_precision"):
         SupportConfig.from_dict({"kb": "x.csv", "target_precision": 1.5})
-
-
-def test_feedback_store_round_trip_and_csv(tmp_path):
-    store = FeedbackStore(tmp_path / "sub" / "fb.sqlite")
-    store.add("q1", "a1", "f1", 1, "v1", confidence=0.9)
-    store.add("q2 <b>", "handoff", None, -1, "v1", handoff=True)
-    df = store.frame()
-    assert df["rating"].tolist() == [-1, 1] and df["question"].tolist() == ["q2 <b>", "q1"]
-    assert df["handoff"].tolist() == [1, 0] and df["time"].str.endswith("+00:00").all()
-    csv = pd.read_csv(pd.io.common.StringIO(store.to_csv()))
-    assert len(csv) == 2 and list(csv.columns)[:4] == ["id", "time", "question", "answer"]
-    with pytest.raises(DataError, match="rating must be"):
-        store.add("q", "a", None, 0, "v")
 
 
 def test_package_import_stays_light():

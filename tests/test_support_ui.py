@@ -13,9 +13,15 @@ PAGE = "apps/support/page.py"
 TIMEOUT = 180
 
 
+@pytest.fixture(autouse=True)
+def _feedback_in_the_test_home(monkeypatch):
+    """Ratings go to $LEPTON_HOME/lepton.db of the test, never to a database or old file named outside."""
+    monkeypatch.delenv("LEPTON_DB_URL", raising=False)
+    monkeypatch.delenv("LEPTON_SUPPORT_FEEDBACK", raising=False)
+
+
 @pytest.fixture
-def page(demo_bundle, tmp_path, monkeypatch):
-    monkeypatch.setenv("LEPTON_SUPPORT_FEEDBACK", str(tmp_path / "fb.sqlite"))
+def page(demo_bundle):
     Registry().register(demo_bundle, "support-demo-test")
     from conftest import ROOT
 
@@ -38,9 +44,10 @@ def test_chat_turn_shows_answer_faq_confidence_sources_and_stores_feedback(page,
     assert any("intent: cards → Cards team" in c for c in captions)
     assert at.expander[0].label == "Sources (5)"
     at.button(key="support_fb_0_1").click().run()
-    rows = FeedbackStore(tmp_path / "fb.sqlite").frame()
+    rows = FeedbackStore().frame()   # the service database, $LEPTON_HOME/lepton.db
     assert rows[["question", "faq_id", "rating"]].values.tolist() == [["my card was stolen", "lost-card", 1]]
-    assert rows["model_version"].iloc[0].startswith("support-demo-test@")
+    assert rows["model_version"].iloc[0].startswith("support-demo-test@") and rows["request_id"].isna().all()
+    assert (tmp_path / "lepton_home" / "lepton.db").is_file()
     assert any("Thanks for the feedback" in c.value for c in at.caption)
 
 
@@ -55,6 +62,21 @@ def test_feedback_thumbs_are_material_icons_not_emoji(page):
     shown = [b.label for b in at.button] + [c.value for c in at.caption] + [m.value for m in at.markdown]
     assert not [s for s in shown if emoji.search(s)]
     assert any(c.value == "Thanks for the feedback :material/thumb_down:" for c in at.caption)
+
+
+def test_chat_still_answers_when_the_feedback_database_is_down(demo_bundle, monkeypatch):
+    from conftest import ROOT, free_port
+
+    Registry().register(demo_bundle, "support-demo-test")
+    monkeypatch.setenv("LEPTON_DB_URL", f"postgresql+psycopg://postgres:s3cr3t@127.0.0.1:{free_port()}/nowhere")
+    at = AppTest.from_file(str(ROOT / PAGE), default_timeout=TIMEOUT).run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("Could not open the feedback database: cannot prepare the database")
+    assert "s3cr3t" not in errors[0] and not at.exception
+    at.chat_input[0].set_value("my card was stolen").run()
+    assert at.text[1].value.startswith("Freeze the card immediately")
+    assert not [b for b in at.button if b.key and b.key.startswith("support_fb_")]
+    assert any(c.value.startswith("Rating is off: the feedback database could not be opened") for c in at.caption)
 
 
 def test_handoff_and_html_are_shown_safely(page):
@@ -74,17 +96,32 @@ def test_kb_tab_explains_the_upload_format(page):
     assert any("Upload a knowledge base" in m.value for m in at.tabs[2].markdown)
 
 
-def test_page_without_models_explains_how_to_get_one(tmp_path, monkeypatch):
-    monkeypatch.setenv("LEPTON_SUPPORT_FEEDBACK", str(tmp_path / "fb.sqlite"))
+def test_page_without_models_explains_how_to_get_one(tmp_path):
     from conftest import ROOT
 
     at = AppTest.from_file(str(ROOT / PAGE), default_timeout=TIMEOUT).run()
     assert not _errors(at)
     assert any("lepton-apps demo --domain support" in i.value for i in at.info)
+    db = (tmp_path / "lepton_home" / "lepton.db").resolve()
+    assert [c.value for c in at.sidebar.caption] == [f"Feedback database: `sqlite:///{db}` (created with the first rating)"]
+    assert not db.exists()   # opening the page creates no database; the first rating does
 
 
-def test_damaged_bundle_is_an_error_line_not_a_traceback(demo_bundle, tmp_path, monkeypatch):
-    monkeypatch.setenv("LEPTON_SUPPORT_FEEDBACK", str(tmp_path / "fb.sqlite"))
+def test_page_imports_the_old_feedback_file_once_and_shows_it(tmp_path):
+    from conftest import ROOT
+    from test_feedback_store import write_legacy
+
+    legacy = write_legacy(tmp_path / "lepton_home" / "support_feedback.sqlite")
+    at = AppTest.from_file(str(ROOT / PAGE), default_timeout=TIMEOUT).run()
+    assert not _errors(at)
+    assert [i.value for i in at.tabs[1].info] == [f"3 rating(s) were imported from the old feedback file `{legacy}`."]
+    assert any(c.value.startswith("3 rating(s) in `sqlite:///") for c in at.tabs[1].caption)
+    assert at.tabs[1].dataframe[0].value["question"].tolist()[-1] == "my card was stolen"
+    assert not legacy.exists() and legacy.with_name(legacy.name + ".imported").is_file()
+    assert len(FeedbackStore().frame()) == 3
+
+
+def test_damaged_bundle_is_an_error_line_not_a_traceback(demo_bundle, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(demo_bundle, broken)
     (broken / "retrieval.json").write_text("{}")

@@ -40,18 +40,33 @@ def pick_bundle() -> Path | None:
 
 
 def feedback_store():
-    """Return the FeedbackStore at the path typed in the sidebar (default $LEPTON_HOME/support_feedback.sqlite)."""
-    from lepton_apps.support.feedback import FeedbackStore, default_feedback_path
+    """Return the FeedbackStore on the service database ($LEPTON_DB_URL, else lepton.db in the registry folder),
+    opened once per process, and name that database in the sidebar with its password hidden."""
+    import os
 
-    path = st.sidebar.text_input("Feedback database", value=str(default_feedback_path()), key="support_feedback_db")
-    return FeedbackStore(path)
+    from lepton_apps.store import DB_ENV
+    from lepton_apps.support.feedback import LEGACY_ENV
+
+    store = _open_feedback(os.environ.get(DB_ENV), os.environ.get("LEPTON_HOME"), os.environ.get(LEGACY_ENV))
+    st.sidebar.caption(f"Feedback database: `{store.location}`"
+                       + ("" if store.opened else " (created with the first rating)"))
+    return store
+
+
+@st.cache_resource(show_spinner="Opening the feedback database…", max_entries=8)
+def _open_feedback(db_url: str | None, home: str | None, legacy: str | None):
+    # The arguments are the cache key: the settings that choose the database and the old feedback file.
+    from lepton_apps.support.feedback import FeedbackStore
+
+    return FeedbackStore()
 
 
 THUMB_UP, THUMB_DOWN = ":material/thumb_up:", ":material/thumb_down:"
 
 
 def render_reply(i: int, turn: dict, store) -> None:
-    """Show one assistant reply: answer, matched FAQ + confidence, hand-off state, escalation badge, sources, feedback."""
+    """Show one assistant reply: answer, matched FAQ + confidence, hand-off state, escalation badge, sources, feedback
+    (thumbs buttons, or a note when ``store`` is None)."""
     r = turn["reply"]
     with st.chat_message("assistant"):
         if r["handoff"]:
@@ -78,7 +93,9 @@ def render_reply(i: int, turn: dict, store) -> None:
                 st.dataframe(pd.DataFrame(r["sources"])[["faq_id", "score", "dense", "lexical", "matched_text", "question"]],
                              hide_index=True)
         rated = turn.get("rated")
-        if rated:
+        if store is None:
+            st.caption("Rating is off: the feedback database could not be opened (see the error above).")
+        elif rated:
             # Material icons, not emoji: browsers without an emoji font (Debian Chromium) draw emoji as empty boxes
             st.caption("Thanks for the feedback " + (THUMB_UP if rated > 0 else THUMB_DOWN))
         else:
@@ -112,7 +129,10 @@ def chat_tab(bot, store) -> None:
 def feedback_tab(store) -> None:
     """Stored ratings with a CSV download (fine-tuning data)."""
     df = store.frame()
-    st.caption(f"{len(df)} rating(s) in {store.path}")
+    st.caption(f"{len(df)} rating(s) in `{store.location}`")
+    if store.imported:
+        st.info(f"{store.imported} rating(s) were imported from the old feedback file `{store.legacy_path}`.",
+                icon=":material/move_up:")
     if len(df):
         st.metric("Thumbs up", f"{(df['rating'] > 0).mean():.0%}")
         st.dataframe(df, hide_index=True)
@@ -188,7 +208,7 @@ def main() -> None:
             bot = load_assistant(bundle_path)
     chat, fb, kb, model = st.tabs(["Chat", "Feedback", "Knowledge base", "Model"])
     with chat:
-        if bot is not None and store is not None:
+        if bot is not None:
             chat_tab(bot, store)
     with fb:
         if store is not None:

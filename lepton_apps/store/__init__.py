@@ -1,4 +1,5 @@
-"""One database for the service: API keys and the audit log (SQLAlchemy; SQLite by default, PostgreSQL by URL).
+"""One database for the service: API keys, the audit log and answer feedback (SQLAlchemy; SQLite by default,
+PostgreSQL by URL).
 
 ::
 
@@ -7,6 +8,8 @@
     store.verify(token)                          # -> ApiKey, or None (unknown / revoked)
     store.audit([AuditRow(...)])                 # one row per served request, in one transaction
     store.audit_frame(since=...)                 # pandas, for `lepton-apps audit export`
+    store.add_feedback("my card was stolen", "Freeze the card…", "lost-card", 1, "support-demo@3f2a")
+    store.feedback_frame(since=...)              # pandas, oldest first
 
 The schema is created and upgraded by Alembic migrations shipped in the package
 (``lepton_apps/store/migrations``); :meth:`Store.open` runs them to the newest revision.
@@ -15,6 +18,11 @@ Keys: a token is ``lk_<key id>_<secret>`` with 32 random bytes of secret; only t
 secret is stored (a random 256-bit secret needs no slow password hash), compared in constant time.
 Each key has a set of domains (or ``*``) and a scope: ``read`` (predict, explain) or ``admin``
 (also reload).
+
+Free text: the audit log keeps a SHA-256 of each request, not its text (unless the service runs with
+``--audit-free-text``). A feedback row is different: the user rated an answer on purpose, so it keeps the
+question and answer as text (the data a fine-tuning run needs); ``request_id`` links it to the audit row of
+the answer when the answer came from the service.
 """
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from lepton_apps.errors import ConfigError, LeptonError
+from lepton_apps.errors import ConfigError, DataError, LeptonError
 
 DB_ENV = "LEPTON_DB_URL"
 SCOPES = ("read", "admin")
@@ -75,15 +83,17 @@ class AuditRow:
     error: str | None = None
 
 
-def default_url(home: str | os.PathLike | None = None) -> str:
-    """Return ``$LEPTON_DB_URL``, else a SQLite file ``lepton.db`` in the registry folder ($LEPTON_HOME)."""
+def default_url(home: str | os.PathLike | None = None, *, create: bool = True) -> str:
+    """Return ``$LEPTON_DB_URL``, else a SQLite file ``lepton.db`` in the registry folder ($LEPTON_HOME),
+    whose folder is created unless ``create`` is False."""
     from lepton_apps.registry import Registry
 
     url = os.environ.get(DB_ENV)
     if url:
         return url
     folder = Registry(home).home
-    folder.mkdir(parents=True, exist_ok=True)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{Path(folder).resolve() / 'lepton.db'}"
 
 
@@ -96,6 +106,13 @@ def configured_url(home: str | os.PathLike | None = None) -> str | None:
         return os.environ[DB_ENV]
     path = Registry(home).home / "lepton.db"
     return f"sqlite:///{path.resolve()}" if path.is_file() else None
+
+
+def safe_url(url: str) -> str:
+    """Return ``url`` with its password replaced by ``***`` (for messages and pages)."""
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def source_digest(source: str | os.PathLike) -> str:
@@ -129,8 +146,8 @@ class Store:
         """Connect to ``url`` (default :func:`default_url`) and bring its schema to the newest revision."""
         from lepton_apps.errors import require
 
-        sa = require("sqlalchemy", feature="The service database", extra="serve")
-        require("alembic", feature="The service database", extra="serve")
+        sa = require("sqlalchemy", feature="The service database")
+        require("alembic", feature="The service database")
         url = url or default_url(home)
         kwargs: dict[str, Any] = {"future": True}
         if url.startswith("sqlite"):
@@ -138,7 +155,7 @@ class Store:
         try:
             engine = sa.create_engine(url, **kwargs)
         except Exception as exc:  # noqa: BLE001 - a bad URL or a missing driver
-            raise ConfigError(f"cannot use the database URL {_safe(url)!r}: {exc}", where=DB_ENV,
+            raise ConfigError(f"cannot use the database URL {safe_url(url)!r}: {exc}", where=DB_ENV,
                               fix="use sqlite:///path/lepton.db or postgresql+psycopg://user:pass@host/db "
                                   "(pip install 'psycopg[binary]')") from None
         if url.startswith("sqlite"):
@@ -160,7 +177,7 @@ class Store:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except Exception as exc:  # noqa: BLE001
-            raise LeptonError(f"cannot prepare the database {_safe(str(self.engine.url))}: {type(exc).__name__}: {exc}",
+            raise LeptonError(f"cannot prepare the database {safe_url(str(self.engine.url))}: {type(exc).__name__}: {exc}",
                               where=DB_ENV, fix="check that the database server is running and the URL, user and "
                                                 "password are right") from None
 
@@ -265,6 +282,109 @@ class Store:
         cols = [c.name for c in a.columns]
         return pd.DataFrame([dict(r) for r in rows], columns=cols)
 
+    # -- feedback -----------------------------------------------------------------------
+    def add_feedback(self, question: str, answer: str, faq_id: str | None, rating: int, model_version: str,
+                     confidence: float | None = None, handoff: bool = False, request_id: str | None = None) -> int:
+        """Store one rating of an answer (+1 thumbs up, -1 thumbs down); return its row id. Raises DataError for
+        a rating other than +1 / -1 or a value of the wrong type."""
+        values = _feedback_values(question, answer, faq_id, rating, model_version, confidence, handoff, request_id,
+                                  time=_now(), where="feedback")
+        with self.engine.begin() as conn:
+            return int(conn.execute(self.t.feedback.insert().values(**values)).inserted_primary_key[0])
+
+    def feedback_frame(self, since: dt.datetime | None = None):
+        """Return the ratings (pandas: id, time as naive UTC, question, answer, faq_id, confidence, handoff,
+        rating, model_version, request_id), oldest first, optionally only those from ``since`` on."""
+        import pandas as pd
+        import sqlalchemy as sa
+
+        f = self.t.feedback
+        q = sa.select(f).order_by(f.c.time, f.c.id)
+        if since is not None:
+            q = q.where(f.c.time >= _utc(since))
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in f.columns])
+
+    def import_feedback(self, rows: Sequence[dict[str, Any]], source: str) -> int:
+        """Add ratings kept elsewhere (dicts with the :meth:`add_feedback` fields, ``time`` and the source's own
+        integer ``id``) exactly once per ``source``: only rows with an id above the highest one recorded for
+        ``source`` are added, in the same transaction as the new record, so a second call (or a second process
+        at the same moment) adds nothing. Return how many rows were added. Raises DataError for an invalid row
+        (nothing is added then)."""
+        import sqlalchemy as sa
+
+        imports = self.t.feedback_imports
+        values = {}
+        for row in rows:
+            where = f"{source}, row id {row.get('id')!r}"
+            if not isinstance(row.get("id"), int) or isinstance(row.get("id"), bool):
+                raise DataError(f"a feedback row has no integer id ({row.get('id')!r})", where=where,
+                                fix="give every row its integer id")
+            values[row["id"]] = _feedback_values(
+                row.get("question"), row.get("answer"), row.get("faq_id"), row.get("rating"), row.get("model_version"),
+                row.get("confidence"), row.get("handoff", False), row.get("request_id"), time=row.get("time"),
+                where=where)
+        try:
+            with self.engine.begin() as conn:
+                last = conn.execute(sa.select(imports.c.last_id).where(imports.c.source == source)).scalar()
+                new = sorted(i for i in values if last is None or i > last)
+                if not new:
+                    return 0
+                if last is None:
+                    try:
+                        conn.execute(imports.insert().values(source=source, last_id=new[-1], rows=len(new),
+                                                             imported_at=_now()))
+                    except sa.exc.IntegrityError:
+                        raise _ImportedMeanwhile from None
+                else:
+                    done = conn.execute(imports.update().where(imports.c.source == source, imports.c.last_id == last)
+                                        .values(last_id=new[-1], rows=imports.c.rows + len(new), imported_at=_now()))
+                    if done.rowcount != 1:
+                        raise _ImportedMeanwhile
+                conn.execute(self.t.feedback.insert(), [values[i] for i in new])
+            return len(new)
+        except _ImportedMeanwhile:
+            return 0
+
+
+class _ImportedMeanwhile(Exception):
+    """Another process imported the same source while this one was importing it."""
+
+
+def _feedback_values(question, answer, faq_id, rating, model_version, confidence, handoff, request_id, *,
+                     time, where: str) -> dict[str, Any]:
+    """Return the checked column values of one feedback row; raise DataError naming the bad field."""
+    import math
+    import numbers
+
+    if isinstance(rating, bool) or rating not in (-1, 1):
+        raise DataError(f"rating must be +1 or -1, got {rating!r}", where=where,
+                        fix="pass 1 (thumbs up) or -1 (thumbs down)")
+    for name, value, optional in (("question", question, False), ("answer", answer, False),
+                                  ("model_version", model_version, False), ("faq_id", faq_id, True),
+                                  ("request_id", request_id, True)):
+        if not (isinstance(value, str) or (optional and value is None)):
+            raise DataError(f"feedback {name} must be text{' or None' if optional else ''}, got "
+                            f"{type(value).__name__} {value!r}"[:300], where=where, fix=f"pass {name} as a string")
+    if not model_version.strip():
+        raise DataError("feedback model_version is empty", where=where,
+                        fix="pass the model_version of the answer that was rated")
+    if request_id is not None and len(request_id) > 64:
+        raise DataError(f"request_id is longer than 64 characters ({len(request_id)})", where=where,
+                        fix="pass the x-request-id of the service's answer")
+    if confidence is not None:
+        if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not math.isfinite(confidence):
+            raise DataError(f"confidence must be a finite number or None, got {confidence!r}", where=where,
+                            fix="pass the answer's confidence (0..1), or None")
+        confidence = float(confidence)
+    if not isinstance(time, dt.datetime):
+        raise DataError(f"feedback time must be a datetime, got {time!r}", where=where,
+                        fix="give the UTC time of the rating")
+    return {"time": _utc(time), "question": question, "answer": answer, "faq_id": faq_id,
+            "confidence": confidence, "handoff": bool(handoff), "rating": int(rating),
+            "model_version": model_version, "request_id": request_id}
+
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
@@ -291,8 +411,3 @@ def _key(row) -> ApiKey:
                   row["revoked_at"])
 
 
-def _safe(url: str) -> str:
-    """Return ``url`` without its password."""
-    import re
-
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
