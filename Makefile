@@ -39,6 +39,8 @@ run: demo
 test: venv
 	@bash scripts/ensure_debian.sh chromium "[ -x /usr/bin/chromium ]" "the browser tests"
 	@bash scripts/ensure_debian.sh postgresql "ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1" "the database tests"
+	@bash scripts/ensure_debian.sh redis-server "[ -x /usr/bin/redis-server ]" "the shared online-state tests"
+	@bash scripts/ensure_debian.sh nginx "[ -x /usr/sbin/nginx ]" "the reverse-proxy (TLS) tests"
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: venv

@@ -8,10 +8,10 @@ On 1,000,000 simulated transactions, measures in one run:
 2. a straightforward pandas ``groupby().rolling()`` implementation of the same features, scored by
    the same model with ``booster.predict`` (the peer), and checks that both give the same features;
 3. online ``FraudScorer.score_one`` latency p50 / p99 over 10,000 calls (with and without reasons),
-   for both engines;
+   for both engines, and with ``--redis`` with the per-entity state in a local redis-server;
 4. the process's peak memory after the template run.
 
-    .venv/bin/python bench/finance_bench.py [--rows 1000000] [--repeats 3] [--json out.json]
+    .venv/bin/python bench/finance_bench.py [--rows 1000000] [--repeats 3] [--redis] [--json out.json]
 
 Throughputs are the median of ``--repeats`` runs of each side; the sides run alternately, so both
 meet the machine in the same state.
@@ -83,6 +83,8 @@ def main() -> int:
     ap.add_argument("--latency-calls", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each side (median reported)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--redis", action="store_true", help="Also time score_one with the state in a local redis-server "
+                                                          "(Debian's redis-server).")
     ap.add_argument("--bundle", type=Path, help="Reuse (or create) the benchmark's model bundle here.")
     args = ap.parse_args()
     results: dict = {"rows": args.rows, "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -128,6 +130,27 @@ def main() -> int:
                 results[f"{key}_p50_ms"] = round(float(np.percentile(lat_ms, 50)), 3)
                 results[f"{key}_p99_ms"] = round(float(np.percentile(lat_ms, 99)), 3)
                 del online, records
+        if args.redis:  # the same calls with the state in a local redis-server (shared by service replicas)
+            from lepton_apps.devservers import RedisServer
+
+            server = RedisServer(Path(tmp))
+            server.start()
+            try:
+                online = FraudScorer.load(bundle, compiled="yes")
+                t0 = time.perf_counter()
+                online.share_state(server.url)
+                results["redis_seed_seconds"] = round(time.perf_counter() - t0, 2)
+                lat = []
+                for tx in stream.to_dict("records"):
+                    t0 = time.perf_counter()
+                    online.score_one(tx, reasons=0)
+                    lat.append(time.perf_counter() - t0)
+                lat_ms = np.array(lat) * 1e3
+                results["score_one_redis_p50_ms"] = round(float(np.percentile(lat_ms, 50)), 3)
+                results["score_one_redis_p99_ms"] = round(float(np.percentile(lat_ms, 99)), 3)
+                del online
+            finally:
+                server.stop()
         scorer = FraudScorer.load(bundle)  # the default ("auto") finds the compiled library in the cache
         results["scoring_engine"] = scorer.scoring_engine
         results["trees"] = scorer.booster.num_trees()

@@ -11,9 +11,11 @@ For each domain it starts three servers in turn (uvicorn, a process of its own, 
 and drives each with (1) ``--single`` sequential one-item requests (p50 / p99 latency) and (2)
 ``--requests`` one-item requests from ``--clients`` concurrent clients (requests/s, p50 / p99).
 Goals (issue 11): the service's sequential p50 within 1.3x the minimal handler's; micro-batching at
-least 2x the unbatched service's concurrent throughput for medical and support.
+least 2x the unbatched service's concurrent throughput for medical and support. First, the audit log's
+write cost per request is measured on SQLite and on a throw-away PostgreSQL (``--audit-rows``).
 
     .venv/bin/python bench/serve_bench.py [--domains support,medical,finance] [--clients 16] [--requests 400]
+    .venv/bin/python bench/serve_bench.py --domains "" --audit-rows 1000     # the audit cost alone
 
 The models are built fresh in a temporary folder: the support demo KB (real MiniLM), a medical
 demo model (EfficientNet-Lite0, 64 px, 1 epoch) and a fraud model on simulated transactions.
@@ -23,6 +25,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -178,6 +181,67 @@ def measure(domain: str, bundle: str, bodies: list[dict], mode: str, args, db: s
             "concurrent_p99_ms": loaded["p99_ms"], "failures": single["failures"] + loaded["failures"]}
 
 
+def audit_cost(work: Path, rows: int, threads: int) -> list[dict]:
+    """Return the audit-log write cost per request on SQLite (WAL, a file under ``work``) and on PostgreSQL (a
+    throw-away local cluster with the default durability, fsync on): sequential single-row writes as the
+    service does them (p50 / p99 ms) and ``threads`` concurrent writers (rows/s)."""
+    import datetime as dt
+    import threading
+    import uuid
+
+    from lepton_apps.devservers import PostgresServer, pg_binary
+    from lepton_apps.store import AuditRow, Store
+
+    def row():
+        return AuditRow(request_id=uuid.uuid4().hex, created_at=dt.datetime.utcnow(), domain="support",
+                        endpoint="predict", model_ref="support:production", model_version="bundle@0123456789ab",
+                        key_id="k" * 16, status=200, latency_ms=12.5, n_items=1, input_digest="d" * 64,
+                        result=[{"faq_id": "lost-card", "confidence": 0.93, "handoff": False}])
+
+    backends = [("SQLite (WAL)", f"sqlite:///{work / 'audit.db'}", None)]
+    if pg_binary("initdb"):
+        pg = PostgresServer(Path(tempfile.mkdtemp(prefix="lepton-pg-")))  # its own folder: the postgres user owns it
+        pg.create()
+        backends.append(("PostgreSQL (fsync on)", pg.url, pg))
+    else:
+        say("PostgreSQL is not installed: its audit cost is not measured")
+    out = []
+    try:
+        for name, url, _ in backends:
+            store = Store.open(url)
+            for _ in range(20):  # warm the connection pool
+                store.audit([row()])
+            times = []
+            for _ in range(rows):
+                r = row()
+                t0 = time.perf_counter()
+                store.audit([r])
+                times.append(time.perf_counter() - t0)
+            per = rows // threads
+
+            def writer():
+                for _ in range(per):
+                    store.audit([row()])
+            pool = [threading.Thread(target=writer) for _ in range(threads)]
+            t0 = time.perf_counter()
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+            wall = time.perf_counter() - t0
+            out.append({"backend": name, "single_p50_ms": float(np.percentile(times, 50) * 1000),
+                        "single_p99_ms": float(np.percentile(times, 99) * 1000),
+                        "concurrent_rows_per_s": per * threads / wall, "threads": threads})
+            say(json.dumps(out[-1]))
+            store.engine.dispose()
+    finally:
+        for _, _, server in backends:
+            if server is not None:
+                server.stop()
+                shutil.rmtree(server.folder, ignore_errors=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--_serve":
@@ -191,12 +255,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--single", type=int, default=100, help="sequential requests, per server")
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--audit-rows", type=int, default=500, help="audit rows written per database (0: skip)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
-    rows = []
+    rows, audit = [], []
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
-        say("building the models …")
+        if args.audit_rows:
+            say("audit-log write cost …")
+            audit = audit_cost(Path(tmp), args.audit_rows, args.clients)
+        if domains:
+            say("building the models …")
         models = build_models(Path(tmp), domains)
         from lepton_apps.store import Store
 
@@ -210,8 +279,10 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"{row['failures']} requests failed: {row}")
                 say(json.dumps(row))
                 rows.append(row)
-    print("| domain | server | single p50 ms | single p99 ms | concurrent req/s | concurrent p50 ms | concurrent p99 ms |")
-    print("|---|---|---|---|---|---|---|")
+    if rows:
+        print("| domain | server | single p50 ms | single p99 ms | concurrent req/s | concurrent p50 ms | "
+              "concurrent p99 ms |")
+        print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['domain']} | {r['mode']} | {r['single_p50_ms']:.1f} | {r['single_p99_ms']:.1f} | "
               f"{r['concurrent_requests_per_s']:.1f} | {r['concurrent_p50_ms']:.1f} | {r['concurrent_p99_ms']:.1f} |")
@@ -221,8 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         gain = by[(d, "batched")]["concurrent_requests_per_s"] / by[(d, "service")]["concurrent_requests_per_s"]
         print(f"{d}: service / minimal single p50 = {overhead:.2f}x (goal <= 1.3); "
               f"batched / unbatched concurrent throughput = {gain:.2f}x (goal >= 2 for medical, support)")
+    if audit:
+        print("\n| audit database | one row p50 ms | one row p99 ms | rows/s from %d threads |" % args.clients)
+        print("|---|---|---|---|")
+        for a in audit:
+            print(f"| {a['backend']} | {a['single_p50_ms']:.2f} | {a['single_p99_ms']:.2f} | "
+                  f"{a['concurrent_rows_per_s']:.0f} |")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.write_text(json.dumps({"servers": rows, "audit": audit}, indent=1))
     return 0
 
 

@@ -53,6 +53,13 @@ class BundleError(LeptonError):
     kind = "model bundle error"
 
 
+class UnavailableError(LeptonError):
+    """A server the request needs (the online-state Redis, a database) does not answer; retrying later may work
+    (the HTTP service answers 503)."""
+
+    kind = "service unavailable"
+
+
 class DependencyError(LeptonError):
     """An optional library that the requested feature needs is not installed."""
 

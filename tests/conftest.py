@@ -1,6 +1,5 @@
 """Shared test setup: offline, CPU-only, a temporary model registry per test; browser fixtures."""
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -8,6 +7,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from lepton_apps.devservers import PostgresServer, RedisServer, free_port, pg_binary  # noqa: F401 - re-exported
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -33,11 +34,6 @@ def _isolated_registry(tmp_path, monkeypatch, _session_cache):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pytest_collection_finish(session):
@@ -152,60 +148,16 @@ def open_hub(browser, hub_url):
 # A throw-away PostgreSQL cluster on a free localhost port (Debian's postgresql package, installed by
 # scripts/ensure_debian.sh from `make test`). Without it the tests skip, except under CI=true.
 
-def _pg_binary(name: str) -> str | None:
-    import glob
-    import shutil
-
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return candidates[-1] if candidates else None
-
-
 def _service_unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: database tests must run, not skip)")
     pytest.skip(reason)
 
 
-class PostgresServer:
-    """A PostgreSQL cluster in a temporary folder, started with pg_ctl; ``url`` for SQLAlchemy."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.port = folder, free_port()
-        self.initdb, self.pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        self.data, self.sock = folder / "data", folder / "sock"
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str) -> None:
-        r = subprocess.run([*self.as_user, *args], capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(args[:2])} failed: {r.stdout[-1500:]} {r.stderr[-1500:]}")
-
-    def create(self) -> None:
-        self.sock.mkdir(parents=True)
-        if self.as_user:
-            subprocess.run(["chown", "-R", "postgres", str(self.folder)], check=True)
-        self._run(self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-        self.start()
-
-    def start(self) -> None:
-        self._run(self.pg_ctl, "-D", str(self.data), "-w", "-t", "60", "-l", str(self.folder / "log"),
-                  "-o", f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-
-    def stop(self) -> None:
-        self._run(self.pg_ctl, "-D", str(self.data), "-w", "-m", "immediate", "stop")
-
-
 @pytest.fixture(scope="session")
 def postgres():
     """A running PostgreSQL server for the session (stopped at the end)."""
-    if not (_pg_binary("initdb") and _pg_binary("pg_ctl")):
+    if not (pg_binary("initdb") and pg_binary("pg_ctl")):
         _service_unavailable("PostgreSQL is not installed ('make test' installs Debian's postgresql)")
     try:
         import psycopg  # noqa: F401
@@ -215,7 +167,7 @@ def postgres():
     import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="lepton-pg-"))  # in /tmp: the postgres user (when root) can reach it
-    server = PostgresServer(folder)
+    server = PostgresServer(folder, fsync=False)
     try:
         server.create()
         yield server
@@ -225,3 +177,25 @@ def postgres():
         except RuntimeError:
             pass
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- Redis
+# A throw-away redis-server on a free localhost port (Debian's redis-server package, installed by
+# scripts/ensure_debian.sh from `make test`), no persistence. Without it the tests skip, except under CI=true.
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A running redis-server for the session (killed at the end); tests use their own key prefixes."""
+    import shutil
+
+    if not shutil.which("redis-server") and not Path("/usr/bin/redis-server").exists():
+        _service_unavailable("redis-server is not installed ('make test' installs Debian's redis-server)")
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        _service_unavailable("the redis client is not installed (pip install redis)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -387,8 +387,9 @@ def feature_matrix(stream: Stream, user: dict[str, np.ndarray], spec: FeatureSpe
 class OnlineState:
     """Per-entity recent history for scoring one transaction at a time.
 
-    ``features(tx)`` returns the same vector batch scoring would give that transaction after
-    the same stream; ``update`` appends it to the state (with its label if known) and
+    ``window_values`` returns the window features batch scoring would give that transaction after
+    the same stream; ``update`` appends it to the state (with its label if known), ``observe`` does
+    both, and
     ``record_label`` sets a label that arrives later. ``to_frame`` / ``from_frame`` save and
     restore the state as a plain table (no pickle).
     """
@@ -457,6 +458,13 @@ class OnlineState:
                 del times[:cut], labels[:cut], ids[:cut]
         self.latest = max(self.latest, t)
 
+    def observe(self, t: int, cents: int | None, customer: str | None, terminal: str | None,
+                label: int = -1, tx_id: str | None = None) -> dict[str, float]:
+        """Return the transaction's window features (:meth:`window_values`), then add it (:meth:`update`)."""
+        values = self.window_values(t, cents, customer, terminal)
+        self.update(t, cents, customer, terminal, label, tx_id)
+        return values
+
     def record_label(self, tx_id: Any, label: int) -> bool:
         """Set the label of an earlier transaction; return False if it is no longer in the state."""
         terminal = self.terminal_of.get(str(tx_id))
@@ -488,11 +496,17 @@ class OnlineState:
                     for lst in lists:
                         del lst[:cut]
 
-    def to_frame(self) -> pd.DataFrame:
-        """Return the state as a table (kind, key, t, cents_or_label, tx_id) for saving."""
+    def empty(self) -> bool:
+        """Return True when no customer or terminal history is kept."""
+        return not (self.customers or self.terminals)
+
+    def to_frame(self, customers: set[str] | None = None, terminals: set[str] | None = None) -> pd.DataFrame:
+        """Return the state as a table (kind, key, t, cents_or_label, tx_id) for saving; with ``customers`` /
+        ``terminals`` only those entities' rows."""
         rows = {"kind": [], "key": [], "t": [], "value": [], "tx_id": []}
-        for kind, table in (("customer", self.customers), ("terminal", self.terminals)):
-            for key, lists in table.items():
+        for kind, table, wanted in (("customer", self.customers, customers), ("terminal", self.terminals, terminals)):
+            pairs = table.items() if wanted is None else ((k, table[k]) for k in wanted if k in table)
+            for key, lists in pairs:
                 n = len(lists[0])
                 rows["kind"] += [kind] * n
                 rows["key"] += [key] * n
@@ -521,20 +535,25 @@ class OnlineState:
             state.latest = int(frame["t"].max())
         return state
 
-    def history(self) -> Stream:
-        """Return the state as a :class:`Stream` of past transactions (for batch scoring after it).
+    def history(self, customers: set[str] | None = None, terminals: set[str] | None = None) -> Stream:
+        """Return the state (or the named entities' part) as a :class:`Stream` of past transactions, for
+        batch scoring after it."""
+        return history_stream(self.to_frame(customers, terminals))
 
-        Customer and terminal histories are separate rows here: a customer row carries no
-        terminal (key "") and a terminal row no customer, which gives each window the same counts.
-        """
-        f = self.to_frame()
-        cust = f["kind"].to_numpy() == "customer"
-        keys = f["key"].to_numpy().astype(object)
-        marker = np.array([HISTORY_MARKER] * len(f), dtype=object)
-        return Stream(
-            t=f["t"].to_numpy(), cents=np.where(cust, f["value"].to_numpy(), 0),
-            customer=np.where(cust, keys, marker), terminal=np.where(~cust, keys, marker),
-            label=np.where(cust, 0, f["value"].to_numpy()), tx_id=f["tx_id"].to_numpy())
+
+def history_stream(f: pd.DataFrame) -> Stream:
+    """Return a saved state table (:meth:`OnlineState.to_frame`) as a :class:`Stream` of past transactions.
+
+    Customer and terminal histories are separate rows here: a customer row carries no terminal
+    (a marker key) and a terminal row no customer, which gives each window the same counts.
+    """
+    cust = f["kind"].to_numpy() == "customer"
+    keys = f["key"].to_numpy().astype(object)
+    marker = np.array([HISTORY_MARKER] * len(f), dtype=object)
+    return Stream(
+        t=f["t"].to_numpy(), cents=np.where(cust, f["value"].to_numpy(), 0),
+        customer=np.where(cust, keys, marker), terminal=np.where(~cust, keys, marker),
+        label=np.where(cust, 0, f["value"].to_numpy()), tx_id=f["tx_id"].to_numpy())
 
 
 def concat_streams(a: Stream, b: Stream) -> Stream:

@@ -23,7 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from lepton_apps.errors import ConfigError, DataError, LeptonError, require
-from lepton_apps.predictor import Explanation, PredictRequest, Predictor, Result
+from lepton_apps.predictor import Evaluation, Explanation, PredictRequest, Predictor, Result
 
 from .data import Schema, parse_timestamps, validate
 from .features import (NAT, FeatureSpec, OnlineState, Stream, concat_streams, encode_user_columns, entity_key,
@@ -186,8 +186,8 @@ class FraudScorer(Predictor):
         if self.spec.has_time:
             if use_state == "auto":
                 use_state = len(stream) > 0 and int(stream.t.min()) > self.state.latest
-            if use_state and (self.state.customers or self.state.terminals):
-                hist = self.state.history()
+            if use_state and not self.state.empty():
+                hist = self.state.history(_entities(stream.customer), _entities(stream.terminal))
                 return feature_matrix(concat_streams(hist, stream), user, self.spec, skip=len(hist))
         return feature_matrix(stream, user, self.spec)
 
@@ -320,8 +320,29 @@ class FraudScorer(Predictor):
         return run_batch(work, out, score_fn, id_column=id_col, chunk_size=chunk_size, resume=resume,
                          progress=progress)
 
-    def evaluate(self, df: pd.DataFrame, k: int = 100) -> dict[str, Any]:
-        """Return the fraud metrics of this model on labelled transactions ``df`` (valid rows only)."""
+    def evaluate(self, data: Any = None, *, out: str | Path | None = None, k: int = 100) -> Evaluation:
+        """Return the fraud metrics (ROC-AUC, AUC-PR, Card Precision@k, precision / recall / alerts per day at the
+        bundle's threshold) on labelled transactions ``data`` (a table or a CSV / Parquet file; rows that cannot
+        be scored are counted in ``rows_skipped_invalid``), or the bundle's stored test report when ``data`` is
+        None; with ``out`` also write report.json there."""
+        from lepton_apps.io import atomic_write_json
+
+        from .evaluate import summary
+
+        if data is None:
+            report = {**self.bundle.load_json("report.json")["test"], "source": "the bundle's test split"}
+        else:
+            if not isinstance(data, pd.DataFrame):
+                from .data import read_table
+
+                data = read_table(data)
+            report = self._metrics(data, k)
+        report["model_version"] = self.model_version
+        if out:
+            atomic_write_json(Path(out) / "report.json", report)
+        return Evaluation(metrics=report, summary=summary(report), folder=Path(out) if out else None)
+
+    def _metrics(self, df: pd.DataFrame, k: int) -> dict[str, Any]:
         from .evaluate import fraud_report
 
         label = self.spec.roles.get("label")
@@ -343,7 +364,9 @@ class FraudScorer(Predictor):
         return report
 
     # ------------------------------------------------------------------ online
-    def _one_vector(self, tx: dict[str, Any]) -> tuple[np.ndarray, tuple]:
+    def _one_vector(self, tx: dict[str, Any], observe: bool = False) -> np.ndarray:
+        """Return the feature vector of one transaction; with ``observe`` it also joins the state (in the
+        same step as its window features are read: one atomic call when the state is in Redis)."""
         spec, roles = self.spec, self.spec.roles
         if not isinstance(tx, dict):
             raise DataError(f"a transaction must be a dict of column: value, got {type(tx).__name__}")
@@ -369,7 +392,13 @@ class FraudScorer(Predictor):
             customer = entity_key(tx[roles["customer"]])
         if spec.has("terminal"):
             terminal = entity_key(tx[roles["terminal"]])
-        values: dict[str, float] = self.state.window_values(t, cents, customer, terminal) if spec.has_time else {}
+        values: dict[str, float] = {}
+        if spec.has_time and observe:
+            label = _label_value(tx.get(roles["label"])) if roles.get("label") else -1
+            tx_id = tx.get(roles["id"]) if roles.get("id") else None
+            values = self.state.observe(t, cents, customer, terminal, label, tx_id)
+        elif spec.has_time:
+            values = self.state.window_values(t, cents, customer, terminal)
         if spec.has("amount"):
             values["amount"] = cents / 100
         for c in spec.numeric:
@@ -381,8 +410,7 @@ class FraudScorer(Predictor):
             raw = tx.get(c)
             code = None if raw is None else self._cat_codes[c].get(str(raw))
             values[f"col:{c}"] = math.nan if code is None else float(code)
-        vec = np.array([values[n] for n in spec.names], dtype=float)
-        return vec, (t, cents, customer, terminal)
+        return np.array([values[n] for n in spec.names], dtype=float)
 
     def score_one(self, tx: dict[str, Any], *, update: bool = True, reasons: int = 3) -> dict[str, Any]:
         """Score one transaction from the live state; return score, decision, reasons and features.
@@ -390,15 +418,10 @@ class FraudScorer(Predictor):
         With ``update`` the transaction joins its customer's and terminal's history (with its
         label when the dict carries one), so later transactions see it, as in batch scoring.
         """
-        vec, (t, cents, customer, terminal) = self._one_vector(tx)
+        vec = self._one_vector(tx, observe=update)
         score = float(self._blend(vec[None, :], self._raw_predict(vec[None, :]))[0])
         decision = score >= self.threshold
         why = self.reasons_matrix(vec[None, :], reasons)[0] if (decision and reasons) else ""
-        if update and self.spec.has_time:
-            label_col = self.spec.roles.get("label")
-            label = _label_value(tx.get(label_col)) if label_col else -1
-            tx_id = tx.get(self.spec.roles["id"]) if self.spec.roles.get("id") else None
-            self.state.update(t, cents, customer, terminal, label, tx_id)
         return {"score": score, "decision": bool(decision), "threshold": self.threshold, "reasons": why,
                 "features": dict(zip(self.spec.names, vec.tolist()))}
 
@@ -415,11 +438,28 @@ class FraudScorer(Predictor):
         return Path(path)
 
     def load_state(self, path: str | Path) -> None:
-        """Replace the online state with one saved by :meth:`save_state`."""
+        """Replace the online state (in this process, or the shared one in Redis) with one saved by
+        :meth:`save_state`."""
         if not Path(path).is_file():
             raise DataError(f"state file not found: {path}", fix="pass a file written by save_state")
-        self.state = OnlineState.from_frame(self.spec, pd.read_parquet(path))
+        frame = pd.read_parquet(path)
+        if isinstance(self.state, OnlineState):
+            self.state = OnlineState.from_frame(self.spec, frame)
+        else:
+            self.state.load_frame(frame, replace=True)
         gc.collect()
+
+    def share_state(self, url: str, prefix: str | None = None) -> str:
+        """Keep the online state in Redis at ``url`` (``redis://host:6379/0``) so that several service
+        replicas share it. The first replica seeds an empty prefix with this bundle's saved state; the
+        others (and later restarts and reloads) use what is there. Returns "seeded", "shared" or "waited"."""
+        from .state import DEFAULT_PREFIX, RedisState
+
+        shared = RedisState(self.spec, url, prefix or DEFAULT_PREFIX)
+        how = shared.attach(self.state.to_frame(), version=self.model_version)
+        self.state = shared
+        gc.collect()
+        return how
 
     # ------------------------------------------------------------------ reasons
     def explain(self, tx: dict[str, Any] | pd.DataFrame, use_state: bool | str = "auto") -> FraudExplanation:
@@ -433,7 +473,7 @@ class FraudScorer(Predictor):
                 raise DataError(f"cannot explain an invalid transaction: {errors.iloc[0]}")
             vec = x[0]
         else:
-            vec, _ = self._one_vector(tx)
+            vec = self._one_vector(tx)
         contrib = self.booster.predict(vec[None, :], pred_contrib=True)[0]
         order = np.argsort(-np.abs(contrib[:-1]), kind="stable")
         rows = [Contribution(feature=self.spec.names[j], readable=self.spec.readable(self.spec.names[j]),
@@ -585,3 +625,10 @@ def _fmt(value: float, spec: FeatureSpec, j: int) -> str:
     if name in ("is_weekend", "is_night"):
         return "yes" if value else "no"
     return f"{value:.3g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
+def _entities(keys: np.ndarray | None) -> set[str] | None:
+    """Return the distinct entity ids of a stream column as state keys (None when the column is absent)."""
+    if keys is None:
+        return None
+    return {entity_key(k) for k in pd.unique(keys)}

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lepton_apps.errors import LeptonError
+from lepton_apps.errors import LeptonError, UnavailableError
 from lepton_apps.store import digest
 
 from .batching import MicroBatcher
@@ -64,14 +64,16 @@ class ServeConfig:
     audit_required: bool = True
     audit_free_text: bool = False
     watch_s: float = 10.0  # how often registry names / aliases are re-resolved (0: never; reload by hand)
+    state_url: str | None = None  # Redis URL for finance's online state shared by replicas (None: in-process)
+    state_prefix: str | None = None  # key prefix in Redis (default "lepton:finance:")
 
 
 class _State:
     """The models being served (with the bundle folder each was loaded from), their loading status,
     their batchers, and the swap to a new bundle (reload)."""
 
-    def __init__(self, refs: dict[str, str], home: str | Path | None, device: str):
-        self.refs, self.home, self.device = dict(refs), home, device
+    def __init__(self, refs: dict[str, str], home: str | Path | None, device: str, config: "ServeConfig"):
+        self.refs, self.home, self.device, self.config = dict(refs), home, device, config
         self.models: dict[str, Any] = {}
         self.paths: dict[str, Path] = {}
         self.errors: dict[str, str] = {}
@@ -84,7 +86,16 @@ class _State:
         from lepton_apps.predictor import load, resolve
 
         path, _ = resolve(ref, home=self.home, domain=domain)
-        return load(path, home=self.home, device=self.device, domain=domain), Path(path).resolve()
+        model = load(path, home=self.home, device=self.device, domain=domain)
+        if domain == "finance" and self.config.state_url:
+            model.share_state(self.config.state_url, self.config.state_prefix)
+        return model, Path(path).resolve()
+
+    def state_error(self) -> str | None:
+        """Return why finance's shared online state cannot be reached (None: it can, or it is in-process)."""
+        model = self.models.get("finance")
+        ping = getattr(getattr(model, "state", None), "ping", None)
+        return ping() if ping else None
 
     def load_all(self) -> None:
         for domain, ref in self.refs.items():
@@ -159,7 +170,7 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
         raise LeptonError("API keys need the service database", where="create_app(store=…)",
                           fix="pass store=Store.open(), or ServeConfig(auth=False) for local use without keys")
     classes = {d: predictor_class(d) for d in refs}
-    state = _State(refs, home, device)
+    state = _State(refs, home, device, cfg)
     metrics = ServiceMetrics()
 
     async def lifespan(app):
@@ -198,10 +209,12 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
     def readyz():
         """200 when every model is loaded; 503 with what is missing or failed otherwise."""
         db = store.ping() if store is not None else None
-        body = {"ready": state.ready() and db is None,
+        shared = state.state_error()
+        body = {"ready": state.ready() and db is None and shared is None,
                 "models": {d: m.model_version for d, m in state.models.items()},
                 "loading": [d for d in state.refs if d not in state.models and d not in state.errors],
-                "errors": {**state.errors, **({"database": db} if db else {})},
+                "errors": {**state.errors, **({"database": db} if db else {}),
+                           **({"finance online state": shared} if shared else {})},
                 "auth": cfg.auth, "audit": store is not None}
         return JSONResponse(status_code=200 if body["ready"] else 503, content=body)
 
@@ -307,6 +320,9 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
         except _HTTPError as exc:
             status = exc.status
             response = JSONResponse(status_code=exc.status, content={"detail": exc.detail, "fix": exc.fix})
+        except UnavailableError as exc:
+            status = 503
+            response = JSONResponse(status_code=503, content={"detail": exc.what, "fix": exc.fix})
         except LeptonError as exc:
             status = 400
             response = JSONResponse(status_code=400, content={"detail": str(exc)})
