@@ -199,9 +199,16 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
                                               "written (default: 503)."),
           watch_s: float = typer.Option(10.0, help="Seconds between checks of the served aliases (a promoted "
                                         "bundle is swapped in); 0 = only POST /v1/admin/reload."),
+          engine: str = typer.Option("uvicorn", help="uvicorn (one process) or ray (--replicas copies behind Ray "
+                                     "Serve's HTTP proxy; needs lepton-apps[ray])."),
+          replicas: int = typer.Option(1, help="Copies of the service under --engine ray, each loading the models."),
+          state_url: Optional[str] = typer.Option(None, envvar="LEPTON_STATE_URL", help="Redis URL "
+                                                  "(redis://host:6379/0) for finance's online per-entity state, "
+                                                  "shared by every replica (default: in this process)."),
+          state_prefix: str = typer.Option("lepton:finance:", help="Key prefix of that state in Redis."),
           home: Optional[Path] = typer.Option(None, help="Registry folder.")):
-    """Serve models over HTTP (FastAPI on uvicorn) with API keys and an audit log: /v1/<domain>/predict,
-    /explain, /v1/models, /healthz, /readyz, /metrics, OpenAPI docs at /docs.
+    """Serve models over HTTP (FastAPI on uvicorn, or in Ray Serve replicas with --engine ray) with API keys and
+    an audit log: /v1/<domain>/predict, /explain, /v1/models, /healthz, /readyz, /metrics, OpenAPI docs at /docs.
 
     Example: lepton-apps keys create triage --domains medical && lepton-apps serve medical:latest --port 8000
     """
@@ -209,14 +216,19 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
 
     require("fastapi", feature="The HTTP service", extra="serve")
     uvicorn = require("uvicorn", feature="The HTTP service", extra="serve")
-    from lepton_apps.serve import refs_from_args
+    from lepton_apps.serve import ray_engine, refs_from_args
+
+    ray_engine.check_engine(engine, replicas)
+    if engine == "ray":
+        ray_engine.require_ray_serve()
     from lepton_apps.serve.app import ServeConfig, create_app
     from lepton_apps.store import Store
 
     refs = refs_from_args(list(models or []), home)
     cfg = ServeConfig(max_body_bytes=int(max_body_mb * 1024 * 1024), timeout_s=timeout, max_batch=max_batch,
                       max_wait_ms=max_wait_ms, batching=batching, auth=not no_auth,
-                      audit_required=not audit_optional, audit_free_text=audit_free_text, watch_s=watch_s)
+                      audit_required=not audit_optional, audit_free_text=audit_free_text, watch_s=watch_s,
+                      state_url=state_url, state_prefix=state_prefix)
     store = Store.open(db_url, home=home)
     application = create_app(refs, home=home, device=device, config=cfg, store=store)
     if no_auth:
@@ -227,6 +239,13 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
                     "with 'lepton-apps keys create NAME --domains …'", err=True, fg=typer.colors.YELLOW)
     typer.echo(f"serving {', '.join(f'{d}={r}' for d, r in refs.items())} on http://{host}:{port} "
                f"(docs: /docs, ready: /readyz; audit log in {store.engine.url.render_as_string(hide_password=True)})")
+    if engine == "ray":  # `application` above checked the set-up; each replica builds its own
+        if "finance" in refs and replicas > 1 and not cfg.state_url:
+            typer.secho("warning: finance score_one keeps its per-customer history in each replica; pass a Redis "
+                        "--state-url so the replicas share it", err=True, fg=typer.colors.YELLOW)
+        ray_engine.run(refs, home=home, device=device, config=cfg, host=host, port=port, replicas=replicas,
+                       db_url=store.engine.url.render_as_string(hide_password=False), echo=typer.echo)
+        return
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
@@ -371,6 +390,48 @@ def predict_command(domain: str):
     return predict
 
 
+def evaluate_command(domain: str, spec):
+    """Return the ``lepton-apps <domain> evaluate MODEL [DATA] [--out DIR] [--json]`` verb, the same for every
+    domain: load any bundle of ``domain`` through :func:`lepton_apps.predictor.load`, call its ``evaluate``
+    with the options the domain declares in its :class:`~lepton_apps.domains.EvaluateSpec`, print the summary."""
+    import inspect
+
+    def evaluate(**kwargs):
+        import json
+
+        from lepton_apps.predictor import load
+
+        model, data, out, home, as_json = (kwargs.pop(k) for k in ("model", "data", "out", "home", "json_out"))
+        predictor = load(model, home=home, domain=domain)
+        result = predictor.evaluate(data, out=out, **kwargs)
+        typer.echo(json.dumps(result.to_dict()["metrics"], indent=2) if as_json else result.summary)
+        if result.folder:
+            typer.echo(f"report and plots in {result.folder}")
+
+    P = inspect.Parameter
+    data_default = ... if spec.data_required else None
+    params = [P("model", P.POSITIONAL_OR_KEYWORD, annotation=str,
+                default=typer.Argument(..., help=f"Bundle folder, registry name or {domain}:latest.")),
+              P("data", P.POSITIONAL_OR_KEYWORD, annotation=Optional[str],
+                default=typer.Argument(data_default, help=spec.data_help))]
+    for opt in spec.options:
+        params.append(P(opt.name, P.POSITIONAL_OR_KEYWORD, annotation=Optional[opt.type] if opt.default is None
+                        else opt.type, default=typer.Option(opt.default, help=opt.help)))
+    params += [P("out", P.POSITIONAL_OR_KEYWORD, annotation=Optional[Path],
+                 default=typer.Option(None, help="Folder for report.json and the plots.")),
+               P("json_out", P.POSITIONAL_OR_KEYWORD, annotation=bool,
+                 default=typer.Option(False, "--json", help="Print every metric as JSON instead of the summary.")),
+               P("home", P.POSITIONAL_OR_KEYWORD, annotation=Optional[Path],
+                 default=typer.Option(None, help="Registry folder."))]
+    evaluate.__signature__ = inspect.Signature(params)
+    evaluate.__annotations__ = {}
+    example = {"medical": "xrays/test/", "finance": "new_month.parquet", "support": "questions.json"}.get(domain, "DATA")
+    evaluate.__doc__ = (f"Measure a model on labelled data with the {domain} template's own metrics, at the bundle's "
+                        f"operating point; --out writes report.json and the plots.\n\nExample: lepton-apps {domain} "
+                        f"evaluate {domain}:latest {example} --out eval/")
+    return evaluate
+
+
 def _mount_domains() -> None:
     if _STATE.get("mounted"):
         return
@@ -382,6 +443,8 @@ def _mount_domains() -> None:
             continue
         if spec.predictor and not any(c.name == "predict" for c in spec.cli.registered_commands):
             spec.cli.command("predict")(predict_command(spec.name))  # the one batch verb, written once here
+        if spec.predictor and spec.evaluate and not any(c.name == "evaluate" for c in spec.cli.registered_commands):
+            spec.cli.command("evaluate")(evaluate_command(spec.name, spec.evaluate))
         app.add_typer(spec.cli, name=spec.name, help=spec.cli.info.help or spec.summary)
 
 
