@@ -24,6 +24,27 @@ ENTRY_POINT_GROUP = "lepton_apps.domains"
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluateOption:
+    """An extra option (``--name``) of a domain's ``evaluate`` verb; it mirrors a keyword argument of the
+    predictor's ``evaluate`` (the contract test checks that)."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateSpec:
+    """How the core's ``lepton-apps <domain> evaluate MODEL [DATA]`` verb takes its data and options
+    (declared here, not read from the predictor class, so that mounting the CLI imports no model code)."""
+
+    data_help: str
+    data_required: bool = True
+    options: tuple[EvaluateOption, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class DomainSpec:
     """What a domain template contributes to the suite.
 
@@ -40,6 +61,8 @@ class DomainSpec:
     predictor:   ``"package.module:Class"`` of the domain's predictor (``Class.load(bundle_dir)``), or
                  None; imported on first use by :meth:`predictor_class`.
     headline_metrics: metric keys the hub shows for this domain's bundles.
+    evaluate:    the data and options of the domain's ``evaluate`` verb (:class:`EvaluateSpec`), or None
+                 when the predictor has no ``evaluate``.
     """
 
     name: str
@@ -51,6 +74,7 @@ class DomainSpec:
     build_demo: str | None = None
     predictor: str | None = None
     headline_metrics: tuple[str, ...] = ()
+    evaluate: EvaluateSpec | None = None
 
     def demo_builder(self) -> Callable[..., str] | None:
         """Return the demo builder named by ``build_demo`` (imported now), or None if the domain has none."""

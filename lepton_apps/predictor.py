@@ -24,7 +24,11 @@ What a domain's predictor class guarantees (checked for every installed domain b
 * ``predict_file(source, output, ...)`` scores a file or folder through the core batch driver;
 * ``explain(item)`` returns an object with ``to_dict()`` (JSON-serialisable) and ``model_version``;
 * ``request_schema`` / ``response_schema``: the pydantic models of the HTTP API's request and
-  response bodies; ``predict_request(request)`` answers one request body.
+  response bodies; ``predict_request(request)`` answers one request body;
+* ``evaluate(data, *, out=None, **options)`` measures the model on labelled data with the domain's own
+  metrics and returns an :class:`Evaluation` (JSON-able metrics with ``model_version``, a summary, the
+  report folder ``out`` holding ``report.json`` and plots); the domain's ``DomainSpec.evaluate`` declares
+  its extra options, so the core writes the ``lepton-apps <domain> evaluate`` verb once for every domain.
 
 The domain verbs (``score``, ``score_one``, ``answer``, ``answer_batch``) stay as aliases.
 """
@@ -96,6 +100,22 @@ class PredictRequest(BaseModel):
         raise NotImplementedError
 
 
+class Evaluation(BaseModel):
+    """What ``evaluate`` returns: the domain's metrics (JSON-able, with ``model_version``), a human summary
+    (one or a few lines) and the folder the report and plots were written to (None: not written)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    metrics: dict[str, Any]
+    summary: str
+    folder: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the evaluation as strict JSON-ready data."""
+        return {"metrics": _finite(self.metrics), "summary": self.summary,
+                "folder": None if self.folder is None else str(self.folder)}
+
+
 class Predictor(abc.ABC):
     """A trained model of one domain, loaded from a bundle (see the module docstring for the contract)."""
 
@@ -121,6 +141,11 @@ class Predictor(abc.ABC):
     @abc.abstractmethod
     def explain(self, item: Any) -> Explanation:
         """Return why the model decided as it did for ``item``."""
+
+    @abc.abstractmethod
+    def evaluate(self, data: Any = None, *, out: str | os.PathLike | None = None, **options: Any) -> Evaluation:
+        """Return the model's metrics on labelled ``data`` (the domain's own metrics, at the bundle's operating
+        point); with ``out`` also write ``report.json`` and the plots there."""
 
     def predict_file(self, source: str | os.PathLike, output: str | os.PathLike, *, resume: bool = True,
                      progress: bool = True, chunk_size: int | None = None, **options: Any):
@@ -295,4 +320,45 @@ def check_predictor(predictor: Predictor, items: Sequence[Any], bad_item: Any, f
             problems.append("explain's model_version differs from the predictor's")
     except Exception as exc:  # noqa: BLE001
         problems.append(f"explain failed: {type(exc).__name__}: {exc}")
+    return problems
+
+
+def check_evaluate(predictor: Predictor, spec, data: Any, out: str | os.PathLike) -> list[str]:
+    """Return the ways ``predictor.evaluate`` breaks the contract (empty list: none): its keyword options match
+    ``spec`` (the domain's :class:`~lepton_apps.domains.EvaluateSpec`: names and defaults), it returns an
+    :class:`Evaluation` with strict-JSON metrics carrying the model's version and a summary, and with ``out`` it
+    writes ``report.json`` holding those metrics."""
+    import inspect
+
+    problems: list[str] = []
+    params = inspect.signature(type(predictor).evaluate).parameters
+    if "out" not in params or params["out"].kind is not inspect.Parameter.KEYWORD_ONLY:
+        problems.append("evaluate has no keyword-only out")
+    for opt in spec.options:
+        p = params.get(opt.name)
+        if p is None or p.kind is not inspect.Parameter.KEYWORD_ONLY or p.default != opt.default:
+            problems.append(f"evaluate has no keyword-only {opt.name}={opt.default!r} (the DomainSpec's --{opt.name})")
+    declared = {o.name for o in spec.options} | {"self", "data", "out"}
+    extra = [n for n, p in params.items() if n not in declared and p.kind is not inspect.Parameter.VAR_KEYWORD]
+    if extra:
+        problems.append(f"evaluate takes {extra} that the DomainSpec does not declare (the CLI cannot pass them)")
+    try:
+        result = predictor.evaluate(data, out=out)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return problems + [f"evaluate raised {type(exc).__name__}: {exc}"]
+    if not isinstance(result, Evaluation):
+        return problems + [f"evaluate returned {type(result).__name__}, not Evaluation"]
+    if result.metrics.get(MODEL_VERSION) != predictor.model_version:
+        problems.append("evaluate's metrics do not carry the model's version")
+    if not result.summary.strip():
+        problems.append("evaluate's summary is empty")
+    try:
+        json.dumps(result.to_dict(), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        problems.append(f"evaluate's result is not strict JSON: {exc}")
+    report = Path(out) / "report.json"
+    if result.folder is None or Path(result.folder) != Path(out) or not report.is_file():
+        problems.append("evaluate(out=…) did not write report.json there")
+    elif json.loads(report.read_text()).get(MODEL_VERSION) != predictor.model_version:
+        problems.append("report.json does not carry the model's version")
     return problems

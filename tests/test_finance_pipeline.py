@@ -134,8 +134,8 @@ def test_cli_score_file_with_invalid_rows_and_evaluate(fraud_bundle, fraud_data,
     errs = scored["error"].notna()
     assert errs.sum() == 3 and scored.loc[errs, "score"].isna().all()
     assert "duplicate id" in scored.loc[9, "error"]
-    assert main(["finance", "evaluate", str(fraud_bundle), str(path), "--out", str(tmp_path / "r.json")]) == 0
-    report = json.loads((tmp_path / "r.json").read_text())
+    assert main(["finance", "evaluate", str(fraud_bundle), str(path), "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["rows_skipped_invalid"] == 3 and report["roc_auc"] > 0.7
 
 

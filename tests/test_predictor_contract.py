@@ -9,7 +9,8 @@ from pydantic import BaseModel, ValidationError
 
 from lepton_apps.domains import available_domains
 from lepton_apps.errors import BundleError
-from lepton_apps.predictor import Predictor, PredictRequest, Result, check_predictor, load, resolve
+from lepton_apps.predictor import (Predictor, PredictRequest, Result, check_evaluate, check_predictor, load,
+                                   resolve)
 from test_finance_pipeline import fraud_bundle, fraud_data  # noqa: F401 - fixtures
 from test_medical_pipeline import tiny_bundle
 from test_support_fixtures import demo_build, demo_bundle  # noqa: F401 - fixtures
@@ -61,6 +62,35 @@ def test_predictor_meets_the_contract(cases, domain):
     predictor, items, bad, frame = cases[domain]
     assert type(predictor) is available_domains()[domain].predictor_class()
     assert check_predictor(predictor, items, bad, frame) == []
+
+
+@pytest.mark.parametrize("domain", ["medical", "finance", "support"])
+def test_evaluate_meets_the_contract_and_the_core_cli_verb_runs_it(cases, medical, fraud_bundle, fraud_data,
+                                                                  demo_bundle, domain, tmp_path, capsys):  # noqa: F811
+    from lepton_apps.cli import main
+
+    predictor = cases[domain][0]
+    labelled = {"medical": str(medical[1] / "manifest.csv"), "finance": fraud_data[1],
+                "support": str(demo_bundle.parent / "demo_questions.json")}[domain]
+    spec = available_domains()[domain].evaluate
+    assert check_evaluate(predictor, spec, labelled, tmp_path / "api") == []
+    if domain == "finance":  # the CLI reads a file
+        labelled = str(tmp_path / "new.parquet")
+        fraud_data[1].to_parquet(labelled)
+    capsys.readouterr()
+    bundle = {"medical": medical[0], "finance": fraud_bundle, "support": demo_bundle}[domain]
+    assert main([domain, "evaluate", str(bundle), labelled, "--out", str(tmp_path / "cli"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.split("\nreport and plots in")[0])
+    assert printed == json.loads((tmp_path / "cli" / "report.json").read_text())
+    assert printed["model_version"] == predictor.model_version
+
+
+def test_check_evaluate_finds_an_option_the_cli_cannot_pass(cases, tmp_path):
+    from lepton_apps.domains import EvaluateSpec
+
+    predictor = cases["finance"][0]
+    assert check_evaluate(predictor, EvaluateSpec("data"), None, tmp_path) == [
+        "evaluate takes ['k'] that the DomainSpec does not declare (the CLI cannot pass them)"]
 
 
 @pytest.mark.parametrize("domain", ["medical", "finance", "support"])

@@ -53,7 +53,7 @@ def test_batch_answer_writes_one_row_per_question_and_evaluate_writes_plots(caps
     code, out, _ = run(capsys, "support", "evaluate", str(demo_bundle), str(demo_bundle.parent / "demo_questions.json"),
                        "--out", str(tmp_path / "eval"))
     assert code == 0
-    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert metrics["n_questions"] == 172 and metrics["top1_accuracy"] > 0.85
     assert (tmp_path / "eval" / "coverage_curve.png").stat().st_size > 10_000
     assert (tmp_path / "eval" / "tradeoff_curve.png").stat().st_size > 10_000

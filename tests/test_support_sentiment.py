@@ -100,7 +100,7 @@ def test_evaluate_command_reports_escalation_on_the_held_out_messages(capsys, de
     sentiment = demo_build[3] / "demo_sentiment.json"
     code = main(["support", "evaluate", str(demo_bundle), "--sentiment", str(sentiment), "--out", str(tmp_path / "ev")])
     assert code == 0, capsys.readouterr()
-    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "ev" / "report.json").read_text())
     for key in ("escalation_precision", "escalation_recall", "escalation_f1", "n_sentiment_test"):
         assert metrics[key] == pytest.approx(demo_build[1]["metrics"][key], abs=1e-6), key
     details = pd.read_csv(tmp_path / "ev" / "escalation_details.csv")

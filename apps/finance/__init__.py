@@ -11,7 +11,7 @@ Python API (imported lazily, so importing this package stays light for the CLI a
 """
 from pathlib import Path
 
-from lepton_apps.domains import DomainSpec, lazy_exports
+from lepton_apps.domains import DomainSpec, EvaluateOption, EvaluateSpec, lazy_exports
 
 from .cli import cli
 
@@ -33,4 +33,7 @@ DOMAIN = DomainSpec(
     build_demo="lepton_apps.finance.demo:build_demo",
     predictor="lepton_apps.finance.predict:FraudScorer",
     headline_metrics=("pr_auc", "roc_auc", "card_precision_at_k"),
+    evaluate=EvaluateSpec(data_help="Labelled transactions (CSV / Parquet); default: the bundle's stored test report.",
+                          data_required=False,
+                          options=(EvaluateOption("k", int, 100, "Daily alert budget for Card Precision@k."),)),
 )

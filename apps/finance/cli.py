@@ -138,16 +138,15 @@ def train(data: Optional[Path] = typer.Argument(None, help="CSV or Parquet trans
 
 
 def _print_report(report: dict) -> None:
+    from .evaluate import summary
+
     typer.echo(f"split: {report['split']['description']}")
     typer.echo(f"device: {report['device']}; imbalance: {report['model_choice']['imbalance']}; "
                f"rounds: {report['rounds']}")
     typer.echo("features built: " + "; ".join(report["features_built"]))
     if report["features_not_built"]:
         typer.echo("features not built: " + "; ".join(report["features_not_built"]))
-    t = report["test"]
-    typer.echo(f"test: ROC-AUC {t['roc_auc']:.4f}  AUC-PR {t['pr_auc']:.4f}  CP@{t['k']} {t['card_precision_at_k']:.4f} "
-               f"({t['cp_at_k_unit']})  precision {t['precision_at_threshold']:.3f} recall {t['recall_at_threshold']:.3f} "
-               f"at threshold {t['threshold']:.4f} ({t['alerts_per_day']:.1f} alerts/day)")
+    typer.echo(f"test: {summary(report['test'])}")
     if report.get("mlp"):
         m = report["mlp"]
         typer.echo(f"MLP: validation AUC-PR {m['val_pr_auc_mlp']:.4f} (LightGBM {m['val_pr_auc_lightgbm']:.4f}, best blend "
@@ -156,34 +155,6 @@ def _print_report(report: dict) -> None:
         p = report["prequential"]
         typer.echo("prequential: " + "  ".join(f"{k} {p[k]['mean']:.4f} ± {p[k]['std']:.4f}"
                                                 for k in ("roc_auc", "pr_auc", "card_precision_at_k")))
-
-
-@cli.command()
-def evaluate(bundle: str = typer.Argument(..., help="Bundle path, registry name or finance:latest."),
-             data: Optional[Path] = typer.Argument(None, help="Labelled transactions to evaluate on (default: the "
-                                                              "bundle's stored test report)."),
-             k: int = typer.Option(100, help="Daily alert budget for Card Precision@k."),
-             out: Optional[Path] = typer.Option(None, help="Write the report as JSON here.")):
-    """Print the fraud metrics of a bundle (stored test report, or on new labelled data).
-
-    Example: lepton-apps finance evaluate finance:latest new_month.parquet --k 100
-    """
-    from .predict import FraudScorer
-
-    scorer = FraudScorer.load(bundle)
-    if data is None:
-        report = scorer.bundle.load_json("report.json")
-        _print_report(report)
-    else:
-        from .data import read_table
-
-        df = read_table(data)
-        report = scorer.evaluate(df, k=k)
-        typer.echo(json.dumps(report, indent=2, default=str))
-    if out:
-        from lepton_apps.io import atomic_write_json
-
-        atomic_write_json(out, report)
 
 
 def _score(bundle: str, data: Path, out: Path, chunk_size: int, resume: bool, reasons_for: str,

@@ -82,6 +82,14 @@ def fraud_report(y: np.ndarray, score: np.ndarray, threshold: float, *, amount: 
     return out
 
 
+def summary(r: dict[str, Any]) -> str:
+    """Return one line with the headline numbers of a :func:`fraud_report`."""
+    return (f"{r['rows']:,} transactions, {r['frauds']:,} frauds: ROC-AUC {r['roc_auc']:.4f}  AUC-PR {r['pr_auc']:.4f}  "
+            f"CP@{r['k']} {r['card_precision_at_k']:.4f} ({r['cp_at_k_unit']})  precision "
+            f"{r['precision_at_threshold']:.3f} recall {r['recall_at_threshold']:.3f} at threshold "
+            f"{r['threshold']:.4f} ({r['alerts_per_day']:.1f} alerts/day)")
+
+
 def summarise_folds(reports: list[dict[str, Any]], keys=("roc_auc", "pr_auc", "card_precision_at_k")) -> dict[str, Any]:
     """Return ``{key: {"mean", "std", "folds"}}`` over prequential folds."""
     out = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lepton_apps.domains import DomainSpec, lazy_exports
+from lepton_apps.domains import DomainSpec, EvaluateOption, EvaluateSpec, lazy_exports
 
 from .cli import cli
 
@@ -45,6 +45,9 @@ DOMAIN = DomainSpec(
     build_demo="lepton_apps.medical.demo:build_demo",
     predictor="lepton_apps.medical.predict:MedicalClassifier",
     headline_metrics=("roc_auc", "sensitivity", "specificity"),
+    evaluate=EvaluateSpec(data_help="Labelled images: a folder of class folders, manifest.csv or a MedMNIST .npz.",
+                          options=(EvaluateOption("split", str, None, "Only rows of this split (train, val or test); "
+                                                                      "default all."),)),
 )
 
 __all__ = ["MedicalClassifier", "Prediction", "Explanation", "train", "MedicalConfig", "DOMAIN"]

@@ -33,6 +33,7 @@ def train_cmd(data: Optional[str] = typer.Argument(None, help="Folder root/<clas
     Example: lepton-apps medical train xrays/ --epochs 10 --backbone resnet18 --register xray-v1
     """
     from .config import MedicalConfig
+    from .evaluate_data import summary
     from .training import train
 
     overrides = {"data": data, "out": str(out) if out else None, "backbone": backbone, "epochs": epochs,
@@ -41,41 +42,12 @@ def train_cmd(data: Optional[str] = typer.Argument(None, help="Folder root/<clas
     bundle = train(MedicalConfig.from_yaml_and_overrides(config, overrides))
     report = json.loads((bundle / "report.json").read_text())
     typer.echo(f"bundle: {bundle}")
-    typer.echo(_summary(report))
+    typer.echo(summary(report))
     if register:
         from lepton_apps.registry import Registry
 
         entry = Registry(home).register(bundle, register)
         typer.echo(f"registered {entry.name}")
-
-
-def _summary(r: dict) -> str:
-    ci = r.get("roc_auc_ci") or [float("nan")] * 2
-    text = f"{r['split']} (n={r['n']}): AUC {r['roc_auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-    if r["task"] == "binary":
-        text += (f", accuracy {r['accuracy']:.3f}, sensitivity {r['sensitivity']:.3f}, "
-                 f"specificity {r['specificity']:.3f} at threshold {r['threshold']:.3f} ({r['operating_point']})")
-    else:
-        text += f", accuracy {r['accuracy']:.3f}"
-    return text + f"; ECE {r['ece_before']:.3f} -> {r['ece_after']:.3f} after temperature scaling"
-
-
-@cli.command("evaluate")
-def evaluate_cmd(bundle: str = typer.Argument(..., help="Bundle folder, registry name or medical:latest."),
-                 data: str = typer.Argument(..., help="Labelled data: folder, manifest.csv or .npz."),
-                 split: Optional[str] = typer.Option(None, help="Only rows of this split (train/val/test); default all."),
-                 out: Optional[Path] = typer.Option(None, help="Folder for report.json and the plots."),
-                 home: Optional[Path] = typer.Option(None, help="Registry folder.")):
-    """Evaluate a bundle on labelled data with its stored temperature and operating point.
-
-    Example: lepton-apps medical evaluate medical:latest xrays/test/ --out eval/
-    """
-    from .evaluate_data import evaluate_bundle
-
-    report = evaluate_bundle(bundle, data, split=split, out=out, home=home)
-    typer.echo(_summary(report))
-    if out:
-        typer.echo(f"report and plots in {out}")
 
 
 @cli.command("check")

@@ -15,16 +15,24 @@ from .evaluate import build_report, save_plots
 
 def evaluate_bundle(bundle: str | os.PathLike, data: str | os.PathLike, *, split: str | None = None,
                     out: str | os.PathLike | None = None, home=None, n_boot: int = 1000) -> dict[str, Any]:
-    """Return the evaluation report of ``bundle`` on ``data`` (optionally one split); write it and the plots to ``out``.
+    """Return the evaluation report of ``bundle`` on ``data`` (see :func:`evaluate_classifier`)."""
+    from .predict import MedicalClassifier
+
+    return evaluate_classifier(MedicalClassifier.load(bundle, home=home), data, split=split, out=out, n_boot=n_boot)
+
+
+def evaluate_classifier(clf, data: str | os.PathLike, *, split: str | None = None,
+                        out: str | os.PathLike | None = None, n_boot: int = 1000) -> dict[str, Any]:
+    """Return the evaluation report of a loaded classifier on ``data`` (optionally one split); write it
+    (``report.json``) and the plots to ``out``.
 
     The bundle's temperature and operating point are used as stored (fitted on its validation
     data), so the numbers say how the deployed model behaves. Unreadable images are refused.
     """
     from lepton_apps.io import atomic_write_json
 
-    from .predict import MedicalClassifier, predict_logits
+    from .predict import predict_logits
 
-    clf = MedicalClassifier.load(bundle, home=home)
     md = open_data(data)
     if split:
         keep = (md.table["split"] == split).to_numpy()
@@ -52,3 +60,15 @@ def evaluate_bundle(bundle: str | os.PathLike, data: str | os.PathLike, *, split
         save_plots(logits, y, clf.task, clf.label_names, calibration, out)
         atomic_write_json(out / "report.json", report)
     return report
+
+
+def summary(r: dict) -> str:
+    """Return one line with the headline numbers of a report (AUC with its CI, the operating point, ECE)."""
+    ci = r.get("roc_auc_ci") or [float("nan")] * 2
+    text = f"{r['split']} (n={r['n']}): AUC {r['roc_auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    if r["task"] == "binary":
+        text += (f", accuracy {r['accuracy']:.3f}, sensitivity {r['sensitivity']:.3f}, "
+                 f"specificity {r['specificity']:.3f} at threshold {r['threshold']:.3f} ({r['operating_point']})")
+    else:
+        text += f", accuracy {r['accuracy']:.3f}"
+    return text + f"; ECE {r['ece_before']:.3f} -> {r['ece_after']:.3f} after temperature scaling"

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lepton_apps.errors import DataError, LeptonError
 from lepton_apps.predictor import Explanation as BaseExplanation
-from lepton_apps.predictor import PredictRequest, Predictor, Result
+from lepton_apps.predictor import Evaluation, PredictRequest, Predictor, Result
 
 from .evaluate import probabilities
 from .imageio import prepare, read_image, resize, to_channels
@@ -243,6 +243,19 @@ class MedicalClassifier(Predictor):
                           score=float(p.max()), threshold=None, model_version=self.model_version)
 
     # -- explanation ----------------------------------------------------------------------
+    def evaluate(self, data: Any = None, *, out: str | os.PathLike | None = None,
+                 split: str | None = None) -> Evaluation:
+        """Return AUC (with a bootstrap CI), accuracy, sensitivity / specificity at the bundle's operating point and
+        calibration on labelled ``data``; with ``out`` also write report.json and the plots there."""
+        from lepton_apps.errors import ConfigError
+
+        from .evaluate_data import evaluate_classifier, summary
+
+        if data is None:
+            raise ConfigError("no data to evaluate on", fix="pass a folder of class folders, a manifest.csv or an .npz")
+        report = evaluate_classifier(self, data, split=split, out=out)
+        return Evaluation(metrics=report, summary=summary(report), folder=Path(out) if out else None)
+
     def explain(self, item: Any, target: str | int | None = None, *, name: str | None = None) -> Explanation:
         """Return the Grad-CAM heatmap and overlay for ``item`` (default target: the predicted class,
         or the positive class for binary models)."""

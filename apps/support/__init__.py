@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lepton_apps.domains import DomainSpec, lazy_exports
+from lepton_apps.domains import DomainSpec, EvaluateOption, EvaluateSpec, lazy_exports
 
 from .cli import cli
 
@@ -35,4 +35,10 @@ DOMAIN = DomainSpec(
     build_demo="lepton_apps.support.demo:build_demo",
     predictor="lepton_apps.support.predict:SupportAssistant",
     headline_metrics=("top1_accuracy", "mrr", "handoff_recall"),
+    evaluate=EvaluateSpec(data_help="Questions (JSON / CSV) with question, faq_id (empty = out of scope), optional "
+                                    "intent.",
+                          data_required=False,
+                          options=(EvaluateOption("sentiment", Path, None, "Labelled messages (text,label; 'neutral' = "
+                                                  "calm) for escalation precision / recall / F1; only split=test rows "
+                                                  "when marked."),)),
 )

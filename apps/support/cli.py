@@ -64,47 +64,6 @@ def train(kb: Optional[Path] = typer.Argument(None, help="FAQ knowledge base (CS
 
 
 @cli.command()
-def evaluate(bundle: str = typer.Argument(..., help="Bundle folder, registry name or support:latest."),
-             questions: Optional[Path] = typer.Argument(None, help="Questions with question, faq_id (empty = out of scope), optional intent."),
-             sentiment: Optional[Path] = typer.Option(None, help="Labelled messages (text,label; 'neutral' = calm) for escalation "
-                                                                 "precision / recall / F1; only split=test rows when marked."),
-             out: Optional[Path] = typer.Option(None, help="Report folder (default: <questions>-eval next to the file).")):
-    """Answered-correct and hand-off recall at the bundle's threshold with the whole trade-off curve; top-1, MRR,
-    recall@5, coverage curve, intent accuracy, escalation P/R/F1; plots saved.
-
-    Example: lepton-apps support evaluate support:latest demo_data/support/demo_questions.json --sentiment demo_data/support/demo_sentiment.json
-    """
-    import json
-
-    from lepton_apps.errors import ConfigError
-
-    from .evaluate import escalation_metrics, evaluate_assistant, tradeoff_table, write_report
-    from .predict import SupportAssistant
-
-    if questions is None and sentiment is None:
-        raise ConfigError("nothing to evaluate", fix="pass a questions file and/or --sentiment labelled_messages.json")
-    bot = SupportAssistant.load(bundle)
-    metrics, details, figures, escalation = {}, None, {}, None
-    if questions is not None:
-        metrics, details, figures = evaluate_assistant(bot, questions, k=bot.settings.top_k)
-    if sentiment is not None:
-        m, escalation = escalation_metrics(bot, sentiment)
-        metrics.update(m)
-    first = questions or sentiment
-    folder = write_report(metrics, details, figures, out or first.with_name(first.stem + "-eval"), escalation)
-    typer.echo(json.dumps(metrics, indent=2))
-    if details is not None and metrics.get("n_answerable") and metrics.get("n_out_of_scope"):
-        curve = tradeoff_table(details, points=None)
-        curve.to_csv(folder / "tradeoff_curve.csv", index=False)
-        typer.echo(f"at the bundle's threshold {bot.settings.threshold:.3f} (calibrated on "
-                   f"{bot.calibration_source or 'unknown'}): answered-correct {metrics['answered_correct']:.3f}, "
-                   f"hand-off recall {metrics['handoff_recall']:.3f}")
-        typer.echo("trade-off as the threshold moves (all points in tradeoff_curve.csv):")
-        typer.echo(tradeoff_table(details, points=21).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    typer.echo(f"report, per-question details and plots in {folder}")
-
-
-@cli.command()
 def answer(bundle: str = typer.Argument(..., help="Bundle folder, registry name or support:latest."),
            questions: Optional[Path] = typer.Argument(None, help="CSV / Parquet with a 'question' column (batch mode)."),
            out: Optional[Path] = typer.Option(None, help="Output table (.parquet or .csv) for batch mode."),

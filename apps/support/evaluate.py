@@ -78,6 +78,28 @@ def evaluate_assistant(assistant, questions, k: int = 5) -> tuple[dict, pd.DataF
     return m, details, figures
 
 
+def summary(assistant, metrics: dict, details: pd.DataFrame | None = None) -> str:
+    """Return the headline numbers of an evaluation as a few lines (with the trade-off table when the questions
+    include out-of-scope ones)."""
+    lines = []
+    if "top1_accuracy" in metrics:
+        k = assistant.settings.top_k
+        lines.append(f"{metrics['n_questions']} questions ({metrics['n_out_of_scope']} out of scope): top-1 "
+                     f"{metrics['top1_accuracy']:.3f}, MRR {metrics['mrr']:.3f}, recall@{k} "
+                     f"{metrics.get(f'recall_at_{k}', float('nan')):.3f}, coverage {metrics['coverage']:.3f}")
+    if "handoff_recall" in metrics and "answered_correct" in metrics:
+        lines.append(f"at the bundle's threshold {assistant.settings.threshold:.3f} (calibrated on "
+                     f"{assistant.calibration_source or 'unknown'}): answered-correct {metrics['answered_correct']:.3f}, "
+                     f"hand-off recall {metrics['handoff_recall']:.3f}")
+    if "escalation_f1" in metrics:
+        lines.append(f"escalation: precision {metrics['escalation_precision']:.3f}, recall "
+                     f"{metrics['escalation_recall']:.3f}, F1 {metrics['escalation_f1']:.3f}")
+    if details is not None and metrics.get("n_answerable") and metrics.get("n_out_of_scope"):
+        lines.append("trade-off as the threshold moves (every point in tradeoff_curve.csv with --out):")
+        lines.append(tradeoff_table(details, points=21).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return "\n".join(lines)
+
+
 def tradeoff_table(details: pd.DataFrame, points: int | None = 41) -> pd.DataFrame:
     """Return hand-off recall (out of scope) and answered-correct (in scope) for every confidence threshold.
 
@@ -170,7 +192,7 @@ def _plot_coverage(curve: pd.DataFrame, threshold: float, conf: np.ndarray):
 
 def write_report(metrics: dict, details: pd.DataFrame | None, figures: dict, out: str | Path,
                  escalation_details: pd.DataFrame | None = None) -> Path:
-    """Write metrics.json, details.csv (+ escalation_details.csv) and the PNG plots to ``out``; return the folder."""
+    """Write report.json, details.csv (+ escalation_details.csv) and the PNG plots to ``out``; return the folder."""
     import json
 
     from lepton_apps.io import atomic_write_json
@@ -178,7 +200,7 @@ def write_report(metrics: dict, details: pd.DataFrame | None, figures: dict, out
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "report.json", metrics)
     if details is not None:
         details.to_csv(out / "details.csv", index=False)
     if escalation_details is not None:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lepton_apps.predictor import Explanation, PredictRequest, Predictor, Result
+from lepton_apps.predictor import Evaluation, Explanation, PredictRequest, Predictor, Result
 
 from .index import FaqIndex, Hit
 from .model import NEUTRAL, ConfidenceModel, EmbeddingHead
@@ -335,6 +335,33 @@ class SupportAssistant(Predictor):
                       matched_text=self.index.texts[hit.text_index] if hit.text_index >= 0 else "",
                       score=round(hit.score, 4), dense=round(hit.dense, 4), lexical=round(hit.lexical, 4),
                       answer=answer, url=url, classifier=round(hit.clf, 4))
+
+    def evaluate(self, data: Any = None, *, out: str | Path | None = None, sentiment: str | Path | None = None) -> Evaluation:
+        """Return answered-correct and hand-off recall at the bundle's threshold, top-1, MRR, recall@k, coverage,
+        intent accuracy on labelled questions ``data``, and escalation precision / recall / F1 on labelled
+        ``sentiment`` messages; with ``out`` also write report.json, details.csv, the trade-off curve and plots."""
+        from lepton_apps.errors import ConfigError
+
+        from .evaluate import escalation_metrics, evaluate_assistant, summary, tradeoff_table, write_report
+
+        if data is None and sentiment is None:
+            raise ConfigError("nothing to evaluate", fix="pass a questions file and/or sentiment=labelled_messages.json")
+        metrics, details, figures, escalation = {}, None, {}, None
+        if data is not None:
+            metrics, details, figures = evaluate_assistant(self, data, k=self.settings.top_k)
+        if sentiment is not None:
+            m, escalation = escalation_metrics(self, sentiment)
+            metrics.update(m)
+        metrics["model_version"] = self.model_version
+        curve = None
+        if details is not None and metrics.get("n_answerable") and metrics.get("n_out_of_scope"):
+            curve = tradeoff_table(details, points=None)
+        folder = None
+        if out:
+            folder = write_report(metrics, details, figures, out, escalation)
+            if curve is not None:
+                curve.to_csv(folder / "tradeoff_curve.csv", index=False)
+        return Evaluation(metrics=metrics, summary=summary(self, metrics, details), folder=folder)
 
     def explain(self, text: Any) -> SupportExplanation:
         """Return why the assistant answered as it did: each source's matched text and dense / lexical parts,
