@@ -28,7 +28,9 @@ table, so finance scores each request on its own.
 """
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import threading
@@ -78,7 +80,11 @@ class _State:
         self.paths: dict[str, Path] = {}
         self.errors: dict[str, str] = {}
         self.batchers: dict[str, tuple[Any, MicroBatcher]] = {}
-        self.locks = {d: threading.Lock() for d in refs}
+        # one thread per served domain runs every call of its model (predict, batches, explain, score_one):
+        # the model is never used from two threads at once, and its BLAS/OpenMP pool is made once, not
+        # per worker thread of a shared pool
+        self.executors = {d: concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lepton-{d}")
+                          for d in refs}
         self.reloading = threading.Lock()
         self.done = threading.Event()
 
@@ -141,6 +147,11 @@ class _State:
                     self.reload(domain)
                 except Exception as exc:  # noqa: BLE001 - the old model keeps serving
                     self.errors[f"{domain} (reload)"] = f"{type(exc).__name__}: {exc}"
+
+    async def call(self, domain: str, fn, *args, **kwargs):
+        """Run ``fn(*args, **kwargs)`` on ``domain``'s model thread; return its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executors[domain], functools.partial(fn, *args, **kwargs))
 
     def ready(self) -> bool:
         """True when every served domain has a model (a failed reload is reported but the old model serves)."""
@@ -252,7 +263,8 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
         current = state.batchers.get(domain)
         if current is None or current[0] is not model:  # first use, or the model was reloaded
             batcher = MicroBatcher(model.predict, max_batch=cfg.max_batch, max_wait_s=cfg.max_wait_ms / 1000,
-                                   on_batch=lambda n, d=domain: metrics.batch_size.labels(d).observe(n))
+                                   on_batch=lambda n, d=domain: metrics.batch_size.labels(d).observe(n),
+                                   executor=state.executors[domain])
             state.batchers[domain] = (model, batcher)
             if current is not None:  # the old batcher finishes what it holds, then stops
                 asyncio.get_running_loop().call_later(cfg.timeout_s + 1, asyncio.ensure_future, current[1].close())
@@ -267,7 +279,7 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
             results = await batcher.submit(items, kwargs, per_item)
         else:
             metrics.batch_size.labels(domain).observe(len(items))
-            results = await asyncio.to_thread(_locked, state.locks[domain], model.predict, items, **kwargs)
+            results = await state.call(domain, model.predict, items, **kwargs)
         request.state.audit_results = [r.for_audit(cfg.audit_free_text) for r in results]
         return {"model_version": model.model_version, "results": [r.to_dict() for r in results]}
 
@@ -425,7 +437,7 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
                     raise _HTTPError(422, f"explain takes exactly one item, got {len(items)}", "send one item")
                 model = model_of(domain)
                 request.state.model_version = model.model_version
-                exp = await asyncio.to_thread(_locked, state.locks[domain], model.explain, items[0])
+                exp = await state.call(domain, model.explain, items[0])
                 return exp.to_dict()
             return await timed(domain, "explain", request, work)
 
@@ -479,8 +491,7 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
                 request.state.input_digest = digest(await request.body())
                 model = model_of("finance")
                 request.state.model_version = model.model_version
-                out = await asyncio.to_thread(_locked, state.locks["finance"], model.score_one, req.transaction,
-                                              update=req.update)
+                out = await state.call("finance", model.score_one, req.transaction, update=req.update)
                 return {"model_version": model.model_version, **{k: v for k, v in out.items() if k != "features"}}
             return await timed("finance", "score_one", request, work)
 
@@ -505,11 +516,6 @@ class _HTTPError(Exception):
 
 class _HTTPErrorResponse(_HTTPError):
     """An _HTTPError raised outside :func:`timed` (answered by an exception handler)."""
-
-
-def _locked(lock: threading.Lock, fn, *args, **kwargs):
-    with lock:
-        return fn(*args, **kwargs)
 
 
 def _validate(schema, data):

@@ -32,10 +32,12 @@ class MicroBatcher:
 
     ``predict(items, **options) -> list`` must return one result per item, in order.
     ``on_batch(n_items)`` (optional) is told the size of every call, for the metrics.
+    ``executor``: where ``predict`` runs (default: a thread of the batcher's own).
     """
 
     def __init__(self, predict: Callable[..., list], *, max_batch: int = 64, max_wait_s: float = 0.005,
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None,
+                 executor: concurrent.futures.Executor | None = None):
         if max_batch < 1 or max_wait_s < 0:
             raise ValueError("max_batch must be >= 1 and max_wait_s >= 0")
         self.predict = predict
@@ -44,7 +46,8 @@ class MicroBatcher:
         self.on_batch = on_batch
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lepton-predict")
+        self._owns_pool = executor is None  # else the caller's (e.g. the service's one thread per model)
+        self._pool = executor or concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lepton-predict")
 
     async def submit(self, items: Sequence[Any], shared: dict[str, Any] | None = None,
                      per_item: dict[str, Sequence[Any]] | None = None) -> list:
@@ -119,4 +122,5 @@ class MicroBatcher:
         """Stop the collector task and the worker thread."""
         if self._task is not None:
             self._task.cancel()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._owns_pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
