@@ -25,6 +25,9 @@ What a domain's predictor class guarantees (checked for every installed domain b
 * ``explain(item)`` returns an object with ``to_dict()`` (JSON-serialisable) and ``model_version``;
 * ``request_schema`` / ``response_schema``: the pydantic models of the HTTP API's request and
   response bodies; ``predict_request(request)`` answers one request body;
+* ``monitor_window(data)`` returns a :class:`MonitorWindow` (features, scores, embeddings, unreadable
+  count) that :mod:`lepton_apps.monitor` profiles and compares — the bundle's ``profile/`` is built
+  from the validation data's window at training;
 * ``evaluate(data, *, out=None, **options)`` measures the model on labelled data with the domain's own
   metrics and returns an :class:`Evaluation` (JSON-able metrics with ``model_version``, a summary, the
   report folder ``out`` holding ``report.json`` and plots); the domain's ``DomainSpec.evaluate`` declares
@@ -116,6 +119,21 @@ class Evaluation(BaseModel):
                 "folder": None if self.folder is None else str(self.folder)}
 
 
+class MonitorWindow(BaseModel):
+    """What a model sees and says for a set of inputs, in the form :mod:`lepton_apps.monitor` compares with a
+    reference profile: ``features`` (a table, one row per readable input: finance's model features,
+    medical's image statistics, support's question length / language), ``scores`` (the predictions'
+    distribution: an array or ``{name: array}``), ``embeddings`` (medical's backbone features, support's
+    question vectors; None for finance) and ``unreadable`` (inputs that could not be read at all)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    features: Any = None
+    scores: Any = None
+    embeddings: Any = None
+    unreadable: int = 0
+
+
 class Predictor(abc.ABC):
     """A trained model of one domain, loaded from a bundle (see the module docstring for the contract)."""
 
@@ -146,6 +164,12 @@ class Predictor(abc.ABC):
     def evaluate(self, data: Any = None, *, out: str | os.PathLike | None = None, **options: Any) -> Evaluation:
         """Return the model's metrics on labelled ``data`` (the domain's own metrics, at the bundle's operating
         point); with ``out`` also write ``report.json`` and the plots there."""
+
+    @abc.abstractmethod
+    def monitor_window(self, data: Any) -> MonitorWindow:
+        """Return what the model sees and says for ``data`` (the input ``predict_file`` takes, or a table /
+        list of items), for drift reports; training writes the validation data's as the bundle's reference
+        profile (``profile/``)."""
 
     def predict_file(self, source: str | os.PathLike, output: str | os.PathLike, *, resume: bool = True,
                      progress: bool = True, chunk_size: int | None = None, **options: Any):

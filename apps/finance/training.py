@@ -196,6 +196,28 @@ def state_frame(stream: Stream, spec: FeatureSpec) -> pd.DataFrame:
     return out.astype({"kind": "string", "key": "string", "t": np.int64, "value": np.int64, "tx_id": "string"})
 
 
+PROFILE_ROWS = 200_000  # test-period rows profiled for monitoring at most (a seeded sample beyond)
+
+
+def reference_profile(spec: FeatureSpec, x: np.ndarray, valid: pd.DataFrame, rows: np.ndarray, scores: np.ndarray,
+                      *, seed: int = 0, source: str = ""):
+    """Return the monitoring :class:`~lepton_apps.monitor.Profile` of the held-out ``rows``: the model's
+    features under readable names (categorical user columns as text) and the shipped model's ``scores``
+    of those rows (aligned with ``rows``); at most :data:`PROFILE_ROWS` rows, a seeded sample beyond."""
+    from lepton_apps.monitor import build_profile
+
+    from .predict import monitor_columns, monitor_features
+
+    pick = np.arange(len(rows))
+    if len(rows) > PROFILE_ROWS:
+        pick = np.sort(np.random.default_rng(seed).choice(len(rows), PROFILE_ROWS, replace=False))
+    chosen = rows[pick]
+    features = monitor_features(spec, x[chosen], valid.iloc[chosen].reset_index(drop=True))
+    numeric, categorical = monitor_columns(spec)
+    return build_profile(features, scores=np.asarray(scores)[pick], numeric=numeric, categorical=categorical,
+                         source=source, seed=seed)
+
+
 def train(config: FraudConfig | dict, *, frame: pd.DataFrame | None = None, progress: Progress | None = None) -> Path:
     """Train a fraud model on ``config.data`` (or ``frame``); return the bundle folder path."""
     from lepton_apps.bundle import BundleWriter, fingerprint_data
@@ -288,6 +310,14 @@ def train(config: FraudConfig | dict, *, frame: pd.DataFrame | None = None, prog
                 "val_pr_auc": val["pr_auc"]}
     if prequential:
         headline.update({f"prequential_{k}_mean": prequential[k]["mean"] for k in ("pr_auc", "roc_auc")})
+    say("profiling the test period for monitoring", 0.88)
+    profile_started = time.perf_counter()
+    # the reference is the test period: the latest rows, out of sample for the shipped (refit) model,
+    # which has trained on the validation rows
+    profile = reference_profile(spec, x, valid, split.test, s_test, seed=cfg.seed,
+                                source=f"test period of the training data ({len(split.test):,} rows)")
+    report["monitoring_profile"] = {"rows": profile.n_rows, "split": "test",
+                                    "seconds": round(time.perf_counter() - profile_started, 2)}
     say("writing the bundle", 0.9)
     with BundleWriter(out, domain="finance", task="binary", overwrite=cfg.overwrite,
                       label_names=["legitimate", "fraud"], preprocessing=spec.to_json(),
@@ -304,6 +334,8 @@ def train(config: FraudConfig | dict, *, frame: pd.DataFrame | None = None, prog
             w.save_json("mlp.json", {"scale": mlp_scale, "weight_lightgbm": mlp_info["blend_weight_lightgbm"]})
         w.save_parquet("eval_scores.parquet", eval_frame)
         w.save_parquet("state.parquet", state_frame(stream, spec))
+        profile.save(w.file("profile/profile.json").parent)
+        w.save_json("profile/info.json", report["monitoring_profile"])
         with tempfile.TemporaryDirectory() as tmp:
             figs = {"pr_curve.png": plot_pr(y[split.test], s_test, threshold, title="Precision-recall (test)"),
                     "threshold.png": plot_threshold(threshold_sweep(y[split.val], s_val, pick(amount, split.val),

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lepton_apps.errors import DataError, LeptonError
 from lepton_apps.predictor import Explanation as BaseExplanation
-from lepton_apps.predictor import Evaluation, PredictRequest, Predictor, Result
+from lepton_apps.predictor import Evaluation, MonitorWindow, PredictRequest, Predictor, Result
 
 from .evaluate import probabilities
 from .imageio import prepare, read_image, resize, to_channels
@@ -285,6 +285,19 @@ class MedicalClassifier(Predictor):
         overlay = show_cam_on_image(image.astype(np.float32) / 255, heat, use_rgb=True, image_weight=0.6)
         return Explanation(heatmap=heat, overlay=overlay, image=np.ascontiguousarray(image),
                            target=self.label_names[idx], probability=float(probs[idx]), model_version=self.model_version)
+
+    # -- monitoring -----------------------------------------------------------------------
+    def monitor_window(self, data: Any) -> MonitorWindow:
+        """Return what the model sees and says for ``data`` (a folder, a manifest.csv, a MedMNIST .npz, a
+        ``path`` table or a list of images): per readable image its statistics (height, width, mode, mean /
+        std intensity, shares of saturated and black pixels), the backbone's pooled penultimate-layer
+        features and the calibrated probabilities (binary: ``p_<positive>``; else one ``p_<class>`` column
+        per class), and the count of images that could not be read."""
+        from .monitoring import window, window_items
+
+        items, names = window_items(data)
+        return window(self.model, self.policy, items, names, size=self.image_size, channels=self.channels,
+                      task=self.task, temperature=self.temperature, label_names=self.label_names)
 
     # -- batch ----------------------------------------------------------------------------
     def predict_file(self, source: str | os.PathLike, output: str | os.PathLike, *, resume: bool = True,

@@ -246,6 +246,8 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
     val_probs = probabilities(logits["val"], task, calibration["temperature"])
 
     summary = data_summary(md, split, cfg)
+    profile, profile_info = validation_profile(md, split, model, trainer.policy, cfg, channels, task, names,
+                                               calibration["temperature"])
     model_info = {"backbone": cfg.backbone, "num_classes": len(names), "channels": channels,
                   "image_size": cfg.image_size, "mean": list(weights_info.mean), "std": list(weights_info.std),
                   "initial_weights": weights_info.source}
@@ -267,8 +269,30 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
                                      "train_images": int(len(rows["train"]))})
         w.save_numpy("val_probs.npy", val_probs.astype(np.float32))
         w.save_numpy("val_labels.npy", y[rows["val"]])
+        profile.save(w.file("profile/profile.json").parent)
+        w.save_json("profile/info.json", profile_info)
         save_plots(logits[eval_split], y[rows[eval_split]], task, names, calibration, w.workdir / "plots")
     return out
+
+
+def validation_profile(md: MedicalData, split: np.ndarray, model, policy, cfg: MedicalConfig, channels: int,
+                       task: str, names: list[str], temperature: float):
+    """Return (the monitoring profile of up to ``PROFILE_IMAGES`` validation images, a note of what it took):
+    the images are read again from the source for their statistics before resizing, then embedded and
+    scored by the trained ``model``."""
+    import time
+
+    from .monitoring import PROFILE_IMAGES, profile_rows, reference_profile, window
+
+    started = time.perf_counter()
+    rows = profile_rows(np.flatnonzero(split == "val"), PROFILE_IMAGES, cfg.seed)
+    items = list(md.arrays[rows]) if md.arrays is not None else md.table["item"].iloc[rows].tolist()
+    win = window(model, policy, items, md.table["item"].iloc[rows].tolist(), size=cfg.image_size,
+                 channels=channels, task=task, temperature=temperature, label_names=names)
+    profile = reference_profile(win, source=f"validation split ({len(rows)} of {int((split == 'val').sum())} images)",
+                                seed=cfg.seed)
+    return profile, {"split": "val", "images": int(len(rows)), "unreadable": win.unreadable,
+                     "seconds": round(time.perf_counter() - started, 2)}
 
 
 def data_summary(md: MedicalData, split: np.ndarray, cfg: MedicalConfig | None = None) -> dict[str, Any]:

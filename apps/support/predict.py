@@ -17,7 +17,7 @@ import pandas as pd
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lepton_apps.predictor import Evaluation, Explanation, PredictRequest, Predictor, Result
+from lepton_apps.predictor import Evaluation, Explanation, MonitorWindow, PredictRequest, Predictor, Result
 
 from .index import FaqIndex, Hit
 from .model import NEUTRAL, ConfidenceModel, EmbeddingHead
@@ -239,6 +239,10 @@ class SupportAssistant(Predictor):
 
     def answer_batch(self, texts: Sequence[Any]) -> list[Answer]:
         """Return one :class:`Answer` per message, in order; encodes the batch in one pass."""
+        return self._answer_and_embed(texts)[0]
+
+    def _answer_and_embed(self, texts: Sequence[Any]) -> tuple[list[Answer], np.ndarray, list[int]]:
+        """Return (one Answer per message, the embeddings of the messages that are questions, their positions)."""
         cleaned = [clean_question(t, self.settings.max_query_chars) for t in texts]
         live = [i for i, c in enumerate(cleaned) if c[2] is None]
         embs = self.encoder.encode([cleaned[i][0] for i in live], batch_size=self.batch_size)
@@ -259,7 +263,7 @@ class SupportAssistant(Predictor):
                                      faq_probs[j] if faq_probs is not None else None, self.settings.classifier_weight)
             out.append(self._decide(text, truncated, hits, intents[j] if intents else None,
                                     sentiments[j] if sentiments else None))
-        return out
+        return out, embs, live
 
     def faq_probabilities(self, embs: np.ndarray) -> np.ndarray | None:
         """Return the FAQ classifier's P(KB row | question) for each embedding (n, n_rows), or None without one."""
@@ -397,6 +401,16 @@ class SupportAssistant(Predictor):
         """The contract's name for :meth:`answer_frame`."""
         return self.answer_frame(frame, column)
 
+    def monitor_window(self, data: Any) -> MonitorWindow:
+        """Return what the assistant sees and says for ``data`` (a questions file — CSV / JSON / JSONL with a
+        ``question`` or ``text`` column —, a table or a list of messages): per message that is a question its
+        length in characters and words, its script (:func:`script_of`) and, with an intent head, the intent;
+        ``scores`` ``{confidence, handoff}`` (handoff 0 / 1); ``embeddings`` the encoder's question vectors;
+        ``unreadable`` the messages that are not questions (empty, binary, no words)."""
+        texts = monitor_texts(data)
+        replies, embs, live = self._answer_and_embed(texts)
+        return question_window(self, [replies[i] for i in live], embs, unreadable=len(texts) - len(live))
+
     # ------------------------------------------------------------------------------ batch scoring
     def answer_frame(self, frame: pd.DataFrame, column: str = "question") -> pd.DataFrame:
         """Return one output row per input row (for the core batch driver): answer, faq_id, confidence, …"""
@@ -423,3 +437,67 @@ class SupportAssistant(Predictor):
             "model_version": [r.model_version for r in replies],
             "error": [r.error for r in replies],
         })
+
+
+SCRIPTS = ("latin", "cjk", "cyrillic", "arabic", "greek", "hebrew", "devanagari", "thai", "hangul")
+
+
+def script_of(text: str) -> str:
+    """Return the writing system most of ``text``'s letters are in: one of :data:`SCRIPTS`, "other", or
+    "none" (no letters) — a cheap, honest stand-in for a language: it tells English from Chinese or Russian,
+    not English from French. Read from the Unicode character names (``unicodedata``)."""
+    counts: dict[str, int] = {}
+    for ch in text:
+        if not ch.isalpha():
+            continue
+        name = unicodedata.name(ch, "")
+        if name.startswith("LATIN"):
+            kind = "latin"
+        elif name.startswith(("CJK", "HIRAGANA", "KATAKANA", "HALFWIDTH KATAKANA")):
+            kind = "cjk"
+        elif name.startswith("HANGUL"):
+            kind = "hangul"
+        else:
+            first = name.split(" ")[0].lower()
+            kind = first if first in SCRIPTS else "other"
+        counts[kind] = counts.get(kind, 0) + 1
+    return max(counts, key=counts.get) if counts else "none"
+
+
+def monitor_texts(data: Any) -> list[Any]:
+    """Return the messages of ``data``: a list of messages, a table or a questions file (``question`` or
+    ``text`` column)."""
+    from lepton_apps.errors import DataError
+
+    if isinstance(data, (list, tuple)):
+        return list(data)
+    if isinstance(data, pd.Series):
+        return data.tolist()
+    if isinstance(data, (str, Path)):
+        from .data import read_table
+
+        data = read_table(data, what="questions")
+    if isinstance(data, pd.DataFrame):
+        col = "question" if "question" in data.columns else "text" if "text" in data.columns else None
+        if col is None:
+            raise DataError("the table has no 'question' (or 'text') column", where="monitor_window",
+                            fix=f"name the question column 'question'; found: {', '.join(map(str, data.columns))}")
+        return data[col].tolist()
+    raise DataError(f"cannot read questions from a {type(data).__name__}", where="monitor_window",
+                    fix="pass a questions file, a table with a 'question' column or a list of messages")
+
+
+def question_window(assistant: SupportAssistant, replies: Sequence[Answer], embs: np.ndarray,
+                    unreadable: int = 0) -> MonitorWindow:
+    """Return the :class:`~lepton_apps.predictor.MonitorWindow` of answered questions (``replies`` and their
+    embeddings ``embs``, in the same order)."""
+    questions = [r.question for r in replies]
+    features = pd.DataFrame({"length_chars": [len(q) for q in questions],
+                             "length_words": [len(q.split()) for q in questions],
+                             "script": [script_of(q) for q in questions]})
+    if assistant.intent_labels:
+        features["intent"] = [r.intent for r in replies]
+    scores = {"confidence": np.array([r.confidence for r in replies], dtype=float),
+              "handoff": np.array([float(r.handoff) for r in replies], dtype=float)}
+    return MonitorWindow(features=features, scores=scores, embeddings=np.asarray(embs, dtype=np.float32),
+                         unreadable=int(unreadable))

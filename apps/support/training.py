@@ -244,9 +244,51 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
         from .evaluate import escalation_metrics
 
         record["metrics"].update(escalation_metrics(assistant, sent_test)[0])
+    say("profiling the held-out questions for monitoring", 0.9)
+    record["profile"], record["profile_info"] = reference_profile(assistant, *reference_questions(val, test, texts),
+                                                                  seed=cfg.seed)
     record.update(kb=kb, texts=texts, owner=owner, kb_emb=kb_emb, confidence=confidence, settings=settings,
                   config=cfg)
     return assistant, record
+
+
+PROFILE_QUESTIONS = 2000  # reference questions profiled at most (a seeded sample beyond)
+
+
+def reference_questions(val: pd.DataFrame | None, test: pd.DataFrame | None, kb_texts_all: list[str]
+                        ) -> tuple[list[str], str]:
+    """Return (the questions of the monitoring reference, what they are): the held-out test questions, which
+    the built assistant never learned from (its FAQ classifier, confidence model and hand-off threshold are
+    fitted on the validation questions, so their confidences there are in-sample and higher); else the
+    validation questions; else the KB's own texts (questions and paraphrases), the only customer-like text."""
+    if test is not None and len(test):
+        return test["question"].tolist(), "held-out test questions"
+    if val is not None and len(val):
+        return val["question"].tolist(), "validation questions"
+    return list(kb_texts_all), "knowledge-base questions and paraphrases (no labelled questions given)"
+
+
+def reference_profile(assistant: SupportAssistant, questions: list[str], what: str, seed: int = 0):
+    """Return (the monitoring profile, a note of what it took) of up to :data:`PROFILE_QUESTIONS` of
+    ``questions`` as ``assistant`` answers them: lengths, script and intent mix, confidence and hand-off
+    distributions, question embeddings."""
+    import time
+
+    from lepton_apps.monitor import build_profile
+
+    started = time.perf_counter()
+    total = len(questions)
+    if total > PROFILE_QUESTIONS:
+        keep = np.sort(np.random.default_rng(seed).choice(total, PROFILE_QUESTIONS, replace=False))
+        questions = [questions[i] for i in keep]
+    win = assistant.monitor_window(questions)
+    features = win.features
+    categorical = [c for c in ("script", "intent") if c in features.columns]
+    profile = build_profile(features, scores=win.scores, embeddings=win.embeddings if len(win.embeddings) else None,
+                            numeric=["length_chars", "length_words"], categorical=categorical,
+                            source=f"{what} ({len(questions)} of {total})", seed=seed)
+    return profile, {"source": what, "questions": len(questions), "not_questions": win.unreadable,
+                     "seconds": round(time.perf_counter() - started, 2)}
 
 
 def write_bundle(assistant: SupportAssistant, record: dict, out: str | Path, overwrite: bool = True) -> Path:
@@ -270,6 +312,9 @@ def write_bundle(assistant: SupportAssistant, record: dict, out: str | Path, ove
         w.save_json("retrieval.json", {"settings": record["settings"].__dict__, "confidence": record["confidence"].to_dict(),
                                        "calibration": record["calibration"]})
         w.save_json("encoder.json", record["encoder"])
+        if record.get("profile") is not None:
+            record["profile"].save(w.file("profile/profile.json").parent)
+            w.save_json("profile/info.json", record["profile_info"])
         if record["encoder"]["stored_in_bundle"]:
             with tempfile.TemporaryDirectory() as tmp:
                 assistant.encoder.save(tmp)
