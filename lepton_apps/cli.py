@@ -82,15 +82,78 @@ def models_show(name: str = typer.Argument(..., help="Registry name, DOMAIN:ALIA
 @models_app.command("promote")
 def models_promote(name: str = typer.Argument(..., help="Registry name of the bundle."),
                    alias: str = typer.Option("production", help="Alias to point at it: production or latest."),
+                   reason: str = typer.Option("", help="Why (kept in the audit log with who promoted what)."),
+                   force: bool = typer.Option(False, "--force", help="Promote even when it did worse than the "
+                                              "current model as a shadow challenger."),
+                   db_url: Optional[str] = typer.Option(None, "--db-url", envvar="LEPTON_DB_URL",
+                                                        help="Service database (default: lepton.db in the registry "
+                                                             "folder, when it exists)."),
                    home: Optional[Path] = typer.Option(None, help="Registry folder.")):
-    """Point the domain's alias (default: production) at a registered bundle.
+    """Point the domain's alias (default: production) at a registered bundle. When the service database holds
+    its shadow answers (serve --challenger) with outcomes, a bundle that did worse than the current model on
+    the domain's primary metric is refused unless --force; every promotion is recorded in the audit log.
 
-    Example: lepton-apps models promote medical-binary-20261123-013000
+    Example: lepton-apps models promote fraud-v2 --reason "retrained on November"
     """
-    from lepton_apps.registry import Registry
+    import getpass
 
-    entry = Registry(home).promote(name, alias)
+    from lepton_apps.registry import Registry
+    from lepton_apps.store import Store, configured_url
+
+    registry = Registry(home)
+    entry = registry.get(name)
+    previous = next((e.name for e in registry.list(entry.domain) if alias in e.aliases), None)
+    url = db_url or configured_url(home)
+    store = Store.open(url, home=home) if url else None
+    comparison = _promotion_check(store, entry, force) if store is not None and alias == "production" else None
+    entry = registry.promote(name, alias)
     typer.echo(f"{entry.domain}:{alias} -> {entry.name}")
+    if store is not None:
+        _record_promotion(store, entry, alias, previous, getpass.getuser(), reason, force, comparison)
+        typer.echo("recorded in the audit log (lepton-apps audit export --domain " + entry.domain + ")")
+
+
+def _promotion_check(store, entry, force: bool):
+    """Return the shadow comparison of ``entry`` against the served model (None when its domain declares no
+    primary metric); ConfigError when it did worse and ``force`` is off."""
+    from lepton_apps.domains import available_domains
+    from lepton_apps.errors import ConfigError
+    from lepton_apps.monitor.cli import describe
+    from lepton_apps.monitor.compare import compare_models
+
+    spec = available_domains().get(entry.domain)
+    if spec is None or not spec.primary_metric or not spec.live_metrics:
+        return None
+    result = compare_models(store, entry.domain, spec.live_metrics_function(), spec.primary_metric,
+                            key_field=spec.outcome_key, challenger=f"{entry.name}@")
+    if result.get("difference") is not None and result["difference"] < 0:
+        text = describe(result).replace("\n", "; ")
+        if not force:
+            raise ConfigError(f"{entry.name} did worse than the served model as a shadow challenger: {text}",
+                              where="models promote", fix="keep the current model, or pass --force with a --reason")
+        typer.secho(f"warning: promoting although it did worse: {text}", err=True, fg=typer.colors.YELLOW)
+    else:
+        typer.echo(f"shadow comparison: {result['verdict']}")
+    return result
+
+
+def _record_promotion(store, entry, alias, previous, user, reason, force, comparison) -> None:
+    """Write who promoted which bundle to which alias, from what, why, and the evidence, as an audit row."""
+    import datetime as dt
+    import uuid
+
+    from lepton_apps.store import AuditRow, digest
+
+    summary = None
+    if comparison is not None:
+        summary = {k: comparison.get(k) for k in ("verdict", "pairs", "labelled", "primary_metric", "difference",
+                                                  "ci95")}
+    store.audit([AuditRow(request_id=uuid.uuid4().hex, created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+                          domain=entry.domain, endpoint="promote", model_ref=f"{entry.domain}:{alias}",
+                          model_version=f"{entry.name}@{entry.created}", key_id=None, status=200, latency_ms=0.0,
+                          n_items=0, input_digest=digest(entry.name.encode()),
+                          result={"by": user, "reason": reason, "alias": alias, "from": previous, "to": entry.name,
+                                  "forced": force, "comparison": summary})])
 
 
 @models_app.command("register")
@@ -206,6 +269,9 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
                                                   "(redis://host:6379/0) for finance's online per-entity state, "
                                                   "shared by every replica (default: in this process)."),
           state_prefix: str = typer.Option("lepton:finance:", help="Key prefix of that state in Redis."),
+          challenger: list[str] = typer.Option([], help="A bundle scored in shadow beside its domain's model: "
+                                               "same requests, answers logged in the audit log, never returned "
+                                               "(repeatable, one per domain; compare: lepton-apps monitor compare)."),
           home: Optional[Path] = typer.Option(None, help="Registry folder.")):
     """Serve models over HTTP (FastAPI on uvicorn, or in Ray Serve replicas with --engine ray) with API keys and
     an audit log: /v1/<domain>/predict, /explain, /v1/models, /healthz, /readyz, /metrics, OpenAPI docs at /docs.
@@ -228,7 +294,8 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
     cfg = ServeConfig(max_body_bytes=int(max_body_mb * 1024 * 1024), timeout_s=timeout, max_batch=max_batch,
                       max_wait_ms=max_wait_ms, batching=batching, auth=not no_auth,
                       audit_required=not audit_optional, audit_free_text=audit_free_text, watch_s=watch_s,
-                      state_url=state_url, state_prefix=state_prefix)
+                      state_url=state_url, state_prefix=state_prefix,
+                      challengers=challenger_refs(challenger, refs, home))
     store = Store.open(db_url, home=home)
     application = create_app(refs, home=home, device=device, config=cfg, store=store)
     if no_auth:
@@ -249,9 +316,31 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
+def challenger_refs(challengers: list[str], refs: dict[str, str], home) -> dict[str, str]:
+    """Return ``{domain: ref}`` of the ``--challenger`` bundles; ConfigError for a domain that is not served or
+    given twice."""
+    from lepton_apps.errors import ConfigError
+    from lepton_apps.predictor import resolve
+
+    out: dict[str, str] = {}
+    for ref in challengers:
+        _, domain = resolve(ref, home=home)
+        if domain not in refs:
+            raise ConfigError(f"the challenger {ref!r} is a {domain} model, but no {domain} model is served",
+                              where="--challenger", fix=f"serve a {domain} model too, or drop the challenger")
+        if domain in out:
+            raise ConfigError(f"two {domain} challengers given ({out[domain]!r} and {ref!r})", where="--challenger",
+                              fix="shadow one challenger per domain")
+        out[domain] = ref
+    return out
+
+
 keys_app = typer.Typer(help="Create, list and revoke the service's API keys (stored hashed in the service "
                                 "database).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+from lepton_apps.monitor.cli import monitor_app  # noqa: E402 - the monitor verbs (their heavy imports are lazy)
+
+app.add_typer(monitor_app, name="monitor")
 audit_app = typer.Typer(help="The service's audit log: one row per request to a model endpoint.",
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
@@ -318,26 +407,31 @@ def audit_export(out: Path = typer.Option(..., "--out", "-o", help="Output .parq
 
     Example: lepton-apps audit export --since 2026-12-01 --out audit.parquet
     """
-    import datetime as dt
-
     from lepton_apps.errors import ConfigError
     from lepton_apps.io import atomic_path
     from lepton_apps.store import Store
 
-    def when(text, flag):
-        if text is None:
-            return None
-        try:
-            return dt.datetime.fromisoformat(text)
-        except ValueError:
-            raise ConfigError(f"cannot read {text!r} as a time", where=flag, fix="use ISO format, e.g. 2026-12-01T08:00") from None
-
+    when = parse_time
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise ConfigError(f"unknown output format {out.suffix!r}", where="--out", fix="name the file .parquet or .csv")
     frame = Store.open(db_url, home=home).audit_frame(when(since, "--since"), when(until, "--until"), domain)
     with atomic_path(out) as tmp:
         frame.to_parquet(tmp, index=False) if out.suffix.lower() == ".parquet" else frame.to_csv(tmp, index=False)
     typer.echo(f"{len(frame)} audit rows -> {out}")
+
+
+def parse_time(text: str | None, flag: str):
+    """Return the datetime of an ISO time given on the command line (None for None); ConfigError naming ``flag``."""
+    import datetime as dt
+
+    from lepton_apps.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as a time", where=flag, fix="use ISO format, e.g. 2026-12-01T08:00") from None
 
 
 def _audit_batch(domain: str, model: str, predictor, source: Path, res, seconds: float, home) -> None:

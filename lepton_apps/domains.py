@@ -63,6 +63,14 @@ class DomainSpec:
     headline_metrics: metric keys the hub shows for this domain's bundles.
     evaluate:    the data and options of the domain's ``evaluate`` verb (:class:`EvaluateSpec`), or None
                  when the predictor has no ``evaluate``.
+    live_metrics: ``"package.module:function"`` measuring one window of served, labelled items
+                 (:mod:`lepton_apps.monitor.live`), or None.
+    outcome_key: the result field an outcome may be matched on besides its request id (finance:
+                 ``transaction_id``), or None.
+    label_delay_days: how long outcomes usually take to come back (weeks younger than this are marked
+                 incomplete in live reports).
+    primary_metric: the live metric that decides champion vs challenger (``monitor compare``,
+                 ``models promote``), higher is better.
     """
 
     name: str
@@ -75,10 +83,18 @@ class DomainSpec:
     predictor: str | None = None
     headline_metrics: tuple[str, ...] = ()
     evaluate: EvaluateSpec | None = None
+    live_metrics: str | None = None
+    outcome_key: str | None = None
+    label_delay_days: float = 0.0
+    primary_metric: str | None = None
 
     def demo_builder(self) -> Callable[..., str] | None:
         """Return the demo builder named by ``build_demo`` (imported now), or None if the domain has none."""
         return None if self.build_demo is None else _import_object(self.build_demo, self.name, "build_demo")
+
+    def live_metrics_function(self) -> Callable[..., dict] | None:
+        """Return the function named by ``live_metrics`` (imported now), or None."""
+        return None if self.live_metrics is None else _import_object(self.live_metrics, self.name, "live_metrics")
 
     def predictor_class(self) -> type | None:
         """Return the predictor class named by ``predictor`` (imported now), or None if the domain has none."""

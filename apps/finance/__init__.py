@@ -33,6 +33,10 @@ DOMAIN = DomainSpec(
     build_demo="lepton_apps.finance.demo:build_demo",
     predictor="lepton_apps.finance.predict:FraudScorer",
     headline_metrics=("pr_auc", "roc_auc", "card_precision_at_k"),
+    live_metrics="lepton_apps.finance.evaluate:live_metrics",
+    primary_metric="pr_auc",
+    outcome_key="transaction_id",
+    label_delay_days=7.0,  # the template's default (FraudConfig.label_delay_days)
     evaluate=EvaluateSpec(data_help="Labelled transactions (CSV / Parquet); default: the bundle's stored test report.",
                           data_required=False,
                           options=(EvaluateOption("k", int, 100, "Daily alert budget for Card Precision@k."),)),

@@ -149,3 +149,36 @@ def plot_score_distribution(y: np.ndarray, score: np.ndarray, threshold: float |
     ax.set_title("Score distribution (test)")
     fig.tight_layout()
     return fig
+
+
+FRAUD_LABELS = {"1": 1, "fraud": 1, "true": 1, "yes": 1, "chargeback": 1, "0": 0, "legit": 0, "genuine": 0,
+                "false": 0, "no": 0}
+
+
+def live_metrics(items: pd.DataFrame) -> dict[str, Any]:
+    """Return one window's live fraud metrics from served items (``score``, ``decision``) and the outcomes
+    returned for them (``label``: 1 / fraud / chargeback or 0 / legit): ROC-AUC and AUC-PR of the scores,
+    precision and recall of the alerts, and the alert rate over every served item. Raises DataError for an
+    outcome label it cannot read."""
+    from lepton_apps.errors import DataError
+
+    if not len(items) or "score" not in items:
+        return {}
+    decision = items["decision"] if "decision" in items else items["score"].isna()  # no decision: no alerts
+    out: dict[str, Any] = {"alert_rate": float(decision.fillna(False).astype(bool).mean())}
+    keep = (items["label"].notna() & items["score"].notna()).to_numpy()
+    lab = items[keep]
+    unknown = sorted({str(v) for v in lab["label"] if str(v).strip().lower() not in FRAUD_LABELS})
+    if unknown:
+        raise DataError(f"outcome labels {unknown[:5]} are neither fraud nor legitimate",
+                        where="finance outcomes", fix=f"use one of {sorted(FRAUD_LABELS)}")
+    y = np.array([FRAUD_LABELS[str(v).strip().lower()] for v in lab["label"]], dtype=int)
+    score = lab["score"].to_numpy(dtype=float) if len(lab) else np.zeros(0)
+    alert = decision[keep].fillna(False).astype(bool).to_numpy()
+    both = 0 < y.sum() < len(y)
+    out.update({"frauds": int(y.sum()),
+                "roc_auc": M.roc_auc(y, score) if both else float("nan"),
+                "pr_auc": M.pr_auc(y, score) if both else float("nan"),
+                "precision_at_threshold": float(y[alert].mean()) if alert.any() else float("nan"),
+                "recall_at_threshold": float(alert[y == 1].mean()) if y.any() else float("nan")})
+    return out

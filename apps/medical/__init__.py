@@ -45,6 +45,8 @@ DOMAIN = DomainSpec(
     build_demo="lepton_apps.medical.demo:build_demo",
     predictor="lepton_apps.medical.predict:MedicalClassifier",
     headline_metrics=("roc_auc", "sensitivity", "specificity"),
+    live_metrics="lepton_apps.medical.evaluate:live_metrics",
+    primary_metric="roc_auc",
     evaluate=EvaluateSpec(data_help="Labelled images: a folder of class folders, manifest.csv or a MedMNIST .npz.",
                           options=(EvaluateOption("split", str, None, "Only rows of this split (train, val or test); "
                                                                       "default all."),)),

@@ -177,3 +177,35 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     """Return the few metrics shown in the registry and the hub (roc_auc, its CI, accuracy, sens/spec, ECE)."""
     keys = ("roc_auc", "roc_auc_ci", "accuracy", "sensitivity", "specificity", "ece_after", "split", "n")
     return {k: report[k] for k in keys if k in report}
+
+
+def live_metrics(items) -> dict[str, Any]:
+    """Return one window's live metrics from served items (``probabilities``, ``decision``, ``score``,
+    predicted ``label``) and the reads returned for them (``label`` of the outcome = the true class): binary —
+    ROC-AUC of P(positive), sensitivity and specificity at the served operating point; otherwise accuracy.
+    Raises DataError for a read naming a class the model does not know."""
+    from lepton_apps.errors import DataError
+
+    out: dict[str, Any] = {}
+    if "probabilities" not in items or not len(items):
+        return out
+    lab = items[items["label"].notna() & items["probabilities"].map(lambda p: isinstance(p, dict) and bool(p))]
+    if not len(lab):
+        return out
+    classes = list(lab["probabilities"].iloc[0])
+    truth = lab["label"].astype(str).str.strip()
+    unknown = sorted(set(truth) - set(classes))
+    if unknown:
+        raise DataError(f"outcome labels {unknown[:5]} are not classes of the model {classes}",
+                        where="medical outcomes", fix="return the read as one of the model's class names")
+    if len(classes) == 2:
+        y = (truth == classes[1]).to_numpy().astype(int)
+        score = lab["score"].to_numpy(dtype=float)
+        flagged = lab["decision"].fillna(False).astype(bool).to_numpy()
+        out["roc_auc"] = M.roc_auc(y, score) if 0 < y.sum() < len(y) else float("nan")
+        out["sensitivity"] = float(flagged[y == 1].mean()) if y.any() else float("nan")
+        out["specificity"] = float((~flagged[y == 0]).mean()) if (y == 0).any() else float("nan")
+    else:
+        predicted = lab["probabilities"].map(lambda p: max(p, key=p.get))
+        out["accuracy"] = float((predicted.to_numpy() == truth.to_numpy()).mean())
+    return out

@@ -35,6 +35,8 @@ DOMAIN = DomainSpec(
     build_demo="lepton_apps.support.demo:build_demo",
     predictor="lepton_apps.support.predict:SupportAssistant",
     headline_metrics=("top1_accuracy", "mrr", "handoff_recall"),
+    live_metrics="lepton_apps.support.evaluate:live_metrics",
+    primary_metric="answered_accuracy",
     evaluate=EvaluateSpec(data_help="Questions (JSON / CSV) with question, faq_id (empty = out of scope), optional "
                                     "intent.",
                           data_required=False,

@@ -1,4 +1,4 @@
-"""``lepton-apps support …``: train, evaluate, answer, check, demo-data."""
+"""``lepton-apps support …``: train, evaluate, answer, check, demo-data, review (the support loop)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -118,3 +118,115 @@ def check(kb: Path = typer.Argument(..., help="Knowledge base file to validate."
     if questions:
         q = read_questions(questions, kb_ids=set(table["id"]))
         typer.echo(f"OK: {len(q)} questions, {(q['faq_id'] == '').sum()} out of scope")
+
+
+review_cli = typer.Typer(help="The support loop: candidate paraphrases from thumbs-down ratings and agents' resolutions, "
+                              "reviewed, then applied as a rebuilt bundle.", no_args_is_help=True)
+cli.add_typer(review_cli, name="review")
+
+
+def _review_store(db: Optional[str]):
+    from lepton_apps.store import Store
+
+    return Store.open(db)
+
+
+_DB_HELP = "Database URL (default $LEPTON_DB_URL, else lepton.db in $LEPTON_HOME)."
+
+
+@review_cli.command("collect")
+def review_collect(bundle: str = typer.Argument(..., help="The support model whose KB the candidates are for "
+                                                          "(registry name, support:latest or a folder)."),
+                   db: Optional[str] = typer.Option(None, help=_DB_HELP)):
+    """Turn thumbs-down ratings and outcomes resolved with a KB FAQ into pending candidates (each source once).
+
+    Example: lepton-apps support review collect support:latest
+    """
+    from .predict import SupportAssistant
+    from .review import collect_candidates
+
+    counts = collect_candidates(_review_store(db), SupportAssistant.load(bundle))
+    typer.echo("  ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@review_cli.command("list")
+def review_list(status: Optional[str] = typer.Option("pending", help="pending, accepted, rejected, applied or all."),
+                db: Optional[str] = typer.Option(None, help=_DB_HELP)):
+    """Print the candidates (id, status, proposed and decided FAQ, source, question).
+
+    Example: lepton-apps support review list --status all
+    """
+    frame = _review_store(db).candidates_frame(None if status == "all" else status)
+    if frame.empty:
+        typer.echo(f"no {'' if status == 'all' else status + ' '}candidates")
+        return
+    for r in frame.itertuples(index=False):
+        typer.echo(f"{r.id:>5}  {r.status:<9} {r.proposed_faq_id or '-':<20} -> {r.faq_id or '-':<20} "
+                   f"{r.source:<16} {r.question[:80]!r}")
+
+
+def _decide(candidate_id: int, decision: str, by: Optional[str], faq: Optional[str], db: Optional[str]) -> None:
+    from .review import reviewer
+
+    row = _review_store(db).decide_candidate(candidate_id, decision, by or reviewer(), faq_id=faq)
+    typer.echo(f"candidate {row['id']}: {row['status']} -> {row['faq_id'] or '-'} by {row['decided_by']}")
+
+
+@review_cli.command("accept")
+def review_accept(candidate_id: int = typer.Argument(..., help="Candidate id (see 'review list')."),
+                  by: Optional[str] = typer.Option(None, help="Reviewer (default: the OS user)."),
+                  db: Optional[str] = typer.Option(None, help=_DB_HELP)):
+    """Accept a candidate for its proposed FAQ.
+
+    Example: lepton-apps support review accept 3
+    """
+    _decide(candidate_id, "accept", by, None, db)
+
+
+@review_cli.command("assign")
+def review_assign(candidate_id: int = typer.Argument(..., help="Candidate id (see 'review list')."),
+                  faq: str = typer.Argument(..., help="The KB FAQ id that answers the question."),
+                  by: Optional[str] = typer.Option(None, help="Reviewer (default: the OS user)."),
+                  db: Optional[str] = typer.Option(None, help=_DB_HELP)):
+    """Accept a candidate for another FAQ than the proposed one.
+
+    Example: lepton-apps support review assign 3 card-replacement
+    """
+    _decide(candidate_id, "assign", by, faq, db)
+
+
+@review_cli.command("reject")
+def review_reject(candidate_id: int = typer.Argument(..., help="Candidate id (see 'review list')."),
+                  by: Optional[str] = typer.Option(None, help="Reviewer (default: the OS user)."),
+                  db: Optional[str] = typer.Option(None, help=_DB_HELP)):
+    """Reject a candidate (it is never proposed again from the same source).
+
+    Example: lepton-apps support review reject 4
+    """
+    _decide(candidate_id, "reject", by, None, db)
+
+
+@review_cli.command("apply")
+def review_apply(bundle: str = typer.Argument(..., help="The support model to rebuild (registry name or support:latest)."),
+                 name: Optional[str] = typer.Option(None, help="Registry name to version (needed for a folder outside "
+                                                               "the registry)."),
+                 questions: Optional[Path] = typer.Option(None, help="The held-out questions, when the training file moved."),
+                 sentiment_data: Optional[Path] = typer.Option(None, help="The sentiment data, when the training file moved."),
+                 intent_data: Optional[Path] = typer.Option(None, help="The intent data, when the training file moved."),
+                 db: Optional[str] = typer.Option(None, help=_DB_HELP)):
+    """Rebuild the bundle with the accepted paraphrases (same settings), register it as NAME.vN, and print the
+    answered-correct of the old and the new bundle on the held-out questions.
+
+    Example: lepton-apps support review apply support-demo
+    """
+    from .review import apply_accepted
+
+    def progress(stage: str, fraction: float) -> None:
+        typer.echo(f"[{fraction:>4.0%}] {stage}")
+
+    applied = apply_accepted(bundle, _review_store(db), name=name, questions=str(questions) if questions else None,
+                             sentiment_data=str(sentiment_data) if sentiment_data else None,
+                             intent_data=str(intent_data) if intent_data else None, progress=progress)
+    typer.echo(applied.summary())
+    typer.echo(f"bundle: {applied.path}\nlive answered accuracy per model version: lepton-apps monitor live support; "
+               f"promote it with: lepton-apps models promote {applied.name}")

@@ -209,3 +209,30 @@ def write_report(metrics: dict, details: pd.DataFrame | None, figures: dict, out
         save_figure(fig, out / name)
     (out / "README.txt").write_text(json.dumps(metrics, indent=2) + "\n")
     return out
+
+
+OUT_OF_SCOPE_LABELS = {"", "out_of_scope", "out-of-scope", "oos", "handoff", "none"}
+
+
+def live_metrics(items: pd.DataFrame) -> dict[str, Any]:
+    """Return one window's live support metrics from served answers (``faq_id``, ``handoff``) and the
+    resolutions returned for them (``label``: the FAQ id that answered the customer, or ``out_of_scope`` when
+    no FAQ did): the hand-off rate over every answer, answered accuracy (answered with the right FAQ, among the
+    labelled answered ones), hand-off precision (handed off and really out of scope), and the thumbs-down
+    rate of rated answers."""
+    out: dict[str, Any] = {}
+    if not len(items):
+        return out
+    handoff = items["handoff"].fillna(True).astype(bool) if "handoff" in items else pd.Series(True, index=items.index)
+    out["handoff_rate"] = float(handoff.mean())
+    lab = items[items["label"].notna()]
+    if len(lab):
+        truth = lab["label"].astype(str).str.strip()
+        oos = truth.str.lower().isin(OUT_OF_SCOPE_LABELS)
+        answered = ~handoff.loc[lab.index]
+        right = lab["faq_id"].astype(str).to_numpy() == truth.to_numpy()
+        out["answered_accuracy"] = float(right[answered.to_numpy()].mean()) if answered.any() else float("nan")
+        out["handoff_precision"] = float(oos[~answered].mean()) if (~answered).any() else float("nan")
+    rated = items["rating"].dropna() if "rating" in items else pd.Series(dtype=float)
+    out["thumbs_down_rate"] = float((rated == -1).mean()) if len(rated) else float("nan")
+    return out

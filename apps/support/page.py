@@ -1,4 +1,5 @@
-"""Streamlit page of the support template: chat, feedback, knowledge-base rebuild, model report.
+"""Streamlit page of the support template: chat, feedback, knowledge-base rebuild, model report, and the
+review queue of the support loop (candidate paraphrases accepted, reassigned or rejected, then applied).
 
 Runs mounted by the hub (``lepton-apps ui``) or alone: ``streamlit run apps/support/page.py``.
 Customer text is always shown with ``st.text`` (never interpreted as Markdown or HTML).
@@ -195,6 +196,90 @@ def model_tab(bundle_path: Path) -> None:
             st.image(str(bundle.file(name)), caption=name.split("/")[-1], width=480)
 
 
+@st.cache_resource(show_spinner="Opening the service database…", max_entries=8)
+def _open_review_store(url: str):
+    from lepton_apps.store import Store
+
+    return Store.open(url)
+
+
+def review_tab(bot, bundle_path: Path | None, feedback) -> None:
+    """The review queue: collect candidate paraphrases, accept / assign / reject each pending one (who and when
+    are stored), and rebuild the model with the accepted ones into the next registered version. ``feedback``:
+    the page's FeedbackStore, None when the database could not be opened (the error is shown once, above)."""
+    from lepton_apps.registry import Registry
+    from lepton_apps.store import configured_url
+    from lepton_apps.support.review import apply_accepted, collect_candidates, reviewer
+
+    st.write("Questions the assistant missed — rated down, or resolved by an agent with an existing FAQ — become "
+             "candidate paraphrases. Accepted ones are added to their FAQ and rebuild the model (index, "
+             "classifier and hand-off calibration) as the next version in the registry.")
+    if feedback is None:
+        st.caption("Review is off: the service database could not be opened (see the error above).")
+        return
+    url = configured_url()
+    if url is None:
+        st.info("No service database yet: it is created with the first rating or by `lepton-apps serve`.")
+        return
+    if bot is None:
+        st.info("Pick a support model in the sidebar: candidates are proposed for its knowledge base.")
+        return
+    store = _open_review_store(url)
+    by = st.text_input("Reviewer", value=reviewer(), key="support_review_by")
+    if st.button("Collect candidates", key="support_review_collect", help="From thumbs-down ratings and outcomes"):
+        with guarded("Could not collect candidates"):
+            counts = collect_candidates(store, bot)
+            st.success(f"{counts['added']} new candidate(s); skipped: {counts['known_source']} collected before, "
+                       f"{counts['in_kb']} already in the KB, {counts['duplicate']} duplicates, "
+                       f"{counts['answered_right']} answered right, {counts['out_of_scope']} out of scope, "
+                       f"{counts['no_question']} without question text.")
+    pending = store.candidates_frame("pending")
+    st.caption(f"{len(pending)} pending candidate(s)")
+    ids = bot.kb["id"].astype(str).tolist()
+    for row in pending.head(50).itertuples(index=False):
+        with st.container(border=True):
+            st.text(row.question[:2000])
+            answered = row.answered_faq_id or "hand-off"
+            st.caption(f"{row.reason} · {row.source} · answered: {answered} · proposed: {row.proposed_faq_id or '-'}")
+            pick, accept, reject = st.columns([4, 1, 1])
+            choice = pick.selectbox("FAQ", ids, index=ids.index(row.proposed_faq_id) if row.proposed_faq_id in ids
+                                    else None, key=f"support_review_faq_{row.id}", label_visibility="collapsed",
+                                    placeholder="assign to a FAQ")
+            if accept.button("Accept", key=f"support_review_accept_{row.id}", disabled=choice is None):
+                with guarded("Could not store the decision"):
+                    store.decide_candidate(row.id, "accept" if choice == row.proposed_faq_id else "assign", by,
+                                           faq_id=choice)
+                    st.rerun()
+            if reject.button("Reject", key=f"support_review_reject_{row.id}"):
+                with guarded("Could not store the decision"):
+                    store.decide_candidate(row.id, "reject", by)
+                    st.rerun()
+    accepted = store.candidates_frame("accepted")
+    if len(accepted):
+        st.subheader(f"{len(accepted)} accepted")
+        st.dataframe(accepted[["id", "question", "proposed_faq_id", "faq_id", "decided_by", "decided_at"]],
+                     hide_index=True)
+        name = None
+        if bundle_path is not None and Path(bundle_path).resolve().parent != Registry().home.resolve():
+            name = st.text_input("Registry name for the rebuilt model", key="support_review_name",
+                                 help="The model is a folder outside the registry: the new version is NAME.v2, …")
+        if bundle_path is not None and st.button(f"Rebuild the model with {len(accepted)} accepted paraphrase(s)",
+                                                 key="support_review_apply", type="primary"):
+            with guarded("Rebuilding failed"):
+                bar = st.progress(0.0, text="starting")
+                applied = apply_accepted(bundle_path, store, name=(name or "").strip() or None,
+                                         progress=lambda stage, frac: bar.progress(min(1.0, frac), text=stage))
+                st.success(f"Registered {applied.name}; pick it in the sidebar, compare it live with "
+                           f"`lepton-apps monitor live support`, promote it with `lepton-apps models promote "
+                           f"{applied.name}`.")
+                st.text(applied.summary())
+    done = store.candidates_frame(["rejected", "applied"])
+    if len(done):
+        with st.expander(f"Decided ({len(done)})"):
+            st.dataframe(done[["id", "status", "question", "faq_id", "decided_by", "decided_at", "applied_version"]],
+                         hide_index=True)
+
+
 def main() -> None:
     """Render the page."""
     st.title("Support assistant")
@@ -206,7 +291,7 @@ def main() -> None:
         bundle_path = pick_bundle()
         if bundle_path is not None:
             bot = load_assistant(bundle_path)
-    chat, fb, kb, model = st.tabs(["Chat", "Feedback", "Knowledge base", "Model"])
+    chat, fb, kb, model, review = st.tabs(["Chat", "Feedback", "Knowledge base", "Model", "Review"])
     with chat:
         if bot is not None:
             chat_tab(bot, store)
@@ -221,6 +306,9 @@ def main() -> None:
         if bundle_path is not None:
             with guarded("Could not show the model report"):
                 model_tab(bundle_path)
+    with review:
+        with guarded("Could not show the review queue"):
+            review_tab(bot, bundle_path, store)
 
 
 # Runs the same mounted by the hub and standalone; no st.set_page_config (the hub owns it).

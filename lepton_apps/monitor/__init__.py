@@ -1,9 +1,15 @@
-"""Model monitoring: reference profiles of a model's inputs, scores and embeddings, and drift and
-data-quality reports of a current window against them. Domain-free: the domains build the profiles and
-windows, this package only compares numbers, categories and vectors."""
-from lepton_apps.monitor.drift import DriftConfig, DriftReport, compare, worst
-from lepton_apps.monitor.profile import (
-    Profile, build_profile, profile_categorical, profile_embeddings, profile_numeric, profile_scores, profile_table)
+"""Model monitoring: reference profiles of a model's inputs, scores and embeddings, drift and data-quality
+reports of a current window against them, and live performance from outcomes returned for served
+predictions. Domain-free: the domains build the windows (``Predictor.monitor_window``) and name their live
+metrics (``DomainSpec.live_metrics``); this package compares numbers, categories and vectors.
 
-__all__ = ["DriftConfig", "DriftReport", "Profile", "build_profile", "compare", "profile_categorical",
-           "profile_embeddings", "profile_numeric", "profile_scores", "profile_table", "worst"]
+The names below are imported on first use, so that ``lepton-apps --help`` does not load pandas and scipy.
+"""
+from lepton_apps.domains import lazy_exports
+
+_EXPORTS = {"DriftConfig": "drift", "DriftReport": "drift", "compare": "drift", "worst": "drift",
+            "Profile": "profile", "build_profile": "profile", "profile_categorical": "profile",
+            "profile_embeddings": "profile", "profile_numeric": "profile", "profile_scores": "profile",
+            "profile_table": "profile"}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

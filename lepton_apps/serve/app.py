@@ -7,6 +7,9 @@ serve`` runs it on uvicorn. Endpoints (``{domain}`` is each served domain):
   ``multipart/form-data`` upload of PNG / JPEG / DICOM files in the ``files`` field); the answer is
   ``{"model_version", "results": [...]}`` with one result per item, in order;
 * ``POST /v1/{domain}/explain`` — the same body holding exactly one item; the explanation as JSON;
+* ``POST /v1/{domain}/feedback`` — outcomes (labels) for served predictions, named by request id and
+  position or by a key (``{"outcomes": [{"request_id", "item", "key", "label"}]}``), stored for
+  ``lepton-apps monitor live``;
 * ``POST /v1/finance/score_one`` — one transaction scored from, and added to, the online
   per-entity state (``{"transaction": {...}, "update": true}``);
 * ``POST /v1/admin/reload`` (an admin key) — swap in a new bundle once it has loaded (an alias
@@ -66,6 +69,7 @@ class ServeConfig:
     audit_required: bool = True
     audit_free_text: bool = False
     watch_s: float = 10.0  # how often registry names / aliases are re-resolved (0: never; reload by hand)
+    challengers: dict[str, str] = dataclasses.field(default_factory=dict)  # {domain: ref} scored in shadow
     state_url: str | None = None  # Redis URL for finance's online state shared by replicas (None: in-process)
     state_prefix: str | None = None  # key prefix in Redis (default "lepton:finance:")
 
@@ -79,6 +83,9 @@ class _State:
         self.models: dict[str, Any] = {}
         self.paths: dict[str, Path] = {}
         self.errors: dict[str, str] = {}
+        self.challengers: dict[str, Any] = {}  # scored in shadow: answers logged, never returned
+        self.shadow_executors: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+        self.shadow_tasks: set[asyncio.Task] = set()
         self.batchers: dict[str, tuple[Any, MicroBatcher]] = {}
         # one thread per served domain runs every call of its model (predict, batches, explain, score_one):
         # the model is never used from two threads at once, and its BLAS/OpenMP pool is made once, not
@@ -88,12 +95,12 @@ class _State:
         self.reloading = threading.Lock()
         self.done = threading.Event()
 
-    def _load(self, domain: str, ref: str):
+    def _load(self, domain: str, ref: str, shared_state: bool = True):
         from lepton_apps.predictor import load, resolve
 
         path, _ = resolve(ref, home=self.home, domain=domain)
         model = load(path, home=self.home, device=self.device, domain=domain)
-        if domain == "finance" and self.config.state_url:
+        if domain == "finance" and self.config.state_url and shared_state:
             model.share_state(self.config.state_url, self.config.state_prefix)
         return model, Path(path).resolve()
 
@@ -109,6 +116,13 @@ class _State:
                 self.models[domain], self.paths[domain] = self._load(domain, ref)
             except Exception as exc:  # noqa: BLE001 - reported by /readyz, never crashes the process
                 self.errors[domain] = f"{type(exc).__name__}: {exc}"
+        for domain, ref in self.config.challengers.items():  # a challenger that fails to load is reported only
+            try:
+                self.challengers[domain], _ = self._load(domain, ref, shared_state=False)
+                self.shadow_executors[domain] = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix=f"lepton-{domain}-shadow")
+            except Exception as exc:  # noqa: BLE001
+                self.errors[f"{domain} (challenger)"] = f"{type(exc).__name__}: {exc}"
         self.done.set()
 
     def reload(self, domain: str, ref: str | None = None) -> dict[str, Any]:
@@ -194,6 +208,8 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
         stop.set()
         for _, b in state.batchers.values():
             await b.close()
+        if state.shadow_tasks:  # let shadow scoring in flight finish and log, briefly
+            await asyncio.wait(list(state.shadow_tasks), timeout=cfg.timeout_s)
 
     app = FastAPI(title="Lepton Apps", version="1", lifespan=lifespan,
                   description="Medical imaging, fraud detection and customer-service QA models behind one API.")
@@ -245,7 +261,11 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
             out[d] = {"ref": ref, "loaded": m is not None, "error": state.errors.get(d),
                       "model_version": getattr(m, "model_version", None),
                       "task": getattr(bundle, "task", None), "metrics": getattr(bundle, "metrics", None),
-                      "request_schema": classes[d].request_schema.__name__}
+                      "request_schema": classes[d].request_schema.__name__,
+                      "challenger": ({"ref": cfg.challengers[d], "model_version":
+                                      getattr(state.challengers.get(d), "model_version", None),
+                                      "error": state.errors.get(f"{d} (challenger)")}
+                                     if d in cfg.challengers else None)}
         return {"models": out}
 
     # -- model endpoints ------------------------------------------------------------------
@@ -272,6 +292,7 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
 
     async def run_predict(domain: str, items: list, kwargs: dict, request) -> dict:
         model = model_of(domain)
+        shadow_kwargs = dict(kwargs)  # the batcher takes per-item options out of kwargs
         request.state.model_version = model.model_version
         batcher = batcher_of(domain, model)
         if batcher is not None:
@@ -281,7 +302,42 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
             metrics.batch_size.labels(domain).observe(len(items))
             results = await state.call(domain, model.predict, items, **kwargs)
         request.state.audit_results = [r.for_audit(cfg.audit_free_text) for r in results]
+        if domain in state.challengers:
+            task = asyncio.get_running_loop().create_task(
+                shadow(domain, items, shadow_kwargs, request.state.request_id, getattr(request.state, "input_digest",
+                                                                                       None)))
+            state.shadow_tasks.add(task)
+            task.add_done_callback(state.shadow_tasks.discard)
         return {"model_version": model.model_version, "results": [r.to_dict() for r in results]}
+
+    async def shadow(domain: str, items: list, kwargs: dict, request_id: str, input_digest: str | None) -> None:
+        """Score the same items with the challenger on its own thread and log its answers (never returned) in
+        the audit log as ``<request_id>-shadow`` (endpoint ``shadow``); a failure is logged the same way."""
+        import datetime as dt
+
+        from lepton_apps.store import AuditRow
+
+        model = state.challengers[domain]
+        start = time.perf_counter()
+        status, kept, error = 200, None, None
+        try:
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(state.shadow_executors[domain],
+                                                 functools.partial(model.predict, items, **kwargs))
+            kept = [r.for_audit(cfg.audit_free_text) for r in results]
+        except Exception as exc:  # noqa: BLE001 - the challenger never affects the answer
+            status, error = 500, f"{type(exc).__name__}: {exc}"
+        if store is None:
+            return
+        row = AuditRow(request_id=f"{request_id}-shadow", created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+                       domain=domain, endpoint="shadow", model_ref=cfg.challengers[domain],
+                       model_version=model.model_version, key_id=None, status=status,
+                       latency_ms=(time.perf_counter() - start) * 1000, n_items=len(items),
+                       input_digest=input_digest or digest(b""), result=kept, error=error)
+        try:
+            await asyncio.to_thread(store.audit, [row])
+        except Exception:  # noqa: BLE001 - a lost shadow row costs a comparison, never an answer
+            metrics.errors.labels(domain, "shadow", model.model_version, "audit").inc()
 
     def authorize(domain: str, request: Request, scope: str = "read"):
         """Return the caller's key (None with auth off); _HTTPError 401 / 403 otherwise. ``domain`` "*" means
@@ -317,8 +373,10 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
         start = time.perf_counter()
         status, body, key = 500, None, None
         request_id = uuid.uuid4().hex
+        request.state.request_id = request_id
         try:
             key = authorize(domain, request, scope)
+            request.state.key_name = key.name if key else None
             body = await asyncio.wait_for(work(), cfg.timeout_s)
             status = 200
             response = JSONResponse(body)
@@ -368,7 +426,7 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
                 kept = results
             elif endpoint == "score_one":
                 kept = {k: v for k, v in body.items() if k != "model_version"}
-            elif endpoint == "reload":
+            elif endpoint in ("reload", "feedback"):
                 kept = body
             else:
                 kept = {"explained": True}
@@ -455,6 +513,39 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
         domain: str | None = Field(None, description="a served domain; default: every served domain")
         ref: str | None = Field(None, description="bundle folder, registry name or DOMAIN:ALIAS to serve from now "
                                                   "on (needs domain); default: the served reference again")
+
+    class Outcome(BaseModel):
+        """An outcome returned for a served prediction, named by its request id (+ position) or by a key."""
+
+        model_config = ConfigDict(extra="forbid")
+        request_id: str | None = Field(None, max_length=64, description="the answer's x-request-id header")
+        item: int | None = Field(None, ge=0, description="the item's position in that request (0 = first)")
+        key: str | None = Field(None, max_length=400, description="a key the domain matches on (finance: "
+                                                                  "transaction_id)")
+        label: str = Field(..., min_length=1, max_length=400, description="finance: 1 / 0; medical: the true "
+                           "class; support: the FAQ id that answered, or out_of_scope")
+
+    class FeedbackRequest(BaseModel):
+        """Outcomes (labels) for served predictions, for live performance (``lepton-apps monitor live``)."""
+
+        model_config = ConfigDict(extra="forbid")
+        outcomes: list[Outcome] = Field(..., min_length=1, max_length=10_000)
+
+    for domain in refs:
+        async def feedback(req: FeedbackRequest, request: Request, domain: str = domain):
+            async def work():
+                if store is None:
+                    raise _HTTPError(503, "this service runs without a database: outcomes cannot be stored",
+                                     "start it with a service database (the default) or send them with "
+                                     "'lepton-apps monitor labels'")
+                key = getattr(request.state, "key_name", None)
+                stored = await asyncio.to_thread(store.add_outcomes, domain, [o.model_dump() for o in req.outcomes],
+                                                 f"api:{key}" if key else "api")
+                return {"model_version": getattr(state.models.get(domain), "model_version", None), "stored": stored}
+            return await timed(domain, "feedback", request, work)
+
+        app.add_api_route(f"/v1/{domain}/feedback", feedback, methods=["POST"], tags=[domain],
+                          summary=f"Return outcomes for served {domain} predictions", name=f"{domain}_feedback")
 
     @app.post("/v1/admin/reload", tags=["operations"], summary="Swap in a new bundle without downtime (admin key)")
     async def reload(req: ReloadRequest, request: Request):

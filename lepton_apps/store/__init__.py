@@ -31,6 +31,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 from pathlib import Path
@@ -282,6 +283,62 @@ class Store:
         cols = [c.name for c in a.columns]
         return pd.DataFrame([dict(r) for r in rows], columns=cols)
 
+    # -- outcomes (labels returned for served predictions) --------------------------------
+    def add_outcomes(self, domain: str, rows: Sequence[dict[str, Any]], source: str) -> int:
+        """Store outcomes for served predictions of ``domain`` (one transaction): each row names its prediction by
+        ``request_id`` (+ ``item``, its position in the request, default 0) and/or by ``key`` (e.g. finance's
+        transaction id) and gives its ``label`` as text. Return how many were stored. Raises DataError naming
+        the first bad row (nothing is stored then)."""
+        now = _now()
+        values = []
+        for i, row in enumerate(rows):
+            where = f"{source}, outcome {i + 1}"
+            request_id, key, label = row.get("request_id"), row.get("key"), row.get("label")
+            request_id = None if request_id is None or str(request_id).strip() in ("", "nan") else str(request_id).strip()
+            key = None if key is None or str(key).strip() in ("", "nan") else str(key).strip()
+            if request_id is None and key is None:
+                raise DataError("an outcome names no prediction (no request_id and no key)", where=where,
+                                fix="give the request_id from the answer's x-request-id header (and the item's "
+                                    "position), or the key the domain matches on (finance: transaction_id)")
+            if label is None or (isinstance(label, float) and math.isnan(label)) or str(label).strip() == "":
+                raise DataError("an outcome has no label", where=where, fix="give the observed outcome in 'label'")
+            item = row.get("item")
+            if item is not None and not (isinstance(item, float) and math.isnan(item)):
+                try:
+                    item = int(item)
+                except (TypeError, ValueError):
+                    raise DataError(f"item must be the prediction's position in its request, got {item!r}",
+                                    where=where, fix="use 0 for the first item") from None
+                if item < 0:
+                    raise DataError(f"item must be 0 or more, got {item}", where=where, fix="use 0 for the first item")
+            else:
+                item = 0 if request_id is not None else None
+            if request_id is not None and len(request_id) > 64:
+                raise DataError("request_id is longer than 64 characters", where=where,
+                                fix="copy it from the answer's x-request-id header")
+            values.append({"domain": domain, "request_id": request_id, "item": item,
+                           "key": None if key is None else key[:400], "label": str(label).strip()[:400],
+                           "received_at": now, "source": source[:400]})
+        if values:
+            with self.engine.begin() as conn:
+                conn.execute(self.t.outcomes.insert(), values)
+        return len(values)
+
+    def outcomes_frame(self, domain: str | None = None, since: dt.datetime | None = None):
+        """Return the stored outcomes (pandas), oldest first, optionally of one domain / received from ``since``."""
+        import pandas as pd
+        import sqlalchemy as sa
+
+        o = self.t.outcomes
+        q = sa.select(o).order_by(o.c.received_at, o.c.id)
+        if domain is not None:
+            q = q.where(o.c.domain == domain)
+        if since is not None:
+            q = q.where(o.c.received_at >= _utc(since))
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in o.columns])
+
     # -- feedback -----------------------------------------------------------------------
     def add_feedback(self, question: str, answer: str, faq_id: str | None, rating: int, model_version: str,
                      confidence: float | None = None, handoff: bool = False, request_id: str | None = None) -> int:
@@ -347,6 +404,107 @@ class Store:
         except _ImportedMeanwhile:
             return 0
 
+    # -- candidates (support loop: reviewed paraphrases for the knowledge base) ------------
+    CANDIDATE_STATUSES = ("pending", "accepted", "rejected", "applied")
+
+    def add_candidates(self, rows: Sequence[dict[str, Any]], domain: str = "support") -> int:
+        """Store candidate paraphrases (dicts with question, source, reason and optional proposed_faq_id,
+        answered_faq_id, model_version) as ``pending``, skipping any whose ``source`` is stored already (also
+        one stored by another process meanwhile); return how many were added. Raises DataError naming the
+        first row without a question or a source (nothing is stored then)."""
+        import sqlalchemy as sa
+
+        c = self.t.candidates
+        now = _now()
+        values = {}
+        for i, row in enumerate(rows):
+            question, source = str(row.get("question") or "").strip(), str(row.get("source") or "").strip()
+            if not question or not source:
+                raise DataError(f"candidate {i + 1} has no {'question' if not question else 'source'}",
+                                where="add_candidates", fix="give every candidate its question text and its source")
+            values.setdefault(source[:400], {
+                "created_at": now, "domain": domain, "question": question, "source": source[:400],
+                "proposed_faq_id": _short(row.get("proposed_faq_id")), "reason": str(row.get("reason") or "")[:64],
+                "answered_faq_id": _short(row.get("answered_faq_id")), "model_version": _short(row.get("model_version")),
+                "status": "pending", "faq_id": _short(row.get("proposed_faq_id"))})
+        if not values:
+            return 0
+        for attempt in range(3):   # another process may add one of the same sources meanwhile: read again, retry
+            try:
+                with self.engine.begin() as conn:
+                    known = set(conn.execute(sa.select(c.c.source).where(c.c.source.in_(list(values)))).scalars())
+                    new = [v for s, v in values.items() if s not in known]
+                    if new:
+                        conn.execute(c.insert(), new)
+                return len(new)
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
+        return 0
+
+    def candidates_frame(self, status: str | Sequence[str] | None = None, domain: str = "support"):
+        """Return the candidate paraphrases of ``domain`` (pandas, oldest first; unset text fields are None),
+        optionally only those with ``status`` (one or several of pending, accepted, rejected, applied)."""
+        import pandas as pd
+        import sqlalchemy as sa
+
+        c = self.t.candidates
+        q = sa.select(c).where(c.c.domain == domain).order_by(c.c.created_at, c.c.id)
+        if status is not None:
+            wanted = [status] if isinstance(status, str) else list(status)
+            bad = [s for s in wanted if s not in self.CANDIDATE_STATUSES]
+            if bad:
+                raise ConfigError(f"unknown candidate status {bad[0]!r}", where="candidates status",
+                                  fix=f"use one of {', '.join(self.CANDIDATE_STATUSES)}")
+            q = q.where(c.c.status.in_(wanted))
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        frame = pd.DataFrame([dict(r) for r in rows], columns=[col.name for col in c.columns])
+        for col in ("proposed_faq_id", "answered_faq_id", "model_version", "faq_id", "decided_by", "applied_version"):
+            frame[col] = frame[col].astype(object).where(frame[col].notna(), None)   # None, never NaN, when unset
+        return frame
+
+    def decide_candidate(self, candidate_id: int, decision: str, by: str, faq_id: str | None = None) -> dict[str, Any]:
+        """Record a reviewer's decision on a pending or accepted candidate: ``accept`` (its proposed FAQ, or
+        ``faq_id`` when given), ``assign`` (to ``faq_id``, required) or ``reject``; with who (``by``) and when.
+        Return the updated row. Raises ConfigError for an unknown id or decision, a missing ``faq_id`` or
+        reviewer, or a candidate already applied to a bundle."""
+        import sqlalchemy as sa
+
+        c = self.t.candidates
+        where = f"candidate {candidate_id}"
+        if decision not in ("accept", "assign", "reject"):
+            raise ConfigError(f"unknown decision {decision!r}", where=where, fix="use accept, assign or reject")
+        if not str(by or "").strip():
+            raise ConfigError("a decision needs the reviewer's name", where=where, fix="pass by='your name'")
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(c).where(c.c.id == int(candidate_id))).mappings().first()
+            if row is None:
+                raise ConfigError(f"no candidate with id {candidate_id}", where="candidates",
+                                  fix="list them with 'lepton-apps support review list'")
+            if row["status"] == "applied":
+                raise ConfigError(f"{where} was applied to {row['applied_version']} already", where=where,
+                                  fix="decisions change only pending, accepted or rejected candidates")
+            target = faq_id if decision == "assign" or faq_id else row["proposed_faq_id"]
+            if decision != "reject" and not target:
+                raise ConfigError(f"{where} has no proposed FAQ", where=where,
+                                  fix="assign it to a FAQ id of the knowledge base (decision 'assign' with faq_id)")
+            values = {"status": "rejected" if decision == "reject" else "accepted", "decided_by": str(by).strip()[:100],
+                      "decided_at": _now(), "faq_id": row["faq_id"] if decision == "reject" else str(target)[:400]}
+            conn.execute(c.update().where(c.c.id == row["id"]).values(**values))
+            return dict(conn.execute(sa.select(c).where(c.c.id == row["id"])).mappings().first())
+
+    def mark_candidates_applied(self, ids: Sequence[int], model_version: str) -> int:
+        """Mark accepted candidates ``ids`` as applied to the bundle ``model_version``; return how many changed
+        (candidates that are no longer accepted are left as they are)."""
+        c = self.t.candidates
+        if not ids:
+            return 0
+        with self.engine.begin() as conn:
+            done = conn.execute(c.update().where(c.c.id.in_([int(i) for i in ids]), c.c.status == "accepted")
+                                .values(status="applied", applied_version=model_version[:400], applied_at=_now()))
+        return int(done.rowcount)
+
 
 class _ImportedMeanwhile(Exception):
     """Another process imported the same source while this one was importing it."""
@@ -411,3 +569,8 @@ def _key(row) -> ApiKey:
                   row["revoked_at"])
 
 
+def _short(value: Any, n: int = 400) -> str | None:
+    """Return ``value`` as text of at most ``n`` characters, or None for None / NaN / empty."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "":
+        return None
+    return str(value).strip()[:n]

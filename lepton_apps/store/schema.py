@@ -61,3 +61,46 @@ feedback_imports = sa.Table(
     sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("imported_at", sa.DateTime, nullable=False),
 )
+
+# An outcome returned for a served prediction (a chargeback, the radiologist's read, the agent's resolution),
+# matched to it by the audit row's ``request_id`` and the item's position in that request, or by a domain key
+# (finance: the transaction id). Unmatched outcomes are kept (and reported) — they may match a later export.
+outcomes = sa.Table(
+    "outcomes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("domain", sa.String(64), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("item", sa.Integer, nullable=True),
+    sa.Column("key", sa.String(400), nullable=True),
+    sa.Column("label", sa.String(400), nullable=False),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Column("source", sa.String(400), nullable=False),
+    sa.Index("ix_outcomes_domain_request", "domain", "request_id"),
+    sa.Index("ix_outcomes_domain_key", "domain", "key"),
+)
+
+# A candidate paraphrase for the support knowledge base (the support loop): a customer question that a thumbs-down
+# or an agent's resolution showed the assistant missed, with the FAQ it should answer. ``source`` names where it
+# came from ("feedback:<id>", "outcome:<id>"), once: collecting again never adds the same source twice. A reviewer
+# accepts it (``faq_id`` = the proposed FAQ), assigns it to another FAQ, or rejects it; an accepted one is added to
+# the KB by a rebuild (status "applied", ``applied_version`` = the new bundle's model_version).
+candidates = sa.Table(
+    "candidates", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("domain", sa.String(64), nullable=False),
+    sa.Column("question", sa.Text, nullable=False),
+    sa.Column("proposed_faq_id", sa.String(400), nullable=True),
+    sa.Column("source", sa.String(400), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("answered_faq_id", sa.String(400), nullable=True),
+    sa.Column("model_version", sa.String(400), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("faq_id", sa.String(400), nullable=True),
+    sa.Column("decided_by", sa.String(100), nullable=True),
+    sa.Column("decided_at", sa.DateTime, nullable=True),
+    sa.Column("applied_version", sa.String(400), nullable=True),
+    sa.Column("applied_at", sa.DateTime, nullable=True),
+    sa.Index("ux_candidates_source", "source", unique=True),
+    sa.Index("ix_candidates_domain_status", "domain", "status"),
+)

@@ -14,18 +14,20 @@ from lepton_apps import domains
 from lepton_apps.ui.common import guarded, page_path
 
 HOME_PAGE = Path(__file__).with_name("home.py")
+MONITOR_PAGE = Path(__file__).with_name("monitor.py")
 
 
 def build_pages(specs: dict[str, domains.DomainSpec]) -> dict[str, list[st.Page]]:
-    """Return the navigation: the home page, then a page per domain whose page script exists."""
+    """Return the navigation: the home and monitor pages, then a page per domain whose page script exists."""
     home = st.Page(HOME_PAGE, title="Home", icon=":material/home:", default=True)
+    monitor = st.Page(MONITOR_PAGE, title="Monitor", icon=":material/monitoring:", url_path="monitor")
     templates = []
     for spec in specs.values():
         path = page_path(spec)
         if path is not None:
             with guarded(f"Could not mount the {spec.title} page"):
                 templates.append(st.Page(path, title=spec.title, icon=spec.icon, url_path=spec.name))
-    return {"Lepton Apps": [home], "Templates": templates} if templates else {"Lepton Apps": [home]}
+    return {"Lepton Apps": [home, monitor], "Templates": templates} if templates else {"Lepton Apps": [home, monitor]}
 
 
 def main() -> None:
