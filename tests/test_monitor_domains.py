@@ -131,7 +131,7 @@ def test_medical_bundle_profiles_validation_images_embeddings_and_probabilities(
     assert set(profile.features) == {"height", "width", "mode", "mean_intensity", "std_intensity",
                                      "saturated_share", "black_share"}
     assert profile.features["mode"]["frequencies"] == {"L": profile.n_rows}
-    assert list(profile.predictions) == ["p_lesion"]
+    assert list(profile.predictions) == ["score"]
     clf = MedicalClassifier.load(bundle)
     assert profile.embeddings["dim"] == clf.model.backbone.num_features  # pooled, before the classifier
 
@@ -147,7 +147,7 @@ def test_medical_window_of_new_images_is_not_drift_and_brightened_or_inverted_on
     assert window.unreadable == 0 and len(window.features) == len(paths) == 100
     assert window.embeddings.shape == (100, profile.embeddings["dim"])
     by_path = {r.item: r.probabilities["lesion"] for r in clf.predict([str(p) for p in paths])}
-    np.testing.assert_allclose(window.scores["p_lesion"], [by_path[str(p)] for p in paths], atol=1e-5)
+    np.testing.assert_allclose(window.scores["score"], [by_path[str(p)] for p in paths], atol=1e-5)
     same = held_against(profile, window)
     assert same.status in ("ok", "warn"), same.reasons
 

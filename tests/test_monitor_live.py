@@ -126,6 +126,11 @@ def test_weeks_older_than_the_label_delay_are_complete_and_medical_metrics_at_th
     assert first["sensitivity"] == 1.0 and first["specificity"] == 0.5 and first["roc_auc"] == 1.0
     assert second["sensitivity"] == 0.5 and second["specificity"] == 1.0
     assert served_items(pd.DataFrame(columns=["status", "endpoint", "result"])).empty
+    audit = pd.DataFrame({"request_id": ["a"], "created_at": [monday], "model_version": ["m@1"], "endpoint": ["predict"],
+                          "status": [200], "result": [json.dumps([{"score": 0.7, "probabilities": {"normal": 0.3,
+                                                                                                    "lesion": 0.7}}])]})
+    flat = served_items(audit)  # a mapping field also as field.key columns, the names a multi-class profile uses
+    assert flat.loc[0, "probabilities.lesion"] == 0.7 and flat.loc[0, "probabilities"] == {"normal": 0.3, "lesion": 0.7}
 
 
 def test_monitor_check_and_report_on_served_traffic(service, fraud_bundle, fraud_data, tmp_path, capsys):  # noqa: F811

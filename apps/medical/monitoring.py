@@ -96,11 +96,12 @@ def embed(model, pixels: np.ndarray, policy=None, batch_size: int = 128) -> tupl
 
 
 def score_columns(probs: np.ndarray, task: str, label_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Return the calibrated probabilities as monitored score columns: binary ``p_<positive class>``,
-    otherwise one ``p_<class>`` column per class (or label)."""
+    """Return the calibrated probabilities as monitored score columns, named like the fields of a served
+    ``Prediction`` (so the service's audit log can be compared with the profile): binary ``score``
+    (P(positive class)), otherwise ``probabilities.<class>`` per class (or label)."""
     if task == "binary":
-        return {f"p_{label_names[1]}": probs[:, 1]}
-    return {f"p_{name}": probs[:, j] for j, name in enumerate(label_names)}
+        return {"score": probs[:, 1]}
+    return {f"probabilities.{name}": probs[:, j] for j, name in enumerate(label_names)}
 
 
 def read_window(items: Sequence[Any], names: Sequence[str], size: int, channels: int

@@ -291,8 +291,8 @@ class MedicalClassifier(Predictor):
         """Return what the model sees and says for ``data`` (a folder, a manifest.csv, a MedMNIST .npz, a
         ``path`` table or a list of images): per readable image its statistics (height, width, mode, mean /
         std intensity, shares of saturated and black pixels), the backbone's pooled penultimate-layer
-        features and the calibrated probabilities (binary: ``p_<positive>``; else one ``p_<class>`` column
-        per class), and the count of images that could not be read."""
+        features and the calibrated probabilities (binary: ``score``; else one ``probabilities.<class>`` column
+        per class — a served result's field names), and the count of images that could not be read."""
         from .monitoring import window, window_items
 
         items, names = window_items(data)

@@ -24,7 +24,8 @@ SERVED_ENDPOINTS = ("predict", "score_one")
 def served_items(audit: pd.DataFrame, endpoints: tuple[str, ...] = SERVED_ENDPOINTS) -> pd.DataFrame:
     """Return one row per item answered with 200 by a predict / score_one request (or the ``endpoints`` given:
     ``("shadow",)`` for a challenger's logged answers): request_id, item (its position in the request),
-    created_at, model_version, endpoint and the item's audited result fields."""
+    created_at, model_version, endpoint and the item's audited result fields (a field holding a mapping, such as
+    medical ``probabilities``, also as one ``field.key`` column per key)."""
     rows: list[dict[str, Any]] = []
     if len(audit):
         ok = audit[(audit["status"] == 200) & audit["endpoint"].isin(endpoints)]
@@ -33,7 +34,8 @@ def served_items(audit: pd.DataFrame, endpoints: tuple[str, ...] = SERVED_ENDPOI
             items = result if isinstance(result, list) else [result]
             for i, it in enumerate(items):
                 if isinstance(it, dict):
-                    rows.append({**it, "request_id": r.request_id, "item": i, "created_at": r.created_at,
+                    flat = {f"{k}.{sub}": v for k, d in it.items() if isinstance(d, dict) for sub, v in d.items()}
+                    rows.append({**it, **flat, "request_id": r.request_id, "item": i, "created_at": r.created_at,
                                  "model_version": r.model_version, "endpoint": r.endpoint})
     base = ["request_id", "item", "created_at", "model_version", "endpoint"]
     out = pd.DataFrame(rows)
