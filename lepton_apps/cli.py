@@ -269,6 +269,10 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
                                                   "(redis://host:6379/0) for finance's online per-entity state, "
                                                   "shared by every replica (default: in this process)."),
           state_prefix: str = typer.Option("lepton:finance:", help="Key prefix of that state in Redis."),
+          monitor_sample: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of predict requests (0–1) whose "
+                                               "monitoring window "
+                                               "(model features, image statistics and embeddings, question embeddings "
+                                               "— never raw inputs) is stored for input-drift reports."),
           challenger: list[str] = typer.Option([], help="A bundle scored in shadow beside its domain's model: "
                                                "same requests, answers logged in the audit log, never returned "
                                                "(repeatable, one per domain; compare: lepton-apps monitor compare)."),
@@ -295,7 +299,7 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
                       max_wait_ms=max_wait_ms, batching=batching, auth=not no_auth,
                       audit_required=not audit_optional, audit_free_text=audit_free_text, watch_s=watch_s,
                       state_url=state_url, state_prefix=state_prefix,
-                      challengers=challenger_refs(challenger, refs, home))
+                      challengers=challenger_refs(challenger, refs, home), monitor_sample=monitor_sample)
     store = Store.open(db_url, home=home)
     application = create_app(refs, home=home, device=device, config=cfg, store=store)
     if no_auth:

@@ -3,6 +3,7 @@
 the domain's own metrics."""
 import datetime as dt
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -205,3 +206,43 @@ def test_the_html_report_renders_in_chromium_without_errors(service, fraud_bundl
     assert all(images.nth(i).evaluate("img => img.complete && img.naturalWidth > 100") for i in range(images.count()))
     assert page.locator("table").count() >= 3 and errors == []
     page.close()
+
+
+def test_sampled_served_inputs_give_input_drift(fraud_bundle, demo_bundle, fraud_data, tmp_path, capsys):  # noqa: F811
+    url = f"sqlite:///{tmp_path / 'service.db'}"
+    store = Store.open(url)
+    app = create_app({"finance": str(fraud_bundle), "support": str(demo_bundle)},
+                     config=ServeConfig(watch_s=0, auth=False, monitor_sample=1.0), load_now=True, store=store)
+    _, new = fraud_data
+    records = json.loads(new.head(300).to_json(orient="records", date_format="iso"))
+    with TestClient(app) as client:
+        # one table, as the reference was scored: a table's features see only its own rows after the bundle's
+        # history (consecutive requests do not see each other — the online path for a stream is score_one)
+        for _ in range(3):
+            assert client.post("/v1/finance/predict", json={"transactions": records}).status_code == 200
+        r = client.post("/v1/support/predict", json={"questions": ["my card was stolen", "how do I order a card"]})
+        assert r.status_code == 200
+        deadline = time.time() + 60
+        while store.monitor_window("finance")[4] < 3 or store.monitor_window("support")[4] < 1:
+            assert time.time() < deadline, "the monitoring samples were not stored"
+            time.sleep(0.2)
+    features, scores, embeddings, unreadable, requests = store.monitor_window("finance")
+    assert requests == 3 and len(features) == 900 and "amount" in features and len(scores["score"]) == 900
+    assert embeddings is None and unreadable == 0
+    _, support_scores, support_embeddings, _, _ = store.monitor_window("support")
+    assert support_embeddings.shape[0] == 2 and set(support_scores) == {"confidence", "handoff"}
+    assert "question" not in store.monitor_window("support")[0]  # no customer text is kept
+
+    common = ["--model", str(fraud_bundle), "--db-url", url, "--max-error-rate", "1"]
+    capsys.readouterr()
+    assert main(["monitor", "check", "finance", *common]) == 0  # the served inputs look like the reference
+    with TestClient(app) as client:
+        moved = [{**r, "amount": r["amount"] * 5} for r in records]
+        client.post("/v1/finance/predict", json={"transactions": moved})
+        deadline = time.time() + 60
+        while store.monitor_window("finance")[4] < 4:
+            assert time.time() < deadline
+            time.sleep(0.2)
+    assert main(["monitor", "check", "finance", *common]) == 1
+    out = capsys.readouterr().out
+    assert any(line.startswith("input drift: amount") for line in out.splitlines()), out

@@ -3,8 +3,9 @@ standalone HTML report (``lepton-apps monitor report / check``; the hub's Monito
 
 The summary holds: operations per day (requests, errors, latency p50 / p99 from the audit log), the served
 score distribution per week, prediction drift of the latest window against the served bundle's reference
-profile (the audit log keeps results, not raw inputs: input drift is measured on batch files with
-``monitor drift``), and live performance per week from returned outcomes.
+profile, input drift of the requests sampled by ``serve --monitor-sample`` (their monitoring windows: model
+features, image statistics, embeddings — never raw inputs; batch files: ``monitor drift``), and live
+performance per week from returned outcomes.
 """
 from __future__ import annotations
 
@@ -97,9 +98,18 @@ def summarize(store, domain: str, spec, *, bundle: Path | None, profile, since: 
             note = "the served results carry none of the profile's prediction columns"
         else:
             drift = compare(profile, current_scores=scores)
+    input_drift, input_note = None, "no monitoring samples (serve --monitor-sample 0.1 stores what the model saw)"
+    features, scores_s, embeddings, unreadable, sampled = store.monitor_window(
+        domain, since=now - dt.timedelta(days=window_days))
+    if sampled and profile is not None:
+        input_drift = compare(profile, features, scores_s or None,
+                              embeddings if profile.embeddings is not None else None, unreadable=unreadable)
+        input_note = f"{sampled} sampled requests"
+    elif sampled:
+        input_note = "no reference profile to compare the samples with"
     return {"domain": domain, "bundle": str(bundle) if bundle else None, "since": since, "now": now,
             "window_days": window_days, "operations": operations(audit), "served": served, "drift": drift,
-            "drift_note": note, "live": live, "outcomes": counts,
+            "drift_note": note, "input_drift": input_drift, "input_note": input_note, "live": live, "outcomes": counts,
             "score_names": list(profile.predictions) if profile is not None else []}
 
 
@@ -118,11 +128,10 @@ def check(summary: dict[str, Any], thresholds: Thresholds) -> list[str]:
         worst_p99 = float(recent["p99_ms"].max())
         if thresholds.max_p99_ms is not None and worst_p99 > thresholds.max_p99_ms:
             reasons.append(f"p99 latency {worst_p99:.0f} ms > {thresholds.max_p99_ms:g} ms")
-    drift = summary["drift"]
-    if drift is not None:
-        order = {"ok": 0, "warn": 1, "drift": 2}
-        if order.get(drift.status, 0) >= order[thresholds.drift_status]:
-            reasons += [f"prediction drift: {r}" for r in drift.reasons]
+    order = {"ok": 0, "warn": 1, "drift": 2}
+    for kind, report in (("prediction drift", summary["drift"]), ("input drift", summary.get("input_drift"))):
+        if report is not None and order.get(report.status, 0) >= order[thresholds.drift_status]:
+            reasons += [f"{kind}: {r}" for r in report.reasons]
     live = summary["live"]
     labelled = live[live["labelled"] > 0] if len(live) else live
     if thresholds.minimum and len(labelled):
@@ -142,7 +151,9 @@ def to_json(summary: dict[str, Any], reasons: list[str]) -> dict[str, Any]:
     drift = summary["drift"]
     return {"domain": summary["domain"], "status": "alert" if reasons else "ok", "reasons": reasons,
             "checked_at": summary["now"].isoformat(timespec="seconds") + "Z", "bundle": summary["bundle"],
-            "drift_status": drift.status if drift is not None else None, "outcomes": summary["outcomes"],
+            "drift_status": drift.status if drift is not None else None,
+            "input_drift_status": summary["input_drift"].status if summary.get("input_drift") is not None else None,
+            "outcomes": summary["outcomes"],
             "operations": json.loads(summary["operations"].tail(7).to_json(orient="records")),
             "live": json.loads(summary["live"].tail(4).to_json(orient="records")) if len(summary["live"]) else []}
 
@@ -220,6 +231,12 @@ def plots(summary: dict[str, Any]) -> dict[str, Any]:
     return figs
 
 
+def drift_rows(report) -> pd.DataFrame:
+    """Return a drift report's rows as a table (section, name, test, statistic, p-value, status, reason)."""
+    return pd.DataFrame([{k: r.get(k) for k in ("section", "name", "test", "statistic", "p_value", "status", "reason")}
+                         for r in report.rows()])
+
+
 def render_html(summary: dict[str, Any], reasons: list[str]) -> str:
     """Return the standalone HTML report (plots embedded as PNG, no external files or scripts)."""
     figs = {name: _png(fig) for name, fig in plots(summary).items()}
@@ -241,12 +258,13 @@ def render_html(summary: dict[str, Any], reasons: list[str]) -> str:
         f"<h2>Prediction drift (last {summary['window_days']:g} days vs the reference profile)</h2>",
     ]
     if drift is not None:
-        rows = pd.DataFrame([{"section": r.get("section"), "name": r.get("name"), "test": r.get("test"),
-                              "statistic": r.get("statistic"), "p_value": r.get("p_value"), "status": r.get("status"),
-                              "reason": r.get("reason")} for r in drift.rows()])
-        parts.append(_table(rows, status_column="status"))
+        parts.append(_table(drift_rows(drift), status_column="status"))
     else:
         parts.append(f"<p>{html.escape(summary['drift_note'])}</p>")
+    parts.append(f"<h2>Input drift of served requests (sampled, last {summary['window_days']:g} days)</h2>")
+    if summary.get("input_drift") is not None:
+        parts.append(_table(drift_rows(summary["input_drift"]), status_column="status"))
+    parts.append(f"<p>{html.escape(summary.get('input_note', ''))}</p>")
     parts += [figs.get("scores", ""), "<h2>Live performance per week (returned outcomes)</h2>",
               f"<p>Outcomes: {summary['outcomes']['matched']} matched, {summary['outcomes']['unmatched']} unmatched."
               f" Weeks younger than the label delay have labels_complete = False.</p>",

@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import random
 import threading
 import time
 from pathlib import Path
@@ -70,6 +71,7 @@ class ServeConfig:
     audit_free_text: bool = False
     watch_s: float = 10.0  # how often registry names / aliases are re-resolved (0: never; reload by hand)
     challengers: dict[str, str] = dataclasses.field(default_factory=dict)  # {domain: ref} scored in shadow
+    monitor_sample: float = 0.0  # share of predict requests whose monitoring window is stored (input drift)
     state_url: str | None = None  # Redis URL for finance's online state shared by replicas (None: in-process)
     state_prefix: str | None = None  # key prefix in Redis (default "lepton:finance:")
 
@@ -85,7 +87,10 @@ class _State:
         self.errors: dict[str, str] = {}
         self.challengers: dict[str, Any] = {}  # scored in shadow: answers logged, never returned
         self.shadow_executors: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
-        self.shadow_tasks: set[asyncio.Task] = set()
+        self.shadow_tasks: set[asyncio.Task] = set()  # also the monitoring-sample tasks
+        self.monitor_executors = {d: concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                                           thread_name_prefix=f"lepton-{d}-monitor")
+                                  for d in refs} if config.monitor_sample > 0 else {}
         self.batchers: dict[str, tuple[Any, MicroBatcher]] = {}
         # one thread per served domain runs every call of its model (predict, batches, explain, score_one):
         # the model is never used from two threads at once, and its BLAS/OpenMP pool is made once, not
@@ -302,6 +307,11 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
             metrics.batch_size.labels(domain).observe(len(items))
             results = await state.call(domain, model.predict, items, **kwargs)
         request.state.audit_results = [r.for_audit(cfg.audit_free_text) for r in results]
+        if cfg.monitor_sample > 0 and store is not None and random.random() < cfg.monitor_sample:
+            task = asyncio.get_running_loop().create_task(
+                monitor_sample(domain, model, items, request.state.request_id))
+            state.shadow_tasks.add(task)
+            task.add_done_callback(state.shadow_tasks.discard)
         if domain in state.challengers:
             task = asyncio.get_running_loop().create_task(
                 shadow(domain, items, shadow_kwargs, request.state.request_id, getattr(request.state, "input_digest",
@@ -309,6 +319,17 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
             state.shadow_tasks.add(task)
             task.add_done_callback(state.shadow_tasks.discard)
         return {"model_version": model.model_version, "results": [r.to_dict() for r in results]}
+
+    async def monitor_sample(domain: str, model, items: list, request_id: str) -> None:
+        """Store what the model saw for this request (its monitoring window: features, scores, embeddings — no
+        raw input) for input-drift reports; computed after the answer, on a thread of its own. A failure only
+        counts in the metrics."""
+        try:
+            loop = asyncio.get_running_loop()
+            window = await loop.run_in_executor(state.monitor_executors[domain], model.monitor_window, items)
+            await asyncio.to_thread(store.add_monitor_sample, domain, request_id, model.model_version, window)
+        except Exception:  # noqa: BLE001 - monitoring never affects an answer
+            metrics.errors.labels(domain, "monitor_sample", model.model_version, "failed").inc()
 
     async def shadow(domain: str, items: list, kwargs: dict, request_id: str, input_digest: str | None) -> None:
         """Score the same items with the challenger on its own thread and log its answers (never returned) in

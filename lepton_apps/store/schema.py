@@ -104,3 +104,18 @@ candidates = sa.Table(
     sa.Index("ux_candidates_source", "source", unique=True),
     sa.Index("ix_candidates_domain_status", "domain", "status"),
 )
+
+# What the model saw for a sampled served request (``serve --monitor-sample``): its monitoring window as JSON —
+# features (finance model features, medical image statistics, support length / script / intent), scores and
+# embeddings (float16, base64) — never raw pixels or customer text.
+monitor_samples = sa.Table(
+    "monitor_samples", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("domain", sa.String(64), nullable=False),
+    sa.Column("model_version", sa.String(400), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("n_items", sa.Integer, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Index("ix_monitor_samples_domain_created", "domain", "created_at"),
+)

@@ -3,7 +3,6 @@ alerts, requests / errors / latency per day, prediction drift against the served
 profile with traffic lights, and live performance per week from returned outcomes."""
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from lepton_apps import domains
@@ -71,9 +70,18 @@ def render() -> None:
     if drift is None:
         st.caption(summary["drift_note"])
     else:
-        rows = pd.DataFrame([{k: r.get(k) for k in ("section", "name", "test", "statistic", "p_value", "status",
-                                                      "reason")} for r in drift.rows()])
-        st.dataframe(rows.style.map(status_style, subset=["status"]), hide_index=True)
+        from lepton_apps.monitor.report import drift_rows
+
+        st.dataframe(drift_rows(drift).style.map(status_style, subset=["status"]), hide_index=True)
+
+    st.subheader(f"Input drift of served requests (sampled, last {window:g} days)")
+    if summary["input_drift"] is None:
+        st.caption(summary["input_note"])
+    else:
+        from lepton_apps.monitor.report import drift_rows
+
+        st.caption(summary["input_note"])
+        st.dataframe(drift_rows(summary["input_drift"]).style.map(status_style, subset=["status"]), hide_index=True)
 
     st.subheader("Live performance per week")
     live = summary["live"]
