@@ -246,3 +246,46 @@ def test_script_of_tells_writing_systems_apart():
     assert script_of("كيف أفتح حسابا؟") == "arabic"
     assert script_of("계좌 개설") == "hangul"
     assert script_of("1234 !!") == "none"
+
+
+def _subset(window: MonitorWindow, idx) -> MonitorWindow:
+    scores = window.scores if isinstance(window.scores, dict) else {"score": window.scores}
+    return MonitorWindow(features=window.features.iloc[idx].reset_index(drop=True),
+                         scores={k: np.asarray(v)[idx] for k, v in scores.items()},
+                         embeddings=None if window.embeddings is None else np.asarray(window.embeddings)[idx])
+
+
+def _false_alarms(window: MonitorWindow, size: int, draws: int = 20, seed: int = 0) -> list[str]:
+    """Profile one random half of a same-distribution window; return the status of ``draws`` random windows of
+    ``size`` rows from the other half."""
+    from lepton_apps.monitor import build_profile
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(window.features))
+    ref, rest = order[: len(order) // 2], order[len(order) // 2:]
+    r = _subset(window, ref)
+    profile = build_profile(r.features, scores=r.scores, embeddings=r.embeddings)
+    out = []
+    for _ in range(draws):
+        w = _subset(window, rng.choice(rest, size, replace=False))
+        out.append(compare(profile, w.features, w.scores, w.embeddings).status)
+    return out
+
+
+def test_false_alarm_rate_over_20_same_distribution_windows_per_domain(fraud_bundle, fraud_data, medical,
+                                                                       demo_bundle):  # noqa: F811
+    """Issue 12 item 7: ≤ 5 % of same-distribution windows reported as drift, per domain, at the defaults."""
+    from lepton_apps.finance import FraudScorer
+    from lepton_apps.medical import MedicalClassifier
+    from lepton_apps.support import SupportAssistant
+
+    _, new = fraud_data
+    finance = _false_alarms(FraudScorer.load(fraud_bundle, compiled="no").monitor_window(new), size=300)
+    bundle, data, new_images = medical
+    medical_window = MedicalClassifier.load(bundle).monitor_window(sorted(str(p) for p in data.rglob("*.png")))
+    medical_statuses = _false_alarms(medical_window, size=40)
+    questions = json.loads((demo_bundle.parent / "demo_questions.json").read_text())["records"]
+    support = _false_alarms(SupportAssistant.load(demo_bundle).monitor_window([q["question"] for q in questions]),
+                            size=40)
+    for name, statuses in (("finance", finance), ("medical", medical_statuses), ("support", support)):
+        assert len(statuses) == 20 and statuses.count("drift") <= 1, (name, statuses)
