@@ -415,10 +415,10 @@ def audit_export(out: Path = typer.Option(..., "--out", "-o", help="Output .parq
     from lepton_apps.io import atomic_path
     from lepton_apps.store import Store
 
-    when = parse_time
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise ConfigError(f"unknown output format {out.suffix!r}", where="--out", fix="name the file .parquet or .csv")
-    frame = Store.open(db_url, home=home).audit_frame(when(since, "--since"), when(until, "--until"), domain)
+    frame = Store.open(db_url, home=home).audit_frame(parse_time(since, "--since"), parse_time(until, "--until"),
+                                                      domain)
     with atomic_path(out) as tmp:
         frame.to_parquet(tmp, index=False) if out.suffix.lower() == ".parquet" else frame.to_csv(tmp, index=False)
     typer.echo(f"{len(frame)} audit rows -> {out}")

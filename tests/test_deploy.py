@@ -88,7 +88,6 @@ def _get(url, context=None, headers=None, data=None, timeout=10):
 @pytest.mark.slow
 def test_nginx_tls_in_front_of_two_replicas_sharing_redis_state(fraud_bundle, fraud_data, redis_server,
                                                                tmp_path):  # noqa: F811
-    pytest.importorskip("cryptography")
     if not Path(NGINX).exists():
         _service_unavailable("nginx is not installed ('make test' installs Debian's nginx)")
     from lepton_apps.finance.features import entity_key

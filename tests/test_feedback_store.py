@@ -11,9 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytest.importorskip("sqlalchemy")
-pytest.importorskip("alembic")
-import sqlalchemy as sa  # noqa: E402
+import sqlalchemy as sa
 
 from lepton_apps.errors import ConfigError, DataError  # noqa: E402
 from lepton_apps.store import Store  # noqa: E402

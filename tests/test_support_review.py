@@ -7,13 +7,10 @@ import pytest
 from test_feedback_store import pg_url  # noqa: F401
 from test_support_fixtures import demo_assistant, demo_build, demo_bundle  # noqa: F401
 
-pytest.importorskip("sqlalchemy")
-pytest.importorskip("alembic")
-
-from lepton_apps.errors import ConfigError, DataError  # noqa: E402
-from lepton_apps.registry import Registry  # noqa: E402
-from lepton_apps.store import AuditRow, Store  # noqa: E402
-from lepton_apps.support.review import apply_accepted, collect_candidates, next_version_name  # noqa: E402
+from lepton_apps.errors import ConfigError, DataError
+from lepton_apps.registry import Registry
+from lepton_apps.store import AuditRow, Store
+from lepton_apps.support.review import apply_accepted, collect_candidates, next_version_name
 
 # Questions the demo assistant misses (checked in the tests that rely on it).
 WALLET = "my wallet got nicked with everything in it"        # handed off; an agent answers with lost-card

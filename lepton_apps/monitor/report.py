@@ -218,7 +218,7 @@ def plots(summary: dict[str, Any]) -> dict[str, Any]:
         created = pd.to_datetime(served["created_at"])
         week = (created - pd.to_timedelta(created.dt.weekday, unit="D")).dt.normalize().dt.date.astype(str)
         name = names[0]
-        values = pd.to_numeric(served[name].map(lambda v: float(v) if isinstance(v, bool) else v), errors="coerce")
+        values = pd.Series(served_scores(served, [name])[name], index=served.index)
         groups = [(w, values[week == w].dropna().to_numpy()) for w in sorted(week.unique())]
         groups = [(w, v) for w, v in groups if len(v)]
         if groups:

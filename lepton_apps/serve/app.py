@@ -87,7 +87,7 @@ class _State:
         self.errors: dict[str, str] = {}
         self.challengers: dict[str, Any] = {}  # scored in shadow: answers logged, never returned
         self.shadow_executors: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
-        self.shadow_tasks: set[asyncio.Task] = set()  # also the monitoring-sample tasks
+        self.background: set[asyncio.Task] = set()  # shadow scoring and monitoring samples, after the answer
         self.monitor_executors = {d: concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                                            thread_name_prefix=f"lepton-{d}-monitor")
                                   for d in refs} if config.monitor_sample > 0 else {}
@@ -172,6 +172,12 @@ class _State:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executors[domain], functools.partial(fn, *args, **kwargs))
 
+    def in_background(self, coroutine) -> None:
+        """Run ``coroutine`` after the answer, keeping a reference until it ends (shutdown waits for it)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
     def ready(self) -> bool:
         """True when every served domain has a model (a failed reload is reported but the old model serves)."""
         return self.done.is_set() and set(self.models) == set(self.refs)
@@ -213,8 +219,8 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
         stop.set()
         for _, b in state.batchers.values():
             await b.close()
-        if state.shadow_tasks:  # let shadow scoring in flight finish and log, briefly
-            await asyncio.wait(list(state.shadow_tasks), timeout=cfg.timeout_s)
+        if state.background:  # let shadow scoring and monitoring samples in flight finish and log, briefly
+            await asyncio.wait(list(state.background), timeout=cfg.timeout_s)
 
     app = FastAPI(title="Lepton Apps", version="1", lifespan=lifespan,
                   description="Medical imaging, fraud detection and customer-service QA models behind one API.")
@@ -308,16 +314,10 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
             results = await state.call(domain, model.predict, items, **kwargs)
         request.state.audit_results = [r.for_audit(cfg.audit_free_text) for r in results]
         if cfg.monitor_sample > 0 and store is not None and random.random() < cfg.monitor_sample:
-            task = asyncio.get_running_loop().create_task(
-                monitor_sample(domain, model, items, request.state.request_id))
-            state.shadow_tasks.add(task)
-            task.add_done_callback(state.shadow_tasks.discard)
+            state.in_background(monitor_sample(domain, model, items, request.state.request_id))
         if domain in state.challengers:
-            task = asyncio.get_running_loop().create_task(
-                shadow(domain, items, shadow_kwargs, request.state.request_id, getattr(request.state, "input_digest",
-                                                                                       None)))
-            state.shadow_tasks.add(task)
-            task.add_done_callback(state.shadow_tasks.discard)
+            state.in_background(shadow(domain, items, shadow_kwargs, request.state.request_id,
+                                       getattr(request.state, "input_digest", None)))
         return {"model_version": model.model_version, "results": [r.to_dict() for r in results]}
 
     async def monitor_sample(domain: str, model, items: list, request_id: str) -> None:
