@@ -63,6 +63,26 @@ def test_finance_outcomes_by_request_and_by_transaction_id_give_the_weeks_auc(se
     alerts = np.array([x["decision"] for x in results])
     assert week["alert_rate"] == pytest.approx(alerts.mean())
     assert week["recall_at_threshold"] == pytest.approx(alerts[y == 1].mean())
+    # Card Precision@100 of the served day: the results carry each transaction's card (customer) id
+    from lepton_apps.finance.evaluate import card_precision_at_k
+    assert [x["customer_id"] for x in results] == [str(c) for c in rows["customer_id"].head(200)]
+    expected = card_precision_at_k(y, scores, 100, np.zeros(200), rows["customer_id"].head(200).astype(str).to_numpy())
+    assert week["card_precision_at_100"] == pytest.approx(expected)
+    assert week["card_precision_at_100"] != pytest.approx(M.precision_at_k(y, scores, 100))  # cards, not rows
+
+
+def test_score_one_outcomes_match_by_transaction_id(service, fraud_data, capsys):  # noqa: F811
+    _, new = fraud_data
+    records = json.loads(new.head(40).to_json(orient="records", date_format="iso"))
+    answers = [service.post("/v1/finance/score_one", json={"transaction": t}).json() for t in records]
+    assert [a["transaction_id"] for a in answers] == [str(t["transaction_id"]) for t in records]
+    assert [a["customer_id"] for a in answers] == [str(t["customer_id"]) for t in records]
+    outcomes = [{"key": str(t["transaction_id"]), "label": str(t["label"])} for t in records]
+    assert service.post("/v1/finance/feedback", json={"outcomes": outcomes}).status_code == 200
+    capsys.readouterr()
+    assert main(["monitor", "live", "finance", "--json", "--db-url", service.url]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["outcomes"]["matched"] == 40 and report["weeks"][0]["labelled"] == 40
 
 
 def test_support_answered_accuracy_handoffs_and_thumbs_down(service):

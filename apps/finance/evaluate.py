@@ -155,11 +155,17 @@ FRAUD_LABELS = {"1": 1, "fraud": 1, "true": 1, "yes": 1, "chargeback": 1, "0": 0
                 "false": 0, "no": 0}
 
 
-def live_metrics(items: pd.DataFrame) -> dict[str, Any]:
-    """Return one window's live fraud metrics from served items (``score``, ``decision``) and the outcomes
-    returned for them (``label``: 1 / fraud / chargeback or 0 / legit): ROC-AUC and AUC-PR of the scores,
-    precision and recall of the alerts, and the alert rate over every served item. Raises DataError for an
-    outcome label it cannot read."""
+LIVE_K = 100  # the daily alert budget of the live Card Precision@k (evaluate's --k default)
+
+
+def live_metrics(items: pd.DataFrame, k: int = LIVE_K) -> dict[str, Any]:
+    """Return one window's live fraud metrics from served items (``score``, ``decision``, ``created_at``,
+    ``customer_id``) and the outcomes returned for them (``label``: 1 / fraud / chargeback or 0 / legit):
+    ROC-AUC and AUC-PR of the scores, precision and recall of the alerts, Card Precision@k per served day
+    (``card_precision_at_100``: the labelled cards with the day's ``k`` highest scores; on transactions when the
+    model has no customer column) and the alert rate over every served item. Only labelled items enter the
+    label metrics, so a window younger than the label delay gives provisional numbers (the weekly table marks
+    it ``labels_complete = False``). Raises DataError for an outcome label it cannot read."""
     from lepton_apps.errors import DataError
 
     if not len(items) or "score" not in items:
@@ -181,4 +187,9 @@ def live_metrics(items: pd.DataFrame) -> dict[str, Any]:
                 "pr_auc": M.pr_auc(y, score) if both else float("nan"),
                 "precision_at_threshold": float(y[alert].mean()) if alert.any() else float("nan"),
                 "recall_at_threshold": float(alert[y == 1].mean()) if y.any() else float("nan")})
+    if len(lab):
+        day = pd.to_datetime(lab["created_at"]).dt.date.to_numpy() if "created_at" in lab else None
+        cards = lab["customer_id"] if "customer_id" in lab else None
+        card = None if cards is None or cards.isna().all() else cards.fillna("(none)").astype(str).to_numpy()
+        out[f"card_precision_at_{k}"] = card_precision_at_k(y, score, k, day, card)
     return out

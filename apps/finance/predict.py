@@ -33,9 +33,11 @@ from .features import (NAT, FeatureSpec, OnlineState, Stream, concat_streams, en
 class FraudResult(Result):
     """One transaction's result: ``score`` (P(fraud), NaN — None in ``to_dict()`` — when ``error``),
     ``decision`` (score >= threshold; None when not scored), the ``threshold`` and the top
-    ``reasons`` of an alert ("" otherwise), and the transaction's id when the model has an id column."""
+    ``reasons`` of an alert ("" otherwise), and the transaction's and its customer's (card's) ids when the
+    model has those columns (the card id lets the monitor measure Card Precision@k on served alerts)."""
 
     transaction_id: str | None = None
+    customer_id: str | None = None
     score: float | None
     decision: bool | None
     threshold: float
@@ -422,8 +424,8 @@ class FraudScorer(Predictor):
         score = float(self._blend(vec[None, :], self._raw_predict(vec[None, :]))[0])
         decision = score >= self.threshold
         why = self.reasons_matrix(vec[None, :], reasons)[0] if (decision and reasons) else ""
-        return {"score": score, "decision": bool(decision), "threshold": self.threshold, "reasons": why,
-                "features": dict(zip(self.spec.names, vec.tolist()))}
+        return {**self._ids(tx), "score": score, "decision": bool(decision), "threshold": self.threshold,
+                "reasons": why, "features": dict(zip(self.spec.names, vec.tolist()))}
 
     def record_label(self, tx_id: Any, label: int) -> bool:
         """Record the (late) label of a transaction seen by ``score_one``; False if no longer in the state."""
@@ -504,23 +506,31 @@ class FraudScorer(Predictor):
         except LeptonError as exc:
             bad.update({i: str(exc) for i in good})
             good, scored = [], None
-        id_col = self.spec.roles.get("id")
         out: list[FraudResult] = []
         pos = {i: j for j, i in enumerate(good)}
         for i, tx in enumerate(items):
-            tid = tx.get(id_col) if id_col and isinstance(tx, dict) else None
-            tid = None if tid is None else str(tid)
+            ids = self._ids(tx)
             if i in bad:
-                out.append(FraudResult(model_version=self.model_version, error=bad[i], transaction_id=tid,
+                out.append(FraudResult(model_version=self.model_version, error=bad[i], **ids,
                                        score=float("nan"), decision=None, threshold=self.threshold))
                 continue
             row = scored.iloc[pos[i]]
             err = row["error"]
             err = None if err is None or (isinstance(err, float) and math.isnan(err)) else str(err)
             dec = row["decision"]
-            out.append(FraudResult(model_version=self.model_version, error=err, transaction_id=tid,
+            out.append(FraudResult(model_version=self.model_version, error=err, **ids,
                                    score=float(row["score"]), decision=None if pd.isna(dec) else bool(dec),
                                    threshold=self.threshold, reasons=row["reasons"] or ""))
+        return out
+
+    def _ids(self, tx: Any) -> dict[str, str | None]:
+        """Return the transaction's ``transaction_id`` and ``customer_id`` (as text; None where the model has
+        no such column or the transaction lacks it)."""
+        out: dict[str, str | None] = {}
+        for field, role in (("transaction_id", "id"), ("customer_id", "customer")):
+            col = self.spec.roles.get(role)
+            value = tx.get(col) if col and isinstance(tx, dict) else None
+            out[field] = None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
         return out
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
