@@ -266,3 +266,25 @@ def test_sampled_served_inputs_give_input_drift(fraud_bundle, demo_bundle, fraud
     assert main(["monitor", "check", "finance", *common]) == 1
     out = capsys.readouterr().out
     assert any(line.startswith("input drift: amount") for line in out.splitlines()), out
+
+
+def test_stored_monitor_samples_read_back_column_by_column(tmp_path):
+    from lepton_apps.predictor import MonitorWindow
+
+    store = Store.open(f"sqlite:///{tmp_path / 'm.db'}")
+    a = pd.DataFrame({"amount": [1.0, np.nan, 3.0], "mcc": ["x", "y", None]})
+    b = pd.DataFrame({"amount": [4.0], "hour": [12.0]})  # a column the first sample lacks, one it does not have
+    store.add_monitor_sample("finance", "r1", "v1", MonitorWindow(features=a, scores=np.array([0.1, 0.2, 0.3])))
+    store.add_monitor_sample("finance", "r2", "v1", MonitorWindow(features=b, scores=np.array([0.9]), unreadable=2))
+    with store.engine.begin() as conn:  # a sample written in the first format (one record per item) still reads
+        conn.execute(store.t.monitor_samples.insert().values(
+            request_id="r0", domain="finance", model_version="v1", created_at=dt.datetime(2020, 1, 1), n_items=1,
+            payload=json.dumps({"features": [{"amount": 7.0, "mcc": "z"}], "scores": {"score": [0.5]},
+                                "unreadable": 0})))
+    features, scores, embeddings, unreadable, requests = store.monitor_window("finance")
+    assert requests == 3 and unreadable == 2 and embeddings is None
+    assert features["amount"].tolist()[:1] == [7.0] and features["amount"].iloc[2] != features["amount"].iloc[2]
+    assert features["amount"].dtype == float and features["amount"].tolist()[3:] == [3.0, 4.0]
+    assert features["mcc"].tolist()[:3] == ["z", "x", "y"] and features["mcc"].iloc[3:].isna().all()
+    assert features["hour"].isna().sum() == 4 and features["hour"].iloc[4] == 12.0
+    assert scores["score"].tolist() == [0.5, 0.1, 0.2, 0.3, 0.9]

@@ -352,8 +352,9 @@ class Store:
         scores = window.scores
         if scores is not None and not isinstance(scores, dict):
             scores = {"score": scores}
-        payload: dict[str, Any] = {
-            "features": json.loads(features.to_json(orient="records")) if isinstance(features, pd.DataFrame) else None,
+        payload: dict[str, Any] = {  # features column-wise ({name: [values]}: a long window reads back fast)
+            "features": ({str(c): json.loads(features[c].to_json(orient="values")) for c in features.columns}
+                         if isinstance(features, pd.DataFrame) else None),
             "scores": {k: [float(x) if np.isfinite(x) else None for x in np.asarray(v, dtype=float)]
                        for k, v in (scores or {}).items()},
             "unreadable": int(window.unreadable)}
@@ -384,10 +385,20 @@ class Store:
             q = q.where(m.c.model_version == model_version)
         with self.engine.connect() as conn:
             payloads = [json.loads(r[0]) for r in conn.execute(q)]
-        frames, scores, embs, unreadable = [], {}, [], 0
+        columns: dict[str, list] = {}  # every sample's features appended column by column (one DataFrame at the end)
+        rows, scores, embs, unreadable = 0, {}, [], 0
         for p in payloads:
-            if p.get("features"):
-                frames.append(pd.DataFrame(p["features"]))
+            feats = p.get("features")
+            if isinstance(feats, list):  # the first format: one record per item
+                feats = pd.DataFrame(feats).to_dict("list") if feats else None
+            if feats:
+                n = len(next(iter(feats.values())))
+                for name, values in feats.items():
+                    columns.setdefault(name, [None] * rows).extend(values)
+                rows += n
+                for values in columns.values():  # a column this sample lacks
+                    if len(values) < rows:
+                        values.extend([None] * (rows - len(values)))
             for k, v in p.get("scores", {}).items():
                 scores.setdefault(k, []).extend(v)
             if p.get("embeddings"):
@@ -395,7 +406,7 @@ class Store:
                 embs.append(np.frombuffer(base64.b64decode(e["float16_base64"]), dtype=np.float16)
                             .reshape(e["shape"]).astype(np.float32))
             unreadable += int(p.get("unreadable", 0))
-        features = pd.concat(frames, ignore_index=True) if frames else None
+        features = pd.DataFrame({name: pd.Series(values) for name, values in columns.items()}) if rows else None
         return (features, {k: np.asarray(v, dtype=float) for k, v in scores.items()},
                 np.vstack(embs) if embs else None, unreadable, len(payloads))
 
