@@ -32,9 +32,10 @@ class Hit:
 
 
 def _tokenize(texts: list[str]) -> list[list[str]]:
-    import bm25s
+    """Return the BM25 tokens of each text's search key (:mod:`.text`: Chinese segmented, English as before)."""
+    from .text import normalize, tokenize
 
-    return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+    return tokenize([normalize(t) for t in texts])
 
 
 class FaqIndex:
@@ -52,7 +53,7 @@ class FaqIndex:
         self.n_rows = int(self.owner.max()) + 1 if len(self.owner) else 0
         self.starts = np.searchsorted(self.owner, np.arange(self.n_rows))
         self.bm25 = bm25s.BM25()
-        self.bm25.index(bm25s.tokenize(self.texts, stopwords="en", show_progress=False), show_progress=False)
+        self.bm25.index(_tokenize(self.texts), show_progress=False)
         self.ann = None
         if len(self.texts) > ann_threshold:
             self.ann = _load_hnsw(ann_bytes) if ann_bytes is not None else _build_hnsw(self.embeddings)
