@@ -212,9 +212,10 @@ def demo(workdir: Path = typer.Option(Path("demo_data"), help="Where demo data i
             typer.echo(f"[{spec.name}] demo model {existing[0].name} already registered (use --force to rebuild)")
             continue
         typer.echo(f"[{spec.name}] building demo data and model in {workdir / spec.name} …")
-        name = builder(workdir / spec.name, reg)
-        typer.echo(f"[{spec.name}] registered {name}")
-        built += 1
+        names = builder(workdir / spec.name, reg)
+        for name in [names] if isinstance(names, str) else names:
+            typer.echo(f"[{spec.name}] registered {name}")
+            built += 1
     typer.echo(f"demo: {built} model(s) built; registry at {reg.home}")
 
 

@@ -54,9 +54,9 @@ class DomainSpec:
     cli:         a ``typer.Typer`` sub-app with the domain's verbs, or None.
     page:        path to a Streamlit page script, or None while the domain has no page.
     icon:        an emoji or Material icon for the navigation.
-    build_demo:  ``"package.module:function"`` of ``build_demo(workdir: Path, registry: Registry) -> str``,
-                 which builds demo data and a quick demo bundle, registers it and returns the bundle
-                 name; None if none yet. Imported on first use by :meth:`demo_builder`, so the spec
+    build_demo:  ``"package.module:function"`` of ``build_demo(workdir: Path, registry: Registry) -> str``
+                 (or a list of names), which builds demo data and quick demo bundles, registers them and
+                 returns their names; None if none yet. Imported on first use by :meth:`demo_builder`, so the spec
                  stays cheap to import.
     predictor:   ``"package.module:Class"`` of the domain's predictor (``Class.load(bundle_dir)``), or
                  None; imported on first use by :meth:`predictor_class`.

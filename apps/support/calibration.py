@@ -31,6 +31,7 @@ from .index import FaqIndex
 from .model import CLASSIFIER_FEATURES, FEATURES, ConfidenceModel, retrieval_features, train_faq_classifier
 
 GENERAL_OOS = Path(__file__).with_name("general_oos.json")
+GENERAL_OOS_BY_LANGUAGE = {"en": GENERAL_OOS, "zh": Path(__file__).with_name("general_oos_zh.json")}
 FOLDS = 5
 MAX_SCORED = 3000          # at most this many cross-fitted in-scope queries (large KBs: one fold, subsampled)
 MIN_USER_OOS = 50          # the user's own out-of-scope questions replace the shipped set from this many on
@@ -39,9 +40,11 @@ WEIGHT_GRID = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 11))
 CURVE_POINTS = 101
 
 
-def general_oos_questions() -> list[str]:
-    """Return the general out-of-scope questions shipped with the template (written for this project)."""
-    return [q["text"] for q in json.loads(GENERAL_OOS.read_text(encoding="utf-8"))["questions"]]
+def general_oos_questions(language: str = "en") -> list[str]:
+    """Return the general out-of-scope questions shipped with the template (written for this project) in
+    ``language`` (en: 565, zh: 448; English for a language without its own set)."""
+    path = GENERAL_OOS_BY_LANGUAGE.get(language, GENERAL_OOS)
+    return [q["text"] for q in json.loads(path.read_text(encoding="utf-8"))["questions"]]
 
 
 @dataclasses.dataclass
@@ -222,6 +225,28 @@ def tradeoff_curve(conf: np.ndarray, correct: np.ndarray, oos: np.ndarray, ambig
     return pd.DataFrame(rows)
 
 
+MARGIN_GRID = (0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03)
+PRIOR_MARGIN = 0.015  # the fixed default before the margin was chosen per build (MiniLM); ties go to it
+
+
+def choose_margin(queries: list[CalibQuery], index: FaqIndex, weight: float, clf_weight: float, k: int,
+                  target_recall: float, use_classifier: bool, target_precision: float | None = None,
+                  recall_confidence: float = 0.0, grid: tuple[float, ...] = MARGIN_GRID):
+    """Return (margin, confidence model, threshold, summary) of the ambiguity margin in ``grid`` whose hand-off
+    (fitted by :func:`fit_handoff` for the same recall goals) answers the most in-scope calibration queries
+    correctly; ties go to the margin nearest :data:`PRIOR_MARGIN`. The summary lists every margin tried."""
+    tried = []
+    for margin in grid:
+        model, threshold, summary = fit_handoff(queries, index, weight, clf_weight, k, target_recall, margin,
+                                                use_classifier, target_precision, recall_confidence)
+        tried.append((summary.get("val_answered_correct") or 0.0, -abs(margin - PRIOR_MARGIN), margin, model,
+                      threshold, summary))
+    best = max(tried, key=lambda t: (round(t[0], 6), t[1]))
+    summary = {**best[5], "ambiguity_margin": best[2],
+               "margin_grid_answered_correct": {str(t[2]): round(t[0], 4) for t in tried}}
+    return best[2], best[3], best[4], summary
+
+
 def fit_handoff(queries: list[CalibQuery], index: FaqIndex, weight: float, clf_weight: float, k: int,
                 target_recall: float, margin: float, use_classifier: bool,
                 target_precision: float | None = None,
@@ -254,13 +279,14 @@ def fit_handoff(queries: list[CalibQuery], index: FaqIndex, weight: float, clf_w
         note = "no answerable calibration queries: confidence is a sigmoid of the best cosine"
     conf = model.predict(feats) if len(feats) else np.zeros(0)
     # each source of out-of-scope questions (the user's own, the shipped set) must reach the goal on its own
-    threshold, goals = (0.5 if not oos.any() else 0.0), {}
+    threshold, goals, by_source = (0.5 if not oos.any() else 0.0), {}, {}
     sources = np.array([q.source for q in queries])
     for source in sorted(set(sources[oos])):
         part = oos & (sources == source)
         n = int(part.sum())
         goals[source] = recall_goal(target_recall, n, recall_confidence) if n >= MIN_USER_OOS else target_recall
-        threshold = max(threshold, threshold_for_recall(conf[part], ambiguous[part], goals[source]))
+        by_source[source] = float(threshold_for_recall(conf[part], ambiguous[part], goals[source]))
+        threshold = max(threshold, by_source[source])
     if target_precision is not None and (~oos).any():
         curve = tradeoff_curve(conf, correct, oos, ambiguous, points=None)
         answered = [(~((conf < t) | ambiguous)) for t in curve["threshold"]]
@@ -276,6 +302,7 @@ def fit_handoff(queries: list[CalibQuery], index: FaqIndex, weight: float, clf_w
                "val_coverage": float((~handoff).mean()) if len(handoff) else 0.0,
                "val_answered_precision": float(correct[~handoff].mean()) if (~handoff).any() else 0.0,
                "target_handoff_recall": target_recall, "calibration_recall_goal": goals,
+               "threshold_by_source": by_source,
                "curve": tradeoff_curve(conf, correct, oos, ambiguous).to_dict(orient="list") if len(conf) else {}}
     if note:
         summary["note"] = note

@@ -11,14 +11,15 @@ cli = typer.Typer(help="Customer-service QA: FAQ retrieval with a Transformer en
 
 
 @cli.command("demo-data")
-def demo_data(out: Path = typer.Argument(Path("demo_data/support"), help="Folder to write the demo files to.")):
+def demo_data(out: Path = typer.Argument(Path("demo_data/support"), help="Folder to write the demo files to."),
+              lang: str = typer.Option("en", help="Language of the demo: en (English) or zh (Chinese).")):
     """Write the Nimbus Bank demo KB, held-out questions and labelled sentiment messages.
 
-    Example: lepton-apps support demo-data demo_data/support
+    Example: lepton-apps support demo-data demo_data/support --lang zh
     """
     from .demo import write_demo_data
 
-    for key, path in write_demo_data(out).items():
+    for key, path in write_demo_data(out, lang).items():
         typer.echo(f"{key:<14} {path}")
 
 

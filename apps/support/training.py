@@ -26,11 +26,12 @@ import pandas as pd
 
 from lepton_apps.errors import DataError
 
-from .config import SupportConfig
+from .config import DEFAULT_ENCODER, SupportConfig, choose_encoder
 from .data import kb_texts, read_kb, read_labelled, read_questions
 from .index import FaqIndex
 from .model import finetune_biencoder, head_config, train_escalation_head, train_faq_classifier, train_head
 from .predict import SupportAssistant, Settings
+from .text import kb_language, tokenizer_info
 
 Progress = Callable[[str, float], None]
 
@@ -103,6 +104,7 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     say("reading the knowledge base", 0.02)
     kb = read_kb(cfg.kb)
     texts, owner = kb_texts(kb)
+    language = kb_language(texts)
     ids = kb["id"].tolist()
     row_of = {fid: i for i, fid in enumerate(ids)}
     questions = read_questions(cfg.questions, kb_ids=set(ids)) if cfg.questions else None
@@ -112,9 +114,16 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     test = _split(questions, "test") if questions is not None else None
 
     say("loading the encoder", 0.05)
-    encoder = SentenceEncoder(cfg.encoder, device=cfg.device, precision=cfg.precision)
-    record: dict = {"metrics": {}, "encoder": {"name": cfg.encoder, "stored_in_bundle": False,
-                                               "max_length": encoder.max_length}}
+    encoder_name = choose_encoder(cfg.encoder, language)
+    if language not in ("en", "und") and encoder_name.lower() == DEFAULT_ENCODER.lower():
+        import warnings
+
+        warnings.warn(f"the knowledge base is in '{language}' but the encoder {DEFAULT_ENCODER} knows English only: "
+                      "questions will be matched mostly on shared words. Use encoder: multilingual (or auto)",
+                      stacklevel=2)
+    encoder = SentenceEncoder(encoder_name, device=cfg.device, precision=cfg.precision)
+    record: dict = {"metrics": {}, "encoder": {"name": encoder_name, "chosen_for": f"{cfg.encoder} ({language} KB)",
+                                               "stored_in_bundle": False, "max_length": encoder.max_length}}
     if cfg.finetune_encoder:
         say("fine-tuning the bi-encoder", 0.1)
         before = dense_retrieval_metrics(encoder, texts, owner, ids, test) if test is not None else {}
@@ -132,8 +141,8 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     index = FaqIndex(kb_emb, owner, texts, ann_threshold=cfg.ann_threshold)
 
     say("calibrating retrieval and hand-off", 0.5)
-    from .calibration import (MIN_USER_OOS, choose_weights, cross_fitted_queries, drop_covered_general_oos,
-                              fit_handoff, general_oos_questions)
+    from .calibration import (MIN_USER_OOS, choose_margin, choose_weights, cross_fitted_queries,
+                              drop_covered_general_oos, fit_handoff, general_oos_questions)
 
     val_q = val if val is not None else pd.DataFrame({"question": [], "faq_id": []})
     val_emb = encoder.encode(val_q["question"].tolist(), batch_size=cfg.batch_size)
@@ -142,7 +151,7 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     oos_texts, oos_emb = user_oos, val_emb[(val_q["faq_id"] == "").to_numpy()]
     oos_source = "user-oos"
     if len(user_oos) < MIN_USER_OOS:   # too few of the user's own: add the general set shipped with the template
-        general = general_oos_questions()
+        general = general_oos_questions(language)
         oos_texts = user_oos + general
         oos_emb = np.concatenate([oos_emb, encoder.encode(general, batch_size=cfg.batch_size)])
         oos_source = "user-oos+general-oos" if user_oos else "general-oos"
@@ -155,9 +164,15 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
         use_kb=use_kb, l2=cfg.classifier_l2, seed=cfg.seed)
     weight, clf_weight, w_table, b_table = choose_weights(queries, index, use_classifier, cfg.fusion_weight)
     queries, dropped = drop_covered_general_oos(queries, index, weight, clf_weight, cfg.general_oos_nearest)
-    confidence, threshold, calib = fit_handoff(queries, index, weight, clf_weight, cfg.top_k,
-                                               cfg.target_handoff_recall, cfg.ambiguity_margin, use_classifier,
-                                               cfg.target_precision, cfg.handoff_recall_confidence)
+    if cfg.ambiguity_margin is None:
+        margin, confidence, threshold, calib = choose_margin(
+            queries, index, weight, clf_weight, cfg.top_k, cfg.target_handoff_recall, use_classifier,
+            cfg.target_precision, cfg.handoff_recall_confidence)
+    else:
+        margin = cfg.ambiguity_margin
+        confidence, threshold, calib = fit_handoff(queries, index, weight, clf_weight, cfg.top_k,
+                                                   cfg.target_handoff_recall, margin, use_classifier,
+                                                   cfg.target_precision, cfg.handoff_recall_confidence)
     record["calibration"] = {**calib, **fit_summary, **dropped, "fusion_weight": weight, "weight_grid_top1": w_table,
                              "classifier_weight": clf_weight, "classifier_weight_grid_top1": b_table,
                              "faq_classifier": use_classifier, "leave_one_out": use_kb,
@@ -173,11 +188,13 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
         record["faq_classifier"] = {"model": "linear softmax over FAQ ids on the encoder's embeddings (L-BFGS)",
                                     "l2": cfg.classifier_l2, "n_train": int(len(kb_emb) + answerable.sum()),
                                     "n_kb_texts": int(len(kb_emb)), "n_val_questions": int(answerable.sum())}
-    settings = Settings(fusion_weight=weight, threshold=threshold, ambiguity_margin=cfg.ambiguity_margin,
+    settings = Settings(fusion_weight=weight, threshold=threshold, ambiguity_margin=margin,
                         top_k=cfg.top_k, max_query_chars=cfg.max_query_chars,
                         escalation_threshold=cfg.escalation_threshold or 0.5,   # replaced when a sentiment head is trained
                         teams=dict(cfg.teams),
-                        ann_threshold=cfg.ann_threshold, classifier_weight=clf_weight)
+                        ann_threshold=cfg.ann_threshold, classifier_weight=clf_weight, kb_language=language,
+                        handoff_messages=dict(cfg.handoff_messages))
+    record["text"] = {"kb_language": language, **tokenizer_info()}
 
     say("training the intent classifier", 0.65)
     intent = None
@@ -301,7 +318,8 @@ def write_bundle(assistant: SupportAssistant, record: dict, out: str | Path, ove
     labels = (record["intent_result"].labels if record.get("intent_result")
               else record["intent_model"][2] if record.get("intent_model") else [])
     with BundleWriter(out, domain="support", task="faq-retrieval", overwrite=overwrite, label_names=labels,
-                      preprocessing={"encoder": record["encoder"], "max_query_chars": cfg.max_query_chars},
+                      preprocessing={"encoder": record["encoder"], "max_query_chars": cfg.max_query_chars,
+                                     "text": record.get("text")},
                       training_config=cfg.model_dump(mode="json"), metrics=record["metrics"],
                       data_fingerprint=fingerprint_data(kb.assign(paraphrases=kb["paraphrases"].map("|".join)))) as w:
         w.save_json("kb.json", kb.to_dict(orient="records"))
