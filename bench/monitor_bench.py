@@ -9,18 +9,34 @@
    size) against a 1,000-row reference sample: the domain-classifier AUC and MMD of ``compare`` — against a
    plain scikit-learn loop (cross-validated logistic regression AUC on the same samples).
 
+3. Stored samples: the same ``--rows`` × 30 window stored in the service database as ``serve
+   --monitor-sample`` stores it (``Store.add_monitor_sample``, ``--rows-per-sample`` rows a predict request,
+   SQLite), read back with ``Store.monitor_window`` and compared — what ``monitor report`` / ``check`` do —
+   against the plain way (one DataFrame per stored sample, ``pd.concat``, the plain loop of 1).
+4. Real image embeddings (``--medical-data``, default ``../shared/data/medical``): a medical bundle trained with
+   the template's defaults on 500 PneumoniaMNIST images (or ``--medical-bundle``) embeds ``--images`` real chest
+   X-rays — every PneumoniaMNIST image, then Kermany JPEGs (the same hospital's originals at full size) — with
+   ``monitor_window``; the bundle's own profile (its validation embeddings) is the reference. Times the
+   extraction, then the embedding drift of ``compare`` against the plain scikit-learn loop; also the report on
+   the PneumoniaMNIST test split alone (same distribution: should be ok) and the false alarms of the whole report
+   (image statistics, probabilities, embeddings) over 20 disjoint windows of 200 training images the model never
+   saw.
+
 Each measurement runs in a child process of its own, so its peak RSS is its own.
 
     .venv/bin/python bench/monitor_bench.py [--rows 1000000] [--images 10000] [--json out.json]
         [--evidently-python /tmp/evvenv/bin/python]   # also Evidently's DataDriftPreset, from a venv of its own
+        [--parts tabular,embeddings,stored,images] [--medical-bundle DIR]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,7 +91,106 @@ def plain_tabular(ref: pd.DataFrame, cur: pd.DataFrame) -> dict:
     return out
 
 
-def run_one(what: str, rows: int, images: int) -> dict:
+def build_store(url: str, rows: int, per_sample: int) -> dict:
+    """Store ``rows`` shifted rows as monitoring samples of ``per_sample`` rows each; return the insert timings."""
+    from lepton_apps.predictor import MonitorWindow
+    from lepton_apps.store import Store
+
+    store = Store.open(url)
+    cur = table(rows, 1, True)
+    scores = np.random.default_rng(2).random(rows)
+    times = []
+    for start in range(0, rows, per_sample):
+        window = MonitorWindow(features=cur.iloc[start:start + per_sample].reset_index(drop=True),
+                               scores=scores[start:start + per_sample])
+        t0 = time.perf_counter()
+        store.add_monitor_sample("finance", f"r{start}", "bench", window)
+        times.append(time.perf_counter() - t0)
+    return {"samples": len(times), "insert_ms_p50": round(float(np.median(times)) * 1000, 2),
+            "insert_ms_p99": round(float(np.quantile(times, 0.99)) * 1000, 2)}
+
+
+def plain_stored(url: str) -> pd.DataFrame:
+    """Read the stored samples the plain way: one DataFrame per sample, then ``pd.concat``."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        payloads = [json.loads(r[0]) for r in conn.execute(sa.text(
+            "SELECT payload FROM monitor_samples WHERE domain = 'finance' ORDER BY created_at, id"))]
+    return pd.concat([pd.DataFrame(p["features"]) for p in payloads], ignore_index=True)
+
+
+def medical_setup(data_root: Path, bundle: Path | None, images: int, work: Path) -> dict:
+    """Train (or take) the medical bundle, embed the real images; save the windows; return the timings."""
+    import glob
+
+    from lepton_apps.predictor import load
+
+    npz = dict(np.load(data_root / "pneumoniamnist.npz"))
+    picked = np.sort(np.random.default_rng(0).choice(len(npz["train_images"]), 500, replace=False))
+    unseen = np.setdiff1d(np.arange(len(npz["train_images"])), picked)  # training images the model never saw
+    t0 = time.perf_counter()
+    if bundle is None:
+        from lepton_apps.medical import MedicalConfig, train
+
+        small = work / "pneumoniamnist-500.npz"  # 500 training images; the file's whole validation and test splits
+        np.savez_compressed(small, **{**npz, "train_images": npz["train_images"][picked],
+                                      "train_labels": npz["train_labels"][picked]})
+        bundle = Path(train(MedicalConfig(data=str(small), out=str(work / "medical-bundle"), seed=0,
+                                          progress=False, n_boot=50)))
+    train_s = time.perf_counter() - t0
+    model = load(bundle)
+    test = list(npz["test_images"])
+    mnist = [a for k in ("train_images", "val_images", "test_images") for a in npz[k]]
+    jpegs = sorted(glob.glob(str(data_root / "chest_xray_kermany_train" / "**" / "*.jp*g"), recursive=True))
+    items = (mnist + jpegs)[:images]
+    t0 = time.perf_counter()
+    same = model.monitor_window(test)
+    t1 = time.perf_counter()
+    window = model.monitor_window(items)
+    t2 = time.perf_counter()
+    np.save(work / "same.npy", np.asarray(same.embeddings, dtype=np.float32))
+    np.save(work / "window.npy", np.asarray(window.embeddings, dtype=np.float32))
+    if window.unreadable == 0 and len(items) >= len(npz["train_images"]):  # the unseen training images' windows
+        window.features.iloc[unseen].reset_index(drop=True).to_parquet(work / "unseen.parquet")
+        scores = window.scores if isinstance(window.scores, dict) else {"score": window.scores}
+        np.savez(work / "unseen.npz", embeddings=np.asarray(window.embeddings, dtype=np.float32)[unseen],
+                 **{f"score:{k}": np.asarray(v)[unseen] for k, v in scores.items()})
+    return {"bundle": str(bundle), "train_s": round(train_s, 1), "images": len(items),
+            "pneumoniamnist": min(len(mnist), len(items)), "kermany_jpegs": max(0, len(items) - len(mnist)),
+            "unseen_training_images": int(len(unseen)),
+            "unreadable": window.unreadable, "embedding_dim": int(np.asarray(window.embeddings).shape[1]),
+            "extract_images_per_s": round(len(items) / (t2 - t1), 1),
+            "extract_test_images_per_s": round(len(test) / (t1 - t0), 1)}
+
+
+def false_alarms(work: Path, size: int = 200, draws: int = 20) -> dict:
+    """The whole report (image statistics, probabilities, embeddings) on ``draws`` disjoint windows of ``size``
+    real PneumoniaMNIST training images the model never saw (same distribution as its validation profile)."""
+    from lepton_apps.monitor import compare
+    from lepton_apps.monitor.profile import Profile
+
+    prof = Profile.load(Path(json.loads((work / "setup.json").read_text())["bundle"]) / "profile")
+    features = pd.read_parquet(work / "unseen.parquet")
+    arrays = np.load(work / "unseen.npz")
+    order = np.random.default_rng(1).permutation(len(features))
+    statuses, reasons = [], []
+    t0 = time.perf_counter()
+    for d in range(min(draws, len(order) // size)):
+        idx = order[d * size:(d + 1) * size]
+        report = compare(prof, features.iloc[idx].reset_index(drop=True),
+                         {k[6:]: arrays[k][idx] for k in arrays.files if k.startswith("score:")},
+                         arrays["embeddings"][idx])
+        statuses.append(report.status)
+        reasons += [r for r in report.reasons][:2] if report.status == "drift" else []
+    return {"what": "images-false-alarms", "seconds": round(time.perf_counter() - t0, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "answer": {"windows": len(statuses), "size": size, "drift": statuses.count("drift"),
+                       "warn": statuses.count("warn"), "ok": statuses.count("ok"), "drift_reasons": reasons[:4]}}
+
+
+def run_one(what: str, rows: int, images: int, extra: str = "") -> dict:
     """Run one measurement in this process; return seconds, peak RSS and a digest of the answer."""
     from lepton_apps.monitor import build_profile, compare
 
@@ -91,6 +206,44 @@ def run_one(what: str, rows: int, images: int) -> dict:
             stats = plain_tabular(ref, cur)
             answer = {"drifted": sum(1 for s in stats.values() if s.get("psi", 0) >= 0.25 or
                                      s.get("wasserstein_std", 0) >= 0.3 or s.get("js", 0) >= 0.25)}
+    elif what.startswith("stored"):
+        ref = table(200_000, 0, False)
+        numeric = [c for c in ref.columns if not c.startswith("category")]
+        t0 = time.perf_counter()
+        if what == "stored-template":
+            from lepton_apps.store import Store
+
+            features, scores, _, _, requests = Store.open(extra).monitor_window("finance")
+            prof = build_profile(ref, numeric=numeric, categorical=[c for c in ref.columns if c.startswith("category")])
+            report = compare(prof, features)
+            answer = {"rows": int(len(features)), "samples": requests, "status": report.status,
+                      "drifted": sum(r["status"] == "drift" for r in report.features)}
+        else:
+            cur = plain_stored(extra)
+            stats = plain_tabular(ref, cur)
+            answer = {"rows": int(len(cur)), "drifted": sum(1 for s in stats.values() if s.get("psi", 0) >= 0.25 or
+                                                           s.get("wasserstein_std", 0) >= 0.3 or s.get("js", 0) >= 0.25)}
+    elif what.startswith("images"):
+        from lepton_apps.monitor.profile import Profile
+
+        work = Path(extra)
+        prof = Profile.load(Path(json.loads((work / "setup.json").read_text())["bundle"]) / "profile")
+        ref = np.asarray(prof.embeddings["sample"], dtype=np.float32)
+        cur = np.load(work / ("same.npy" if what.endswith("same") else "window.npy"))
+        t0 = time.perf_counter()
+        if what.startswith("images-template"):
+            report = compare(prof, current_embeddings=cur)
+            answer = {"n_reference": len(ref), "n_current": len(cur), "status": report.status,
+                      "auc": round(report.embeddings["auc"], 3), "mmd_p": report.embeddings.get("mmd_p_value")}
+        else:
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.model_selection import cross_val_score
+
+            pick = np.random.default_rng(0).choice(len(cur), min(1000, len(cur)), replace=False)
+            x = np.vstack([ref, cur[pick]])
+            y = np.r_[np.zeros(len(ref)), np.ones(len(pick))]
+            answer = {"auc": round(float(cross_val_score(LogisticRegression(max_iter=1000), x, y, cv=5,
+                                                         scoring="roc_auc").mean()), 3)}
     else:
         rng = np.random.default_rng(0)
         ref = rng.normal(size=(1000, 1280)).astype(np.float32)
@@ -134,7 +287,17 @@ def run_evidently(rows: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--_one":
-        print(json.dumps(run_one(argv[1], int(argv[2]), int(argv[3]))))
+        print(json.dumps(run_one(argv[1], int(argv[2]), int(argv[3]), argv[4] if len(argv) > 4 else "")))
+        return 0
+    if argv and argv[0] == "--_false_alarms":
+        print(json.dumps(false_alarms(Path(argv[1]))))
+        return 0
+    if argv and argv[0] == "--_store":
+        print(json.dumps(build_store(argv[1], int(argv[2]), int(argv[3]))))
+        return 0
+    if argv and argv[0] == "--_medical":
+        bundle = Path(argv[3]) if argv[3] else None
+        print(json.dumps(medical_setup(Path(argv[1]), bundle, int(argv[2]), Path(argv[4]))))
         return 0
     if argv and argv[0] == "--_evidently":
         print(json.dumps(run_evidently(int(argv[1]))))
@@ -144,27 +307,60 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=10_000)
     ap.add_argument("--evidently-python", help="A Python that has evidently installed (kept out of the project's "
                                                "venv: its dependencies are large); also time its DataDriftPreset.")
+    ap.add_argument("--rows-per-sample", type=int, default=100, help="rows of one stored monitoring sample (one "
+                                                                         "predict request)")
+    ap.add_argument("--parts", default="tabular,embeddings,stored,images")
+    ap.add_argument("--medical-data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "medical")
+    ap.add_argument("--medical-bundle", type=Path, help="a medical bundle to embed with (default: train one)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    results = []
-    runs = [[sys.executable, __file__, "--_one", what, str(args.rows), str(args.images)]
-            for what in ("tabular-template", "tabular-plain", "embeddings-template", "embeddings-plain")]
-    if args.evidently_python:
-        runs.insert(2, [args.evidently_python, __file__, "--_evidently", str(args.rows)])
-    for cmd in runs:
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    parts = set(args.parts.split(","))
+    results, setup = [], {}
+    me = [sys.executable, __file__, "--_one"]
+    work = Path(tempfile.mkdtemp(prefix="monitor-bench-"))
+
+    def child(cmd: list[str]) -> dict:
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            sys.exit(f"{' '.join(cmd[:4])} failed:\n{out.stderr[-3000:]}")
+        answer = json.loads(out.stdout.strip().splitlines()[-1])
+        print(json.dumps(answer), file=sys.stderr, flush=True)
+        return answer
+
+    for kind in ("tabular", "embeddings"):
+        if kind in parts:
+            results += [child(me + [f"{kind}-{who}", str(args.rows), str(args.images)]) for who in ("template", "plain")]
+            if kind == "tabular" and args.evidently_python:
+                results.append(child([args.evidently_python, __file__, "--_evidently", str(args.rows)]))
+    if "stored" in parts:
+        url = f"sqlite:///{work / 'service.db'}"
+        setup["stored"] = child([sys.executable, __file__, "--_store", url, str(args.rows), str(args.rows_per_sample)])
+        results += [child(me + [f"stored-{who}", str(args.rows), str(args.images), url]) for who in ("template", "plain")]
+    if "images" in parts:
+        if not (args.medical_data / "pneumoniamnist.npz").is_file():
+            sys.exit(f"{args.medical_data / 'pneumoniamnist.npz'} not found: pass --medical-data or leave 'images' "
+                     "out of --parts")
+        setup["images"] = child([sys.executable, __file__, "--_medical", str(args.medical_data), str(args.images),
+                                 str(args.medical_bundle or ""), str(work)])
+        (work / "setup.json").write_text(json.dumps(setup["images"]))
+        results += [child(me + [what, str(args.rows), str(args.images), str(work)])
+                    for what in ("images-template", "images-plain", "images-template-same")]
+        if (work / "unseen.parquet").is_file():
+            results.append(child([sys.executable, __file__, "--_false_alarms", str(work)]))
     by = {r["what"]: r for r in results}
     print("| report | wall s | peak RSS MB | answer |")
     print("|---|---|---|---|")
     for r in results:
         print(f"| {r['what']} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {json.dumps(r['answer'])} |")
-    for kind in ("tabular", "embeddings"):
-        print(f"{kind}: template / plain loop wall time = "
-              f"{by[f'{kind}-template']['seconds'] / by[f'{kind}-plain']['seconds']:.2f}x")
+    for kind in ("tabular", "embeddings", "stored", "images"):
+        if f"{kind}-template" in by:
+            print(f"{kind}: template / plain loop wall time = "
+                  f"{by[f'{kind}-template']['seconds'] / by[f'{kind}-plain']['seconds']:.2f}x")
+    for name, facts in setup.items():
+        print(f"setup {name}: {json.dumps(facts)}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps({"results": results, "setup": setup}, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

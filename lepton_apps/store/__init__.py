@@ -394,7 +394,9 @@ class Store:
             if feats:
                 n = len(next(iter(feats.values())))
                 for name, values in feats.items():
-                    columns.setdefault(name, [None] * rows).extend(values)
+                    if name not in columns:  # a column the earlier samples lacked
+                        columns[name] = [None] * rows
+                    columns[name].extend(values)
                 rows += n
                 for values in columns.values():  # a column this sample lacks
                     if len(values) < rows:
