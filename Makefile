@@ -38,6 +38,7 @@ run: demo
 
 test: venv
 	@bash scripts/ensure_debian.sh chromium "[ -x /usr/bin/chromium ]" "the browser tests"
+	@bash scripts/ensure_debian.sh fonts-noto-cjk "[ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]" "the Chinese browser test"
 	@bash scripts/ensure_debian.sh postgresql "ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1" "the database tests"
 	@bash scripts/ensure_debian.sh redis-server "[ -x /usr/bin/redis-server ]" "the shared online-state tests"
 	@bash scripts/ensure_debian.sh nginx "[ -x /usr/sbin/nginx ]" "the reverse-proxy (TLS) tests"

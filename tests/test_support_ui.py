@@ -1,13 +1,17 @@
-"""The support page under Streamlit's AppTest: a chat turn, hand-off, safe rendering, feedback, KB validation."""
+"""The support page under Streamlit's AppTest: a chat turn, hand-off, safe rendering, feedback, KB validation,
+and the page in Chinese (language switch, a Chinese question answered from the Chinese KB)."""
+import json
 import re
 import shutil
+import string
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_support_fixtures import demo_build, demo_bundle  # noqa: F401
+from test_support_fixtures import demo_build, demo_bundle, zh_build  # noqa: F401
 
 from lepton_apps.registry import Registry
 from lepton_apps.support.feedback import FeedbackStore
+from lepton_apps.support.page_texts import TEXTS
 
 PAGE = "apps/support/page.py"
 TIMEOUT = 180
@@ -159,3 +163,106 @@ def test_kb_tab_shows_an_invalid_upload_as_a_message(page):
     errors = [e.value for e in at.error]
     assert errors and errors[0].startswith("The knowledge base is not valid"), errors
     assert "support_rebuild" not in [b.key for b in at.button]  # nothing to rebuild from an invalid file
+
+
+# --------------------------------------------------------------------------- the page in Chinese
+
+def _zh_kb_answer(faq_id: str) -> str:
+    from conftest import ROOT
+
+    records = json.loads((ROOT / "apps/support/demo_kb_zh.json").read_text(encoding="utf-8"))["records"]
+    return next(r["answer"] for r in records if r["id"] == faq_id)
+
+
+@pytest.fixture
+def zh_page(zh_build):
+    Registry().register(zh_build[2], "support-zh-test")
+    from conftest import ROOT
+
+    return AppTest.from_file(str(ROOT / PAGE), default_timeout=TIMEOUT).run()
+
+
+def test_page_texts_have_the_same_keys_and_fields_in_both_languages():
+    assert set(TEXTS) == {"en", "zh"} and set(TEXTS["en"]) == set(TEXTS["zh"])
+    fields = {lang: {k: sorted(f[1] for f in string.Formatter().parse(v) if f[1]) for k, v in texts.items()}
+              for lang, texts in TEXTS.items()}
+    assert fields["en"] == fields["zh"]
+    han = re.compile("[\u4e00-\u9fff]")
+    assert not [k for k, v in TEXTS["zh"].items() if not han.search(v) and k != "m_mrr"]
+
+
+def test_page_opens_in_chinese_for_a_chinese_bundle_and_switches_to_english(zh_page):
+    at = zh_page
+    assert not _errors(at)
+    assert at.radio(key="support_lang").value == "zh"
+    assert at.title[0].value == "智能客服"
+    assert [t.label for t in at.tabs] == ["对话", "反馈", "知识库", "模型", "审核"]
+    assert at.chat_input[0].placeholder.startswith("请输入您的问题")
+    assert at.selectbox(key="support_bundle").label == "客服模型"
+    at.radio(key="support_lang").set_value("en").run()
+    assert not _errors(at)
+    assert at.title[0].value == "Support assistant"
+    assert [t.label for t in at.tabs] == ["Chat", "Feedback", "Knowledge base", "Model", "Review"]
+    assert at.chat_input[0].placeholder.startswith("Ask a question")
+    assert at.selectbox(key="support_bundle").value == "support-zh-test"      # the model stays chosen
+    at.run()
+    assert at.title[0].value == "Support assistant"   # the user's choice sticks; no switch back to the KB's language
+    at.chat_input[0].set_value("請問信用卡怎麼掛失").run()
+    assert at.text[1].value == _zh_kb_answer("lost-card")   # the KB's answer, not translated
+    assert any(c.value.startswith("Matched FAQ: lost-card") for c in at.caption)
+    assert any("language: Chinese (zh)" in c.value for c in at.caption)
+
+
+def test_chinese_question_shows_the_lost_card_answer_its_source_and_language(zh_page):
+    at = zh_page
+    at.chat_input[0].set_value("請問信用卡怎麼掛失").run()
+    assert not _errors(at)
+    texts = [t.value for t in at.text]
+    assert texts == ["請問信用卡怎麼掛失", _zh_kb_answer("lost-card")]
+    captions = [c.value for c in at.caption]
+    assert any(re.fullmatch(r"匹配的问题：lost-card · 置信度 (0\.[3-9]\d|1\.00)", c) for c in captions), captions
+    assert any("语言：中文 (zh)" in c for c in captions), captions
+    assert re.fullmatch(r"来源（\d+）", at.expander[0].label)
+    sources = at.expander[0].dataframe[0].value
+    assert list(sources.columns) == ["问题编号", "得分", "语义", "关键词", "匹配文本", "标准问题"]
+    assert sources["问题编号"].iloc[0] == "lost-card" and sources["标准问题"].iloc[0] == "银行卡丢了怎么办？"
+    assert {b.key: b.help for b in at.button if b.key and b.key.startswith("support_fb_")} == {
+        "support_fb_0_1": "回答有帮助", "support_fb_0_-1": "没有帮助"}
+    assert at.button(key="support_clear").label == "清空对话"
+
+
+def test_chinese_hand_off_shows_the_bundles_chinese_message(zh_page):
+    at = zh_page
+    at.chat_input[0].set_value("今天北京天气怎么样").run()
+    assert not _errors(at)
+    assert [w.value for w in at.warning] == ["正在为您转接人工客服…"]
+    assert at.text[1].value == "这个问题我不确定能准确回答，正在为您转接人工客服。"
+    assert any(c.value.startswith("转人工原因：") for c in at.caption)
+
+
+def test_the_page_language_follows_the_chosen_bundle_until_the_user_picks_one(zh_build, demo_bundle):
+    from conftest import ROOT
+
+    Registry().register(zh_build[2], "support-zh-test")
+    Registry().register(demo_bundle, "support-demo-test")
+    at = AppTest.from_file(str(ROOT / PAGE), default_timeout=TIMEOUT)
+    at.session_state["support_bundle"] = "support-demo-test"
+    at.run()
+    assert not _errors(at)
+    assert at.radio(key="support_lang").value == "en" and at.title[0].value == "Support assistant"
+    at.selectbox(key="support_bundle").set_value("support-zh-test").run()
+    assert at.radio(key="support_lang").value == "zh" and at.title[0].value == "智能客服"
+    assert at.selectbox(key="support_bundle").value == "support-zh-test"
+    at.radio(key="support_lang").set_value("en").run()
+    at.selectbox(key="support_bundle").set_value("support-demo-test").run()
+    at.selectbox(key="support_bundle").set_value("support-zh-test").run()
+    assert at.radio(key="support_lang").value == "en" and at.title[0].value == "Support assistant"
+    assert at.session_state["support_lang_chosen"] == "en"   # kept outside the widget
+    # back from another hub page after picking Chinese: Streamlit dropped the switch's widget state, the picked
+    # language is kept (not the English bundle's)
+    back = AppTest.from_file(str(ROOT / PAGE), default_timeout=TIMEOUT)
+    back.session_state["support_lang_chosen"] = "zh"
+    back.session_state["support_bundle"] = "support-demo-test"
+    back.run()
+    assert not _errors(back)
+    assert back.radio(key="support_lang").value == "zh" and back.title[0].value == "智能客服"

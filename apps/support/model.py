@@ -78,6 +78,15 @@ def _accuracy(outputs: np.ndarray, targets: np.ndarray) -> dict:
     return {"accuracy": float((outputs.argmax(1) == targets).mean())}
 
 
+def embedding_spread(embeddings: np.ndarray) -> float:
+    """Return the root-mean-square distance of the embeddings to their mean (1.0 for fewer than 2 rows or no
+    spread). The FAQ classifier is fitted on embeddings divided by it, so that its L2 penalty means the same
+    for every encoder (all-MiniLM-L6-v2 spreads 0.91 on the demo KB, multilingual-e5-small 0.38)."""
+    arr = np.asarray(embeddings, dtype=np.float32)
+    spread = float(np.sqrt(((arr - arr.mean(axis=0)) ** 2).sum(axis=1).mean())) if len(arr) > 1 else 1.0
+    return spread if spread > 1e-6 else 1.0
+
+
 def train_head(embeddings: np.ndarray, labels: list[str], *, epochs: int, lr: float, seed: int,
                device: str = "auto", precision: str = "auto", hidden: int = 0, batch_size: int = 64,
                label_order: list[str] | None = None, progress: bool = False,
@@ -85,7 +94,9 @@ def train_head(embeddings: np.ndarray, labels: list[str], *, epochs: int, lr: fl
     """Train an :class:`EmbeddingHead` on (embeddings, labels); return it with its label names.
 
     20% of each class (classes with 3+ examples) is held out for early stopping on accuracy; the
-    loss weighs classes by inverse frequency (scikit-learn's 'balanced').
+    loss weighs classes by inverse frequency (scikit-learn's 'balanced'). (Fitting it on embeddings rescaled
+    by :func:`embedding_spread`, as the FAQ classifier is, was tried: Chinese demo intent accuracy 0.795 ->
+    0.759, so it is not done.)
     """
     names = label_order or sorted(set(labels))
     index = {n: i for i, n in enumerate(names)}
@@ -213,8 +224,7 @@ def train_faq_classifier(embeddings: np.ndarray, rows: np.ndarray, n_rows: int, 
     rescaling its classifier stays nearly flat (top FAQ ~0.3 among 83).
     """
     raw = np.asarray(embeddings, dtype=np.float32)
-    spread = float(np.sqrt(((raw - raw.mean(axis=0)) ** 2).sum(axis=1).mean())) if len(raw) > 1 else 1.0
-    spread = spread if spread > 1e-6 else 1.0
+    spread = embedding_spread(raw)
     x = torch.as_tensor(np.ascontiguousarray(raw / spread), dtype=torch.float32)
     y = torch.as_tensor(np.asarray(rows), dtype=torch.int64)
     head = EmbeddingHead(x.shape[1], n_rows)

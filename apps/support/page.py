@@ -3,6 +3,9 @@ review queue of the support loop (candidate paraphrases accepted, reassigned or 
 
 Runs mounted by the hub (``lepton-apps ui``) or alone: ``streamlit run apps/support/page.py``.
 Customer text is always shown with ``st.text`` (never interpreted as Markdown or HTML).
+The page speaks English or Chinese (sidebar switch, ``page_texts.TEXTS``); it opens in the language of the chosen
+bundle's knowledge base and follows the bundle until the user picks a language. Answers and hand-off messages come
+from the bundle, already in the customer's language.
 """
 from __future__ import annotations
 
@@ -11,9 +14,14 @@ from pathlib import Path
 
 import streamlit as st
 
+from lepton_apps.support.page_texts import LANGUAGES, TEXTS, language_name, page_language
 from lepton_apps.ui.common import cached_predictor, guarded
 
 CHAT_KEY = "support_chat"
+LANG_KEY = "support_lang"               # the sidebar switch: "en" or "zh"
+# the language the user picked, kept outside the widget: Streamlit drops a widget's state when the hub shows another
+# page, and a picked language must survive that (it then no longer follows the bundle)
+LANG_CHOSEN_KEY = "support_lang_chosen"
 
 
 def load_assistant(path: Path):
@@ -21,26 +29,27 @@ def load_assistant(path: Path):
     return cached_predictor(path, "support")
 
 
-def pick_bundle() -> Path | None:
+def pick_bundle(t: dict[str, str]) -> Path | None:
     """Sidebar: choose a registered support bundle or type a path; return its folder or None."""
     from lepton_apps.registry import Registry
 
     reg = Registry()
-    entries = reg.list("support")
-    names = [e.name + (f"  ({', '.join(e.aliases)})" if e.aliases else "") for e in entries]
-    choice = st.sidebar.selectbox("Support model", names, index=0 if names else None,
-                                  placeholder="no support model registered")
-    typed = st.sidebar.text_input("…or a bundle folder", value="", key="support_bundle_path")
+    entries = {e.name: e for e in reg.list("support")}
+    # options are the plain names (the widget's value stays valid when an alias such as "latest" moves)
+    choice = st.sidebar.selectbox(t["model_select"], list(entries), index=0 if entries else None, key="support_bundle",
+                                  format_func=lambda n: n + (f"  ({', '.join(entries[n].aliases)})"
+                                                             if entries[n].aliases else ""),
+                                  placeholder=t["model_none"])
+    typed = st.sidebar.text_input(t["bundle_path"], value="", key="support_bundle_path")
     if typed.strip():
         return Path(typed.strip()).expanduser()
     if choice is None:
-        st.info("No support model in the registry yet. Build the demo with `lepton-apps demo --domain support`, "
-                "or train one with `lepton-apps support train FAQ.csv`.")
+        st.info(t["no_model"])
         return None
-    return entries[names.index(choice)].path
+    return entries[choice].path
 
 
-def feedback_store():
+def feedback_store(t: dict[str, str]):
     """Return the FeedbackStore on the service database ($LEPTON_DB_URL, else lepton.db in the registry folder),
     opened once per process, and name that database in the sidebar with its password hidden."""
     import os
@@ -48,13 +57,14 @@ def feedback_store():
     from lepton_apps.store import DB_ENV
     from lepton_apps.support.feedback import LEGACY_ENV
 
-    store = _open_feedback(os.environ.get(DB_ENV), os.environ.get("LEPTON_HOME"), os.environ.get(LEGACY_ENV))
-    st.sidebar.caption(f"Feedback database: `{store.location}`"
-                       + ("" if store.opened else " (created with the first rating)"))
+    with st.spinner(t["opening_feedback"]):
+        store = _open_feedback(os.environ.get(DB_ENV), os.environ.get("LEPTON_HOME"), os.environ.get(LEGACY_ENV))
+    new = "" if store.opened else t["feedback_db_new"]
+    st.sidebar.caption(t["feedback_db"].format(location=store.location) + new)
     return store
 
 
-@st.cache_resource(show_spinner="Opening the feedback database…", max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def _open_feedback(db_url: str | None, home: str | None, legacy: str | None):
     # The arguments are the cache key: the settings that choose the database and the old feedback file.
     from lepton_apps.support.feedback import FeedbackStore
@@ -63,91 +73,97 @@ def _open_feedback(db_url: str | None, home: str | None, legacy: str | None):
 
 
 THUMB_UP, THUMB_DOWN = ":material/thumb_up:", ":material/thumb_down:"
+SOURCE_COLUMNS = ("faq_id", "score", "dense", "lexical", "matched_text", "question")
 
 
-def render_reply(i: int, turn: dict, store) -> None:
-    """Show one assistant reply: answer, matched FAQ + confidence, hand-off state, escalation badge, sources, feedback
-    (thumbs buttons, or a note when ``store`` is None)."""
+def render_reply(i: int, turn: dict, store, t: dict[str, str]) -> None:
+    """Show one assistant reply: answer (or the bundle's hand-off text), matched FAQ + confidence, intent, sentiment
+    and the detected language of the message, escalation badge, sources, feedback (thumbs buttons, or a note when
+    ``store`` is None); the page's own words from ``t``."""
     r = turn["reply"]
     with st.chat_message("assistant"):
         if r["handoff"]:
-            st.warning("Connecting you to a human agent…", icon=":material/support_agent:")
-            st.caption(f"Hand-off reason: {r['handoff_reason']}")
+            st.warning(t["handoff"], icon=":material/support_agent:")
+            if r.get("answer"):
+                st.text(r["answer"])   # the bundle's hand-off message, in the customer's language
+            st.caption(t["handoff_reason"].format(reason=r["handoff_reason"]))
         else:
             st.text(r["answer"])
-            st.caption(f"Matched FAQ: {r['faq_id']} · confidence {r['confidence']:.2f}")
+            st.caption(t["matched"].format(faq_id=r["faq_id"], confidence=r["confidence"]))
         tags = []
         if r.get("intent"):
-            tags.append(f"intent: {r['intent']} → {r.get('team') or r['intent']}")
+            tags.append(t["intent"].format(intent=r["intent"], team=r.get("team") or r["intent"]))
         if r.get("sentiment"):
-            tags.append(f"sentiment: {r['sentiment']}")
+            tags.append(t["sentiment"].format(sentiment=r["sentiment"]))
+        if r.get("language"):
+            tags.append(t["detected_language"].format(name=language_name(r["language"], t)))
         if tags:
             st.caption(" · ".join(tags))
         if r.get("escalate"):
-            st.badge(f"Escalate: {r['escalation_reason']}", icon=":material/priority_high:", color="red")
+            st.badge(t["escalate"].format(reason=r["escalation_reason"]), icon=":material/priority_high:", color="red")
         if r.get("truncated"):
-            st.caption("The message was very long and was shortened before searching.")
+            st.caption(t["truncated"])
         if r["sources"]:
-            with st.expander(f"Sources ({len(r['sources'])})"):
+            with st.expander(t["sources"].format(n=len(r["sources"]))):
                 import pandas as pd
 
-                st.dataframe(pd.DataFrame(r["sources"])[["faq_id", "score", "dense", "lexical", "matched_text", "question"]],
-                             hide_index=True)
+                frame = pd.DataFrame(r["sources"])[list(SOURCE_COLUMNS)]
+                st.dataframe(frame.rename(columns={c: t[f"col_{c}"] for c in SOURCE_COLUMNS}), hide_index=True)
         rated = turn.get("rated")
         if store is None:
-            st.caption("Rating is off: the feedback database could not be opened (see the error above).")
+            st.caption(t["rating_off"])
         elif rated:
             # Material icons, not emoji: browsers without an emoji font (Debian Chromium) draw emoji as empty boxes
-            st.caption("Thanks for the feedback " + (THUMB_UP if rated > 0 else THUMB_DOWN))
+            st.caption(t["thanks"] + (THUMB_UP if rated > 0 else THUMB_DOWN))
         else:
             up, down, _ = st.columns([1, 1, 8])
-            for col, value, label, tip in ((up, 1, THUMB_UP, "Helpful answer"), (down, -1, THUMB_DOWN, "Not helpful")):
+            for col, value, label, tip in ((up, 1, THUMB_UP, t["helpful"]), (down, -1, THUMB_DOWN, t["not_helpful"])):
                 if col.button(label, key=f"support_fb_{i}_{value}", help=tip):
-                    with guarded("Could not store the feedback"):
+                    with guarded(t["err_rating"]):
                         store.add(turn["question"], r["answer"], r["faq_id"], value, r["model_version"],
                                   confidence=r["confidence"], handoff=r["handoff"])
                         turn["rated"] = value
                         st.rerun()
 
 
-def chat_tab(bot, store) -> None:
+def chat_tab(bot, store, t: dict[str, str]) -> None:
     """The chat: history, the input box, and a reply per question."""
     history = st.session_state.setdefault(CHAT_KEY, [])
-    question = st.chat_input("Ask a question, e.g. 'my card was stolen'")
+    question = st.chat_input(t["chat_placeholder"], key="support_chat_input")
     if question is not None:
-        with guarded("Could not answer"):
+        with guarded(t["err_answer"]):
             reply = bot.answer(question)
             history.append({"question": reply.question or question, "reply": reply.to_dict(), "rated": 0})
+    if not history:
+        st.caption(t["chat_empty"])
     for i, turn in enumerate(history):
         with st.chat_message("user"):
             st.text(turn["question"][:2000])
-        render_reply(i, turn, store)
-    if history and st.button("Clear the conversation", key="support_clear"):
+        render_reply(i, turn, store, t)
+    if history and st.button(t["clear"], key="support_clear"):
         st.session_state[CHAT_KEY] = []
         st.rerun()
 
 
-def feedback_tab(store) -> None:
+def feedback_tab(store, t: dict[str, str]) -> None:
     """Stored ratings with a CSV download (fine-tuning data)."""
     df = store.frame()
-    st.caption(f"{len(df)} rating(s) in `{store.location}`")
+    st.caption(t["fb_count"].format(n=len(df), location=store.location))
     if store.imported:
-        st.info(f"{store.imported} rating(s) were imported from the old feedback file `{store.legacy_path}`.",
-                icon=":material/move_up:")
+        st.info(t["fb_imported"].format(n=store.imported, path=store.legacy_path), icon=":material/move_up:")
     if len(df):
-        st.metric("Thumbs up", f"{(df['rating'] > 0).mean():.0%}")
+        st.metric(t["fb_thumbs_up"], f"{(df['rating'] > 0).mean():.0%}")
         st.dataframe(df, hide_index=True)
-    st.download_button("Download feedback as CSV", store.to_csv(), file_name="support_feedback.csv",
+    st.download_button(t["fb_download"], store.to_csv(), file_name="support_feedback.csv",
                        mime="text/csv", key="support_fb_csv")
 
 
-def kb_tab(bundle_path: Path | None) -> None:
+def kb_tab(bundle_path: Path | None, t: dict[str, str]) -> None:
     """Upload a KB file, validate it, and rebuild the index into a new registered bundle with a progress bar."""
     from lepton_apps.support.data import read_kb
 
-    st.write("Upload a knowledge base (CSV, JSON or JSONL with `id, question, answer`, optional `paraphrases`, "
-             "`category`, `url`). It is validated first; rebuilding encodes it and registers a new model.")
-    upload = st.file_uploader("Knowledge base file", type=["csv", "json", "jsonl"], key="support_kb_upload")
+    st.write(t["kb_intro"])
+    upload = st.file_uploader(t["kb_file"], type=["csv", "json", "jsonl"], key="support_kb_upload")
     if upload is None:
         return
     import tempfile
@@ -156,14 +172,14 @@ def kb_tab(bundle_path: Path | None) -> None:
     path = folder / Path(upload.name).name
     path.write_bytes(upload.getvalue())
     kb = None
-    with guarded("The knowledge base is not valid"):
+    with guarded(t["err_kb_invalid"]):
         kb = read_kb(path)
     if kb is None:
         return
-    st.success(f"Valid: {len(kb)} entries, {int(kb['paraphrases'].map(len).sum())} paraphrases.")
+    st.success(t["kb_valid"].format(n=len(kb), p=int(kb["paraphrases"].map(len).sum())))
     st.dataframe(kb[["id", "question", "category"]].head(50), hide_index=True)
-    if st.button("Rebuild the index", key="support_rebuild", type="primary"):
-        with guarded("Rebuilding failed"):
+    if st.button(t["kb_rebuild"], key="support_rebuild", type="primary"):
+        with guarded(t["err_rebuild"]):
             from lepton_apps.registry import Registry
             from lepton_apps.support.config import SupportConfig
             from lepton_apps.support.training import train
@@ -171,16 +187,16 @@ def kb_tab(bundle_path: Path | None) -> None:
             encoder = "all-MiniLM-L6-v2"
             if bundle_path is not None:
                 encoder = load_assistant(bundle_path).encoder.name
-            bar = st.progress(0.0, text="starting")
+            bar = st.progress(0.0, text=t["starting"])
             out = folder / "bundle"
             train(SupportConfig(kb=str(path), out=str(out), encoder=encoder, progress=False),
                   progress=lambda stage, frac: bar.progress(min(1.0, frac), text=stage))
             name = f"support-kb-{time.strftime('%Y%m%d-%H%M%S')}"
             Registry().register(out, name)
-            st.success(f"Registered {name}; pick it in the sidebar.")
+            st.success(t["kb_registered"].format(name=name))
 
 
-def model_tab(bundle_path: Path) -> None:
+def model_tab(bundle_path: Path, t: dict[str, str]) -> None:
     """Bundle metrics and the evaluation plots saved in it."""
     from lepton_apps.ui.common import cached_bundle
 
@@ -189,21 +205,21 @@ def model_tab(bundle_path: Path) -> None:
     cols = st.columns(4)
     for i, key in enumerate(("top1_accuracy", "mrr", "handoff_recall", "answered_precision")):
         if key in metrics:
-            cols[i].metric(key.replace("_", " "), f"{metrics[key]:.3f}")
+            cols[i].metric(t[f"m_{key}"], f"{metrics[key]:.3f}")
     st.json(metrics, expanded=False)
     for name in ("plots/coverage_curve.png", "plots/confidence_calibration.png"):
         if bundle.has(name):
             st.image(str(bundle.file(name)), caption=name.split("/")[-1], width=480)
 
 
-@st.cache_resource(show_spinner="Opening the service database…", max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def _open_review_store(url: str):
     from lepton_apps.store import Store
 
     return Store.open(url)
 
 
-def review_tab(bot, bundle_path: Path | None, feedback) -> None:
+def review_tab(bot, bundle_path: Path | None, feedback, t: dict[str, str]) -> None:
     """The review queue: collect candidate paraphrases, accept / assign / reject each pending one (who and when
     are stored), and rebuild the model with the accepted ones into the next registered version. ``feedback``:
     the page's FeedbackStore, None when the database could not be opened (the error is shown once, above)."""
@@ -211,104 +227,125 @@ def review_tab(bot, bundle_path: Path | None, feedback) -> None:
     from lepton_apps.store import configured_url
     from lepton_apps.support.review import apply_accepted, collect_candidates, reviewer
 
-    st.write("Questions the assistant missed — rated down, or resolved by an agent with an existing FAQ — become "
-             "candidate paraphrases. Accepted ones are added to their FAQ and rebuild the model (index, "
-             "classifier and hand-off calibration) as the next version in the registry.")
+    st.write(t["review_intro"])
     if feedback is None:
-        st.caption("Review is off: the service database could not be opened (see the error above).")
+        st.caption(t["review_off"])
         return
     url = configured_url()
     if url is None:
-        st.info("No service database yet: it is created with the first rating or by `lepton-apps serve`.")
+        st.info(t["review_no_db"])
         return
     if bot is None:
-        st.info("Pick a support model in the sidebar: candidates are proposed for its knowledge base.")
+        st.info(t["review_no_model"])
         return
     store = _open_review_store(url)
-    by = st.text_input("Reviewer", value=reviewer(), key="support_review_by")
-    if st.button("Collect candidates", key="support_review_collect", help="From thumbs-down ratings and outcomes"):
-        with guarded("Could not collect candidates"):
+    by = st.text_input(t["reviewer"], value=reviewer(), key="support_review_by")
+    if st.button(t["collect"], key="support_review_collect", help=t["collect_help"]):
+        with guarded(t["err_collect"]):
             counts = collect_candidates(store, bot)
-            st.success(f"{counts['added']} new candidate(s); skipped: {counts['known_source']} collected before, "
-                       f"{counts['in_kb']} already in the KB, {counts['duplicate']} duplicates, "
-                       f"{counts['answered_right']} answered right, {counts['out_of_scope']} out of scope, "
-                       f"{counts['no_question']} without question text.")
+            st.success(t["collected"].format(**counts))
     pending = store.candidates_frame("pending")
-    st.caption(f"{len(pending)} pending candidate(s)")
+    st.caption(t["pending"].format(n=len(pending)))
     ids = bot.kb["id"].astype(str).tolist()
     for row in pending.head(50).itertuples(index=False):
         with st.container(border=True):
             st.text(row.question[:2000])
-            answered = row.answered_faq_id or "hand-off"
-            st.caption(f"{row.reason} · {row.source} · answered: {answered} · proposed: {row.proposed_faq_id or '-'}")
+            st.caption(t["candidate"].format(reason=row.reason, source=row.source,
+                                             answered=row.answered_faq_id or t["answered_handoff"],
+                                             proposed=row.proposed_faq_id or "-"))
             pick, accept, reject = st.columns([4, 1, 1])
-            choice = pick.selectbox("FAQ", ids, index=ids.index(row.proposed_faq_id) if row.proposed_faq_id in ids
+            choice = pick.selectbox(t["faq"], ids, index=ids.index(row.proposed_faq_id) if row.proposed_faq_id in ids
                                     else None, key=f"support_review_faq_{row.id}", label_visibility="collapsed",
-                                    placeholder="assign to a FAQ")
-            if accept.button("Accept", key=f"support_review_accept_{row.id}", disabled=choice is None):
-                with guarded("Could not store the decision"):
+                                    placeholder=t["assign"])
+            if accept.button(t["accept"], key=f"support_review_accept_{row.id}", disabled=choice is None):
+                with guarded(t["err_decide"]):
                     store.decide_candidate(row.id, "accept" if choice == row.proposed_faq_id else "assign", by,
                                            faq_id=choice)
                     st.rerun()
-            if reject.button("Reject", key=f"support_review_reject_{row.id}"):
-                with guarded("Could not store the decision"):
+            if reject.button(t["reject"], key=f"support_review_reject_{row.id}"):
+                with guarded(t["err_decide"]):
                     store.decide_candidate(row.id, "reject", by)
                     st.rerun()
     accepted = store.candidates_frame("accepted")
     if len(accepted):
-        st.subheader(f"{len(accepted)} accepted")
+        st.subheader(t["accepted"].format(n=len(accepted)))
         st.dataframe(accepted[["id", "question", "proposed_faq_id", "faq_id", "decided_by", "decided_at"]],
                      hide_index=True)
         name = None
         if bundle_path is not None and Path(bundle_path).resolve().parent != Registry().home.resolve():
-            name = st.text_input("Registry name for the rebuilt model", key="support_review_name",
-                                 help="The model is a folder outside the registry: the new version is NAME.v2, …")
-        if bundle_path is not None and st.button(f"Rebuild the model with {len(accepted)} accepted paraphrase(s)",
+            name = st.text_input(t["rebuild_name"], key="support_review_name", help=t["rebuild_name_help"])
+        if bundle_path is not None and st.button(t["rebuild_apply"].format(n=len(accepted)),
                                                  key="support_review_apply", type="primary"):
-            with guarded("Rebuilding failed"):
-                bar = st.progress(0.0, text="starting")
+            with guarded(t["err_rebuild"]):
+                bar = st.progress(0.0, text=t["starting"])
                 applied = apply_accepted(bundle_path, store, name=(name or "").strip() or None,
                                          progress=lambda stage, frac: bar.progress(min(1.0, frac), text=stage))
-                st.success(f"Registered {applied.name}; pick it in the sidebar, compare it live with "
-                           f"`lepton-apps monitor live support`, promote it with `lepton-apps models promote "
-                           f"{applied.name}`.")
+                st.success(t["applied"].format(name=applied.name))
                 st.text(applied.summary())
     done = store.candidates_frame(["rejected", "applied"])
     if len(done):
-        with st.expander(f"Decided ({len(done)})"):
+        with st.expander(t["decided"].format(n=len(done))):
             st.dataframe(done[["id", "status", "question", "faq_id", "decided_by", "decided_at", "applied_version"]],
                          hide_index=True)
 
 
+def _language_chosen() -> None:
+    # on_change of the language switch: from now on the page keeps the user's language
+    st.session_state[LANG_CHOSEN_KEY] = st.session_state[LANG_KEY]
+
+
+def follow_bundle_language(bot, lang: str) -> None:
+    """Until the user picks a language, switch the page to the loaded bundle's KB language: one rerun when it
+    differs from ``lang``, the language this run was drawn in."""
+    if bot is None or st.session_state.get(LANG_CHOSEN_KEY):
+        return
+    wanted = page_language(getattr(bot.settings, "kb_language", None))
+    if lang != wanted:
+        st.session_state[LANG_KEY] = wanted
+        st.rerun()
+
+
 def main() -> None:
     """Render the page."""
-    st.title("Support assistant")
-    st.caption("Answers from your FAQ with sources and a calibrated confidence; hands off to a human when unsure.")
+    lang = st.session_state.get(LANG_KEY) or st.session_state.get(LANG_CHOSEN_KEY) or "en"
+    lang = lang if lang in TEXTS else "en"
+    t = TEXTS[lang]
+    switch = st.sidebar.container()   # filled last, at the top of the sidebar, once the bundle's language is known
+    st.title(t["title"])
+    st.caption(t["subtitle"])
     bundle_path = store = bot = None
-    with guarded("Could not open the feedback database"):
-        store = feedback_store()
-    with guarded("Could not load the model"):
-        bundle_path = pick_bundle()
+    with guarded(t["err_feedback_db"]):
+        store = feedback_store(t)
+    with guarded(t["err_model"]):
+        bundle_path = pick_bundle(t)
         if bundle_path is not None:
             bot = load_assistant(bundle_path)
-    chat, fb, kb, model, review = st.tabs(["Chat", "Feedback", "Knowledge base", "Model", "Review"])
+    follow_bundle_language(bot, lang)
+    if LANG_KEY not in st.session_state:
+        st.session_state[LANG_KEY] = lang
+    switch.radio(t["language"], list(LANGUAGES), format_func=LANGUAGES.get, key=LANG_KEY, horizontal=True,
+                 on_change=_language_chosen)
+    chat, fb, kb, model, review = st.tabs([t["tab_chat"], t["tab_feedback"], t["tab_kb"], t["tab_model"],
+                                           t["tab_review"]])
     with chat:
         if bot is not None:
-            chat_tab(bot, store)
+            chat_tab(bot, store, t)
+        else:
+            st.caption(t["chat_no_model"])
     with fb:
         if store is not None:
-            with guarded("Could not read the feedback"):
-                feedback_tab(store)
+            with guarded(t["err_feedback_read"]):
+                feedback_tab(store, t)
     with kb:
-        with guarded("Knowledge base"):
-            kb_tab(bundle_path)
+        with guarded(t["err_kb"]):
+            kb_tab(bundle_path, t)
     with model:
         if bundle_path is not None:
-            with guarded("Could not show the model report"):
-                model_tab(bundle_path)
+            with guarded(t["err_report"]):
+                model_tab(bundle_path, t)
     with review:
-        with guarded("Could not show the review queue"):
-            review_tab(bot, bundle_path, store)
+        with guarded(t["err_review"]):
+            review_tab(bot, bundle_path, store, t)
 
 
 # Runs the same mounted by the hub and standalone; no st.set_page_config (the hub owns it).
