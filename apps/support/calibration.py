@@ -235,10 +235,11 @@ def choose_margin(queries: list[CalibQuery], index: FaqIndex, weight: float, clf
     """Return (margin, confidence model, threshold, summary) of the ambiguity margin in ``grid`` whose hand-off
     (fitted by :func:`fit_handoff` for the same recall goals) answers the most in-scope calibration queries
     correctly; ties go to the margin nearest :data:`PRIOR_MARGIN`. The summary lists every margin tried."""
+    hits = [index.rank_rows(q.scores, k, weight, q.clf, clf_weight) for q in queries]  # the same for every margin
     tried = []
     for margin in grid:
         model, threshold, summary = fit_handoff(queries, index, weight, clf_weight, k, target_recall, margin,
-                                                use_classifier, target_precision, recall_confidence)
+                                                use_classifier, target_precision, recall_confidence, hits=hits)
         tried.append((summary.get("val_answered_correct") or 0.0, -abs(margin - PRIOR_MARGIN), margin, model,
                       threshold, summary))
     best = max(tried, key=lambda t: (round(t[0], 6), t[1]))
@@ -250,7 +251,7 @@ def choose_margin(queries: list[CalibQuery], index: FaqIndex, weight: float, clf
 def fit_handoff(queries: list[CalibQuery], index: FaqIndex, weight: float, clf_weight: float, k: int,
                 target_recall: float, margin: float, use_classifier: bool,
                 target_precision: float | None = None,
-                recall_confidence: float = 0.0) -> tuple[ConfidenceModel, float, dict]:
+                recall_confidence: float = 0.0, hits: list | None = None) -> tuple[ConfidenceModel, float, dict]:
     """Return (confidence model, hand-off threshold for ``target_recall`` on out-of-scope queries, summary).
 
     The confidence model is a logistic regression P(top FAQ right) on the retrieval (and classifier)
@@ -263,7 +264,8 @@ def fit_handoff(queries: list[CalibQuery], index: FaqIndex, weight: float, clf_w
     needed until the answered calibration queries reach that precision too.
     """
     names = CLASSIFIER_FEATURES if use_classifier else FEATURES
-    hits = [index.rank_rows(q.scores, k, weight, q.clf, clf_weight) for q in queries]
+    if hits is None:  # each query's ranked hits (choose_margin passes them, computed once)
+        hits = [index.rank_rows(q.scores, k, weight, q.clf, clf_weight) for q in queries]
     gold = np.array([q.gold for q in queries])
     correct = np.array([h[0].row == g for h, g in zip(hits, gold)]) & (gold >= 0)
     oos = gold < 0
