@@ -142,6 +142,37 @@ def open_hub(browser, hub_url):
     context.close()
 
 
+def wait_script_idle(page, drawn, timeout_ms: int = RENDER_TIMEOUT_MS * 3) -> None:
+    """Wait until the locator ``drawn`` (something the page's script draws) is visible and the script has
+    stopped (``notRunning`` is also the state before the first run starts, hence ``drawn``)."""
+    drawn.first.wait_for(timeout=timeout_ms)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
+
+
+def choose_option(page, selectbox, name: str, attempts: int = 3) -> None:
+    """Choose the option ``name`` of a Streamlit ``selectbox`` locator by typing it into the box's search
+    field and pressing Enter. Clicking the option in the open list failed once under CI load (the option
+    never appeared: a rerun redrawing the page closes the list), so wait for the script to be idle, and try
+    again up to ``attempts`` times; then check the box's search field shows the chosen name."""
+    for attempt in range(attempts):
+        wait_script_idle(page, selectbox)
+        selectbox.click()
+        page.keyboard.type(name)
+        option = page.get_by_role("option", name=name, exact=False).first
+        try:
+            option.wait_for(timeout=RENDER_TIMEOUT_MS // 3)
+            page.keyboard.press("Enter")
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError; retry after the rerun
+            page.keyboard.press("Escape")
+            if attempt == attempts - 1:
+                raise
+    shown = selectbox.get_by_role("combobox")          # the chosen option is the search field's value
+    for _ in range(RENDER_TIMEOUT_MS // 250):
+        if name in (shown.input_value() or ""):
+            return
+        page.wait_for_timeout(250)
+    raise AssertionError(f"the select box shows {shown.input_value()!r}, not {name!r}")
 
 
 # --------------------------------------------------------------------------- PostgreSQL

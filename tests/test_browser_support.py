@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import RENDER_TIMEOUT_MS, ROOT, _unavailable
+from conftest import RENDER_TIMEOUT_MS, ROOT, _unavailable, choose_option
 from test_support_fixtures import demo_build, demo_bundle, zh_build  # noqa: F401
 
 from lepton_apps.registry import Registry
@@ -67,8 +67,7 @@ def test_support_chat_answers_a_chinese_question_in_chromium_with_a_cjk_font(ope
     Registry(hub_home).register(zh_build[2], "support-zh-browser")
     page = open_hub("support")
     sidebar = page.get_by_test_id("stSidebar")
-    sidebar.get_by_test_id("stSelectbox").click()          # the English demo may be listed first: pick the Chinese
-    page.get_by_role("option", name="support-zh-browser", exact=False).first.click()
+    choose_option(page, sidebar.get_by_test_id("stSelectbox"), "support-zh-browser")   # the English demo may be first
     page.get_by_text("智能客服", exact=True).first.wait_for(timeout=RENDER_TIMEOUT_MS * 3)   # follows the KB
     box = page.get_by_test_id("stChatInputTextArea")
     assert box.get_attribute("placeholder").startswith("请输入您的问题")
