@@ -3,10 +3,12 @@ import concurrent.futures
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_support_fixtures import demo_assistant, demo_build, demo_bundle  # noqa: F401
 
-from lepton_apps.support.predict import HANDOFF_MESSAGE, SupportAssistant
+from lepton_apps.support.page_texts import TEXTS, escalation_text, handoff_text
+from lepton_apps.support.predict import HANDOFF_CODES, HANDOFF_MESSAGE, Answer, SupportAssistant
 
 
 def test_demo_retrieval_quality_on_held_out_questions(demo_build):
@@ -42,6 +44,32 @@ def test_out_of_scope_questions_are_handed_off_with_a_reason(demo_assistant):
         assert r.handoff and r.faq_id is None and r.answer == HANDOFF_MESSAGE
         assert "low confidence" in r.handoff_reason or "ambiguous" in r.handoff_reason
         assert r.sources and r.confidence < demo_assistant.settings.threshold or "ambiguous" in r.handoff_reason
+        assert r.handoff_code == ("low_confidence" if r.handoff_reason.startswith("low") else "ambiguous")
+        assert handoff_text(r.to_dict(), TEXTS["en"]) == r.handoff_reason   # the page words the same facts
+
+
+def test_low_confidence_hand_off_carries_its_code_and_numbers(demo_assistant):
+    r = demo_assistant.answer("what's the weather in Lisbon tomorrow")
+    assert r.handoff_code == "low_confidence" and r.handoff_reason.startswith("low confidence")
+    assert r.handoff_detail == {"confidence": r.confidence, "threshold": demo_assistant.settings.threshold}
+    assert r.confidence < r.handoff_detail["threshold"]
+    answered = demo_assistant.answer("my card was stolen")
+    assert not answered.handoff and answered.handoff_code is None and answered.handoff_detail == {}
+    # the fields survive every way out: JSON, the API's response model, the batch table
+    again = Answer.model_validate(json.loads(json.dumps(r.to_dict())))
+    assert (again.handoff_code, again.handoff_detail) == (r.handoff_code, r.handoff_detail)
+    schema = SupportAssistant.response_schema().model_json_schema()["$defs"]["Answer"]["properties"]
+    assert {"handoff_code", "handoff_detail", "escalation_detail"} <= set(schema)
+    frame = demo_assistant.answer_frame(pd.DataFrame({"question": ["what's the weather in Lisbon tomorrow",
+                                                                   "my card was stolen", "", "?!?!"]}))
+    assert frame["handoff_code"].fillna("-").tolist() == ["low_confidence", "-", "empty_question", "no_words"]
+    assert list(frame.columns)[-1] == "error"
+
+
+def test_a_search_without_hits_is_an_empty_knowledge_base_hand_off(demo_assistant):
+    r = demo_assistant._decide("my card was stolen", False, [], None, None)
+    assert r.handoff and r.handoff_code == "empty_kb" and r.handoff_reason == "the knowledge base is empty"
+    assert r.handoff_detail == {} and r.faq_id is None
 
 
 def test_angry_and_urgent_messages_escalate_even_when_answered(demo_assistant):
@@ -52,13 +80,24 @@ def test_angry_and_urgent_messages_escalate_even_when_answered(demo_assistant):
     assert angry.escalate and angry.sentiment == "negative" and angry.sources[0].faq_id == "card-declined"
     assert urgent.escalate and urgent.sentiment == "urgent" and urgent.sources[0].faq_id == "lost-card"
     assert urgent.team == "Cards team" and urgent.intent == "cards"
+    threshold = demo_assistant.settings.escalation_threshold
+    for r in (angry, urgent):
+        assert r.escalation_detail == {"sentiment": r.sentiment, "p_escalate": r.escalation_score, "threshold": threshold}
+        assert escalation_text(r.to_dict(), TEXTS["en"]) == r.escalation_reason
+        assert escalation_text(r.to_dict(), TEXTS["zh"]).startswith("客户似乎")
+    assert calm.escalation_detail == {} and calm.escalation_reason is None
 
 
-@pytest.mark.parametrize("text, reason", [("", "empty question"), ("   \n\t ", "empty question"), (None, "empty question"),
-                                          (b"\x00\x01\x02\xff\xfe", "not readable"), ("?!?! ...", "no words")])
-def test_unusable_input_is_handed_off_not_raised(demo_assistant, text, reason):
+@pytest.mark.parametrize("text, reason, code", [
+    ("", "empty question", "empty_question"), ("   \n\t ", "empty question", "empty_question"),
+    (None, "empty question", "empty_question"), (b"\x00\x01\x02\xff\xfe", "binary data)", "binary_data"),
+    ("\x01\x02\x03\x04\x05\x06 ok", "unknown encoding", "unreadable_text"), ("?!?! ...", "no words", "no_words")])
+def test_unusable_input_is_handed_off_not_raised(demo_assistant, text, reason, code):
     r = demo_assistant.answer(text)
     assert r.handoff and reason in r.handoff_reason and r.faq_id is None
+    assert r.handoff_code == code and code in HANDOFF_CODES and r.handoff_detail == {}
+    assert handoff_text(r.to_dict(), TEXTS["en"]) == r.handoff_reason
+    assert (r.error is None) == (code == "no_words")
 
 
 def test_odd_but_valid_text_never_crashes(demo_assistant):
@@ -133,6 +172,10 @@ def test_ambiguity_rule_hands_off_when_top_two_are_close(demo_assistant):
         settings.ambiguity_margin = 1.0   # every answer is "ambiguous" now
         r = demo_assistant.answer("my card was stolen")
         assert r.handoff and r.handoff_reason.startswith("ambiguous")
+        assert r.handoff_code == "ambiguous" and r.handoff_detail["margin"] == 1.0
+        assert [r.handoff_detail["first"], r.handoff_detail["second"]] == [s.faq_id for s in r.sources[:2]]
+        assert r.handoff_detail["first_score"] - r.handoff_detail["second_score"] < 1.0
+        assert handoff_text(r.to_dict(), TEXTS["en"]) == r.handoff_reason
     finally:
         settings.ambiguity_margin = old
     assert not demo_assistant.answer("my card was stolen").handoff

@@ -231,13 +231,95 @@ def test_chinese_question_shows_the_lost_card_answer_its_source_and_language(zh_
     assert at.button(key="support_clear").label == "清空对话"
 
 
-def test_chinese_hand_off_shows_the_bundles_chinese_message(zh_page):
+def test_chinese_hand_off_shows_the_bundles_chinese_message_and_a_chinese_reason(zh_page):
     at = zh_page
     at.chat_input[0].set_value("今天北京天气怎么样").run()
     assert not _errors(at)
     assert [w.value for w in at.warning] == ["正在为您转接人工客服…"]
     assert at.text[1].value == "这个问题我不确定能准确回答，正在为您转接人工客服。"
-    assert any(c.value.startswith("转人工原因：") for c in at.caption)
+    reasons = [c.value for c in at.caption if c.value.startswith("转人工原因：")]
+    low = r"转人工原因：置信度较低（0\.\d\d < 0\.\d\d）：知识库可能没有覆盖这个问题"
+    tie = r"转人工原因：问题有歧义：「[\w-]+」和「[\w-]+」的匹配程度几乎相同（\d\.\d{3} 对 \d\.\d{3}）"
+    assert len(reasons) == 1 and re.fullmatch(f"{low}|{tie}", reasons[0]), reasons
+    shown = [c.value for c in at.caption] + [m.value for m in at.markdown]
+    assert not [s for s in shown if re.search(r"low confidence|ambiguous|knowledge base", s)], shown
+    at.chat_input[0].set_value("😡😡😡").run()     # no words: the input-problem path, worded in Chinese too
+    assert any(c.value == "转人工原因：消息中没有可供检索的文字（例如只有表情或标点）" for c in at.caption)
+
+
+def test_chinese_escalation_badge_and_sentiment_are_in_chinese(zh_page):
+    at = zh_page
+    at.chat_input[0].set_value("我的卡刚刚被盗刷了五千块，怎么办，急！").run()
+    assert not _errors(at)
+    badges = [m.value for m in at.markdown if "red-badge" in m.value]
+    assert len(badges) == 1 and re.search(r"需升级处理：客户似乎很着急（升级概率 [01]\.\d\d ≥ 阈值 0\.\d\d）", badges[0]), badges
+    assert "P(escalate)" not in badges[0] and "urgent" not in badges[0]
+    assert any("情绪：很着急" in c.value for c in at.caption)
+
+
+# a handoff_detail per hand-off code (the fields Answer.handoff_detail carries for it, predict.HANDOFF_CODES)
+SAMPLE_DETAILS = {"empty_question": {}, "binary_data": {}, "unreadable_text": {}, "no_words": {}, "empty_kb": {},
+                  "low_confidence": {"confidence": 0.3125, "threshold": 0.52},
+                  "ambiguous": {"first": "lost-card", "second": "card-declined", "first_score": 0.61234,
+                                "second_score": 0.6011, "margin": 0.02}}
+
+
+def test_every_handoff_code_has_an_english_and_a_chinese_reason():
+    from lepton_apps.support.page_texts import handoff_text
+    from lepton_apps.support.predict import HANDOFF_CODES
+
+    assert set(SAMPLE_DETAILS) == set(HANDOFF_CODES), "a new hand-off code needs a sample detail here"
+    han = re.compile("[\u4e00-\u9fff]")
+    for code, detail in SAMPLE_DETAILS.items():
+        reply = {"handoff_code": code, "handoff_detail": detail, "handoff_reason": "ENGLISH REASON"}
+        assert f"reason_{code}" in TEXTS["en"] and f"reason_{code}" in TEXTS["zh"]
+        en, zh = handoff_text(reply, TEXTS["en"]), handoff_text(reply, TEXTS["zh"])
+        assert en != "ENGLISH REASON" and not han.search(en), (code, en)
+        assert han.search(zh) and not re.search("[A-Za-z]{4,}", zh.replace("lost-card", "").replace(
+            "card-declined", "")), (code, zh)
+    assert handoff_text({"handoff_code": "low_confidence", "handoff_detail": SAMPLE_DETAILS["low_confidence"]},
+                        TEXTS["zh"]) == "置信度较低（0.31 < 0.52）：知识库可能没有覆盖这个问题"
+    assert handoff_text({"handoff_code": "ambiguous", "handoff_detail": SAMPLE_DETAILS["ambiguous"]}, TEXTS["zh"]) == (
+        "问题有歧义：「lost-card」和「card-declined」的匹配程度几乎相同（0.612 对 0.601）")
+
+
+def test_reasons_fall_back_to_the_english_text_for_unknown_codes_and_old_replies():
+    from lepton_apps.support.page_texts import escalation_text, handoff_text, sentiment_name
+
+    zh = TEXTS["zh"]
+    assert handoff_text({"handoff_code": "policy_block", "handoff_reason": "blocked by policy"}, zh) == "blocked by policy"
+    assert handoff_text({"handoff_reason": "low confidence (0.10 < 0.50): probably not covered"}, zh).startswith("low")
+    # a detail without the numbers its template names: the English reason rather than a broken sentence
+    assert handoff_text({"handoff_code": "low_confidence", "handoff_detail": {"confidence": 0.1},
+                         "handoff_reason": "low confidence (0.10 < 0.50)"}, zh) == "low confidence (0.10 < 0.50)"
+    assert escalation_text({"escalation_reason": "the customer seems angry"}, zh) == "the customer seems angry"
+    custom = {"escalation_detail": {"sentiment": "angry", "p_escalate": 0.9, "threshold": 0.5}}
+    assert escalation_text(custom, zh) == "客户似乎angry（升级概率 0.90 ≥ 阈值 0.50）"   # a bundle's own label
+    assert sentiment_name("negative", zh) == "不满" and sentiment_name("angry", zh) == "angry"
+
+
+def _string_arguments(path, pattern: str) -> set[str]:
+    from conftest import ROOT
+
+    return {m for groups in re.findall(pattern, (ROOT / path).read_text(encoding="utf-8"))
+            for m in ([groups] if isinstance(groups, str) else groups) if m}
+
+
+def test_every_rebuild_stage_and_candidate_reason_is_shown_in_chinese():
+    from lepton_apps.support.page_texts import candidate_reason, stage_text
+
+    # progress(stage, fraction) calls: a string literal followed by a fraction
+    stages = (_string_arguments("apps/support/training.py", r'\(\s*"([^"{}]+)",\s*(?:0?\.\d+|1\.0)\s*\)')
+              | _string_arguments("apps/support/review.py", r'\(\s*"([^"{}]+)",\s*(?:0?\.\d+|1\.0)\s*\)'))
+    assert {"reading the knowledge base", "writing the bundle", "done"} <= stages
+    han = re.compile("[\u4e00-\u9fff]")
+    assert not [s for s in stages if not han.search(stage_text(s, TEXTS["zh"]))], "add stage_<name> to page_texts"
+    assert all(stage_text(s, TEXTS["en"]) == s for s in stages)
+    reasons = _string_arguments("apps/support/review.py",
+                                r'"reason":\s*"([^"]+)"|reason="([^"]+)"(?:\s+if\s+\w+\s+else\s+"([^"]+)")?')
+    assert reasons == {"thumbs-down", "thumbs-down-resolved", "handoff-resolved", "wrong-answer-resolved"}
+    assert all(han.search(candidate_reason(r, TEXTS["zh"])) for r in reasons)
+    assert candidate_reason("something-new", TEXTS["zh"]) == "something-new"
 
 
 def test_the_page_language_follows_the_chosen_bundle_until_the_user_picks_one(zh_build, demo_bundle):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from lepton_apps.support.page_texts import LANGUAGES, TEXTS, language_name, page_language
+from lepton_apps.support.page_texts import (LANGUAGES, TEXTS, candidate_reason, escalation_text, handoff_text,
+                                            language_name, page_language, sentiment_name, stage_text)
 from lepton_apps.ui.common import cached_predictor, guarded
 
 CHAT_KEY = "support_chat"
@@ -77,16 +78,16 @@ SOURCE_COLUMNS = ("faq_id", "score", "dense", "lexical", "matched_text", "questi
 
 
 def render_reply(i: int, turn: dict, store, t: dict[str, str]) -> None:
-    """Show one assistant reply: answer (or the bundle's hand-off text), matched FAQ + confidence, intent, sentiment
-    and the detected language of the message, escalation badge, sources, feedback (thumbs buttons, or a note when
-    ``store`` is None); the page's own words from ``t``."""
+    """Show one assistant reply: answer (or the bundle's hand-off text and the reason, in the page's language),
+    matched FAQ + confidence, intent, sentiment and the detected language of the message, escalation badge, sources,
+    feedback (thumbs buttons, or a note when ``store`` is None); the page's own words from ``t``."""
     r = turn["reply"]
     with st.chat_message("assistant"):
         if r["handoff"]:
             st.warning(t["handoff"], icon=":material/support_agent:")
             if r.get("answer"):
                 st.text(r["answer"])   # the bundle's hand-off message, in the customer's language
-            st.caption(t["handoff_reason"].format(reason=r["handoff_reason"]))
+            st.caption(t["handoff_reason"].format(reason=handoff_text(r, t)))
         else:
             st.text(r["answer"])
             st.caption(t["matched"].format(faq_id=r["faq_id"], confidence=r["confidence"]))
@@ -94,13 +95,13 @@ def render_reply(i: int, turn: dict, store, t: dict[str, str]) -> None:
         if r.get("intent"):
             tags.append(t["intent"].format(intent=r["intent"], team=r.get("team") or r["intent"]))
         if r.get("sentiment"):
-            tags.append(t["sentiment"].format(sentiment=r["sentiment"]))
+            tags.append(t["sentiment"].format(sentiment=sentiment_name(r["sentiment"], t)))
         if r.get("language"):
             tags.append(t["detected_language"].format(name=language_name(r["language"], t)))
         if tags:
             st.caption(" · ".join(tags))
         if r.get("escalate"):
-            st.badge(t["escalate"].format(reason=r["escalation_reason"]), icon=":material/priority_high:", color="red")
+            st.badge(t["escalate"].format(reason=escalation_text(r, t)), icon=":material/priority_high:", color="red")
         if r.get("truncated"):
             st.caption(t["truncated"])
         if r["sources"]:
@@ -190,7 +191,7 @@ def kb_tab(bundle_path: Path | None, t: dict[str, str]) -> None:
             bar = st.progress(0.0, text=t["starting"])
             out = folder / "bundle"
             train(SupportConfig(kb=str(path), out=str(out), encoder=encoder, progress=False),
-                  progress=lambda stage, frac: bar.progress(min(1.0, frac), text=stage))
+                  progress=lambda stage, frac: bar.progress(min(1.0, frac), text=stage_text(stage, t)))
             name = f"support-kb-{time.strftime('%Y%m%d-%H%M%S')}"
             Registry().register(out, name)
             st.success(t["kb_registered"].format(name=name))
@@ -250,7 +251,7 @@ def review_tab(bot, bundle_path: Path | None, feedback, t: dict[str, str]) -> No
     for row in pending.head(50).itertuples(index=False):
         with st.container(border=True):
             st.text(row.question[:2000])
-            st.caption(t["candidate"].format(reason=row.reason, source=row.source,
+            st.caption(t["candidate"].format(reason=candidate_reason(row.reason, t), source=row.source,
                                              answered=row.answered_faq_id or t["answered_handoff"],
                                              proposed=row.proposed_faq_id or "-"))
             pick, accept, reject = st.columns([4, 1, 1])
@@ -279,7 +280,8 @@ def review_tab(bot, bundle_path: Path | None, feedback, t: dict[str, str]) -> No
             with guarded(t["err_rebuild"]):
                 bar = st.progress(0.0, text=t["starting"])
                 applied = apply_accepted(bundle_path, store, name=(name or "").strip() or None,
-                                         progress=lambda stage, frac: bar.progress(min(1.0, frac), text=stage))
+                                         progress=lambda stage, frac: bar.progress(min(1.0, frac),
+                                                                                   text=stage_text(stage, t)))
                 st.success(t["applied"].format(name=applied.name))
                 st.text(applied.summary())
     done = store.candidates_frame(["rejected", "applied"])

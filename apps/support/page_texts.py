@@ -1,8 +1,11 @@
 """The fixed texts of the support page in English and Chinese (Simplified), looked up by key.
 
 Answers and hand-off messages come from the bundle (already in the customer's language) and are never
-translated here; these are only the page's own words: titles, tabs, buttons, captions, empty states and the
-context line of errors. ``str.format`` fields ({n}, {faq_id}, …) are filled by the page.
+translated here; these are only the page's own words: titles, tabs, buttons, captions, empty states, the
+context line of errors, and the reasons of a hand-off or an escalation — worded here from the reply's
+``handoff_code`` / ``handoff_detail`` and ``escalation_detail`` (apps/support/predict.py), since the reply's own
+``handoff_reason`` and ``escalation_reason`` are English. ``str.format`` fields ({n}, {faq_id}, …) are filled by
+the page.
 """
 from __future__ import annotations
 
@@ -42,6 +45,21 @@ TEXTS: dict[str, dict[str, str]] = {
         "sentiment": "sentiment: {sentiment}",
         "detected_language": "language: {name}",
         "escalate": "Escalate: {reason}",
+        # hand-off reasons, one per Answer.handoff_code (predict.HANDOFF_CODES), filled from Answer.handoff_detail;
+        # worded as the reply's own English handoff_reason
+        "reason_empty_question": "empty question",
+        "reason_binary_data": "the message is not readable text (binary data)",
+        "reason_unreadable_text": "the message is not readable text (binary data or unknown encoding)",
+        "reason_no_words": "the message holds no words to search for",
+        "reason_empty_kb": "the knowledge base is empty",
+        "reason_low_confidence": "low confidence ({confidence:.2f} < {threshold:.2f}): probably not covered by the "
+                                 "knowledge base",
+        "reason_ambiguous": "ambiguous: '{first}' and '{second}' match almost equally "
+                            "({first_score:.3f} vs {second_score:.3f})",
+        # the escalation badge, filled from Answer.escalation_detail (as the reply's English escalation_reason);
+        # {sentiment} is a sent_* name below
+        "escalation_reason": "the customer seems {sentiment} (P(escalate)={p_escalate:.2f} >= {threshold:.2f})",
+        "sent_neutral": "neutral", "sent_negative": "negative", "sent_urgent": "urgent",
         "truncated": "The message was very long and was shortened before searching.",
         "sources": "Sources ({n})",
         "col_faq_id": "faq_id", "col_score": "score", "col_dense": "dense", "col_lexical": "lexical",
@@ -71,6 +89,19 @@ TEXTS: dict[str, dict[str, str]] = {
         "err_rebuild": "Rebuilding failed",
         "starting": "starting",
         "kb_registered": "Registered {name}; pick it in the sidebar.",
+        # rebuild stages (training.build / train, review.apply_accepted), shown on the progress bar
+        "stage_reading the knowledge base": "reading the knowledge base",
+        "stage_loading the encoder": "loading the encoder",
+        "stage_fine-tuning the bi-encoder": "fine-tuning the bi-encoder",
+        "stage_encoding the knowledge base": "encoding the knowledge base",
+        "stage_calibrating retrieval and hand-off": "calibrating retrieval and hand-off",
+        "stage_training the intent classifier": "training the intent classifier",
+        "stage_training the sentiment / urgency classifier": "training the sentiment / urgency classifier",
+        "stage_evaluating on the held-out questions": "evaluating on the held-out questions",
+        "stage_profiling the held-out questions for monitoring": "profiling the held-out questions for monitoring",
+        "stage_writing the bundle": "writing the bundle",
+        "stage_measuring the old and the new bundle": "measuring the old and the new bundle",
+        "stage_done": "done",
         # model tab
         "m_top1_accuracy": "top1 accuracy", "m_mrr": "mrr", "m_handoff_recall": "handoff recall",
         "m_answered_precision": "answered precision",
@@ -90,6 +121,10 @@ TEXTS: dict[str, dict[str, str]] = {
                      "{no_question} without question text.",
         "pending": "{n} pending candidate(s)",
         "candidate": "{reason} · {source} · answered: {answered} · proposed: {proposed}",
+        # why a question became a candidate (apps/support/review.py collect_candidates)
+        "cand_thumbs-down": "rated down", "cand_thumbs-down-resolved": "rated down, resolved by an agent",
+        "cand_handoff-resolved": "handed off, resolved by an agent",
+        "cand_wrong-answer-resolved": "wrong answer, resolved by an agent",
         "answered_handoff": "hand-off",
         "faq": "FAQ",
         "assign": "assign to a FAQ",
@@ -134,6 +169,16 @@ TEXTS: dict[str, dict[str, str]] = {
         "sentiment": "情绪：{sentiment}",
         "detected_language": "语言：{name}",
         "escalate": "需升级处理：{reason}",
+        "reason_empty_question": "消息为空",
+        "reason_binary_data": "消息是二进制数据，不是文字",
+        "reason_unreadable_text": "消息无法识别为文字（可能是二进制数据或未知编码）",
+        "reason_no_words": "消息中没有可供检索的文字（例如只有表情或标点）",
+        "reason_empty_kb": "知识库是空的",
+        "reason_low_confidence": "置信度较低（{confidence:.2f} < {threshold:.2f}）：知识库可能没有覆盖这个问题",
+        "reason_ambiguous": "问题有歧义：「{first}」和「{second}」的匹配程度几乎相同（{first_score:.3f} 对 "
+                            "{second_score:.3f}）",
+        "escalation_reason": "客户似乎{sentiment}（升级概率 {p_escalate:.2f} ≥ 阈值 {threshold:.2f}）",
+        "sent_neutral": "平稳", "sent_negative": "不满", "sent_urgent": "很着急",
         "truncated": "消息过长，检索前已截短。",
         "sources": "来源（{n}）",
         "col_faq_id": "问题编号", "col_score": "得分", "col_dense": "语义", "col_lexical": "关键词",
@@ -160,6 +205,18 @@ TEXTS: dict[str, dict[str, str]] = {
         "err_rebuild": "重建失败",
         "starting": "开始",
         "kb_registered": "已注册 {name}，请在侧边栏中选择它。",
+        "stage_reading the knowledge base": "正在读取知识库",
+        "stage_loading the encoder": "正在加载编码器",
+        "stage_fine-tuning the bi-encoder": "正在微调双塔编码器",
+        "stage_encoding the knowledge base": "正在编码知识库",
+        "stage_calibrating retrieval and hand-off": "正在校准检索与转人工阈值",
+        "stage_training the intent classifier": "正在训练意图分类器",
+        "stage_training the sentiment / urgency classifier": "正在训练情绪 / 紧急程度分类器",
+        "stage_evaluating on the held-out questions": "正在在留出问题上评估",
+        "stage_profiling the held-out questions for monitoring": "正在为监控统计留出问题的特征",
+        "stage_writing the bundle": "正在写入模型包",
+        "stage_measuring the old and the new bundle": "正在对比新旧模型包",
+        "stage_done": "完成",
         "m_top1_accuracy": "Top-1 准确率", "m_mrr": "MRR", "m_handoff_recall": "转人工召回率",
         "m_answered_precision": "作答精确率",
         "review_intro": "助手没答好的问题（被点踩，或由人工客服用已有问答解决）会成为候选相似问法。"
@@ -175,6 +232,9 @@ TEXTS: dict[str, dict[str, str]] = {
                      "{duplicate} 条重复，{answered_right} 条已答对，{out_of_scope} 条超出范围，{no_question} 条没有问题文本。",
         "pending": "{n} 条待审核候选问法",
         "candidate": "{reason} · {source} · 当时回答：{answered} · 建议归入：{proposed}",
+        "cand_thumbs-down": "被点踩", "cand_thumbs-down-resolved": "被点踩，已由人工客服解决",
+        "cand_handoff-resolved": "转人工后由人工客服解决",
+        "cand_wrong-answer-resolved": "回答错误，已由人工客服解决",
         "answered_handoff": "转人工",
         "faq": "问答",
         "assign": "归入某个问答",
@@ -192,6 +252,12 @@ TEXTS: dict[str, dict[str, str]] = {
 }
 
 
+def stage_text(stage: str, texts: dict[str, str]) -> str:
+    """Return a rebuild stage (reported by ``training.build`` / ``train`` and ``review.apply_accepted`` as
+    ``progress(stage, fraction)``) as the page shows it; the stage as reported when the table does not name it."""
+    return texts.get(f"stage_{stage}", stage)
+
+
 def page_language(kb_language: str | None) -> str:
     """Return the page language for a knowledge base in ``kb_language``: "zh" for a Chinese KB, else "en"."""
     return "zh" if kb_language == "zh" else "en"
@@ -203,3 +269,45 @@ def language_name(code: str | None, texts: dict[str, str]) -> str:
     code = code or "und"
     name = texts.get(f"lang_{code}")
     return f"{name} ({code})" if name else code
+
+
+def _filled(template: str | None, values: dict) -> str | None:
+    """Return ``template`` filled from ``values``; None when there is no template or a value it names is missing
+    or of the wrong type."""
+    if template is None:
+        return None
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError, ValueError, TypeError):
+        return None
+
+
+def sentiment_name(label: str | None, texts: dict[str, str]) -> str:
+    """Return the sentiment ``label`` of a reply as shown on the page; the label itself for one the table does not
+    name (a bundle trained with its own labels)."""
+    return texts.get(f"sent_{label}", label or "")
+
+
+def handoff_text(reply: dict, texts: dict[str, str]) -> str:
+    """Return the hand-off reason of ``reply`` (an Answer's ``to_dict()``) in the page's language: the template of
+    its ``handoff_code`` filled from its ``handoff_detail``; the reply's English ``handoff_reason`` for a code the
+    table does not know (or a reply from before the codes)."""
+    code = reply.get("handoff_code")
+    text = _filled(texts.get(f"reason_{code}") if code else None, reply.get("handoff_detail") or {})
+    return text if text is not None else str(reply.get("handoff_reason") or "")
+
+
+def escalation_text(reply: dict, texts: dict[str, str]) -> str:
+    """Return why ``reply`` (an Answer's ``to_dict()``) is escalated, in the page's language, from its
+    ``escalation_detail``; the reply's English ``escalation_reason`` when the detail is missing."""
+    detail = dict(reply.get("escalation_detail") or {})
+    if "sentiment" in detail:
+        detail["sentiment"] = sentiment_name(detail["sentiment"], texts)
+    text = _filled(texts.get("escalation_reason") if detail else None, detail)
+    return text if text is not None else str(reply.get("escalation_reason") or "")
+
+
+def candidate_reason(reason: str, texts: dict[str, str]) -> str:
+    """Return why a question became a review candidate (``review.collect_candidates``'s reason) in the page's
+    language; the reason itself for one the table does not name."""
+    return texts.get(f"cand_{reason}", reason)

@@ -52,6 +52,10 @@ class Answer(Result):
     ``error`` is set (and ``handoff`` True) when the message is not a question at all: empty or not
     readable text. A message without words (only emoji), a low-confidence or an ambiguous question is
     a hand-off with its ``handoff_reason``, not an error.
+
+    ``handoff_reason`` and ``escalation_reason`` are English sentences (logs, the API, the audit log);
+    ``handoff_code`` (one of :data:`HANDOFF_CODES`) with ``handoff_detail``, and ``escalation_detail``,
+    carry the same facts as data, for a page or a client that words them in another language.
     """
 
     question: str
@@ -61,6 +65,8 @@ class Answer(Result):
     handoff: bool
     handoff_reason: str | None
     sources: list[Source]
+    handoff_code: str | None = None                                  # one of HANDOFF_CODES; None when answered
+    handoff_detail: dict[str, Any] = Field(default_factory=dict)    # the numbers / ids HANDOFF_CODES names
     intent: str | None = None
     intent_confidence: float | None = None
     team: str | None = None
@@ -69,6 +75,7 @@ class Answer(Result):
     escalation_score: float | None = None
     escalate: bool = False
     escalation_reason: str | None = None
+    escalation_detail: dict[str, Any] = Field(default_factory=dict)  # {sentiment, p_escalate, threshold} when escalated
     truncated: bool = False
     language: str | None = None  # detected from the message: zh, en, ja, ko, ... or und (apps/support/text.py)
 
@@ -120,7 +127,25 @@ class Settings:
         return messages.get(language or "", messages.get(self.kb_language, messages["en"]))
 
 
+EMPTY_QUESTION = "empty question"
+BINARY_DATA = "the message is not readable text (binary data)"
+UNREADABLE_TEXT = "the message is not readable text (binary data or unknown encoding)"
 NO_WORDS = "the message holds no words to search for"  # a hand-off, not an input error (e.g. only emoji)
+
+# Answer.handoff_code -> what it means and the keys of Answer.handoff_detail it comes with.
+HANDOFF_CODES = {
+    "empty_question": "the message is empty (nothing but spaces or control characters); no detail",
+    "binary_data": "the message is binary data, not text; no detail",
+    "unreadable_text": "the message is mostly unprintable characters (binary data or an unknown encoding); no detail",
+    "no_words": "the message holds no letters or digits (e.g. only emoji or punctuation); no detail",
+    "empty_kb": "the knowledge base has no entries to search; no detail",
+    "low_confidence": "the best match's confidence is under the hand-off threshold; detail: confidence, threshold",
+    "ambiguous": "the top two FAQs score almost equally; detail: first, second (FAQ ids), first_score, "
+                 "second_score, margin (the bundle's ambiguity margin)",
+}
+# clean_question's problem -> its hand-off code
+PROBLEM_CODES = {EMPTY_QUESTION: "empty_question", BINARY_DATA: "binary_data", UNREADABLE_TEXT: "unreadable_text",
+                 NO_WORDS: "no_words"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -128,22 +153,22 @@ def clean_question(text: Any, max_chars: int) -> tuple[str, bool, str | None]:
     """Return (clean text, truncated?, problem) for any input: bytes are decoded, controls removed, length capped
     at ``max_chars`` units (:func:`.text.query_length`: a Han character counts 3)."""
     if text is None or (isinstance(text, float) and text != text):
-        return "", False, "empty question"
+        return "", False, EMPTY_QUESTION
     if isinstance(text, (bytes, bytearray)):
         raw = bytes(text)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             if b"\x00" in raw:
-                return "", False, "the message is not readable text (binary data)"
+                return "", False, BINARY_DATA
             text = raw.decode("cp1252", errors="replace")  # the usual non-UTF-8 encoding of typed text
     text = str(text)
     if text and sum(ch.isprintable() or ch.isspace() for ch in text) < 0.7 * len(text):
-        return "", False, "the message is not readable text (binary data or unknown encoding)"
+        return "", False, UNREADABLE_TEXT
     text = unicodedata.normalize("NFC", str(text))
     text = _CONTROL.sub(" ", text).strip()
     if not text:
-        return "", False, "empty question"
+        return "", False, EMPTY_QUESTION
     letters = sum(ch.isalnum() for ch in text)
     cut = truncate(text, max_chars)
     if letters == 0:
@@ -269,7 +294,8 @@ class SupportAssistant(Predictor):
             if problem is not None:
                 language = detect_language(text) if text else None
                 out.append(Answer(question=text, answer=self.settings.handoff_message(language), faq_id=None,
-                                  confidence=0.0, handoff=True, handoff_reason=problem, sources=[], truncated=truncated,
+                                  confidence=0.0, handoff=True, handoff_reason=problem,
+                                  handoff_code=PROBLEM_CODES[problem], sources=[], truncated=truncated,
                                   model_version=self.version, error=None if problem == NO_WORDS else problem,
                                   language=language))
                 continue
@@ -312,19 +338,24 @@ class SupportAssistant(Predictor):
         s = self.settings
         sources = [self._source(h) for h in hits]
         conf = float(self.confidence.predict(self.confidence.features_of(hits))[0]) if hits else 0.0
-        reason = None
+        reason = code = None
+        detail: dict[str, Any] = {}
         if not hits:
-            reason = "the knowledge base is empty"
+            reason, code = "the knowledge base is empty", "empty_kb"
         elif conf < s.threshold:
             reason = f"low confidence ({conf:.2f} < {s.threshold:.2f}): probably not covered by the knowledge base"
+            code, detail = "low_confidence", {"confidence": conf, "threshold": float(s.threshold)}
         elif len(hits) > 1 and hits[0].score - hits[1].score < s.ambiguity_margin:
             reason = (f"ambiguous: '{sources[0].faq_id}' and '{sources[1].faq_id}' match almost equally "
                       f"({hits[0].score:.3f} vs {hits[1].score:.3f})")
+            code = "ambiguous"
+            detail = {"first": sources[0].faq_id, "second": sources[1].faq_id, "first_score": float(hits[0].score),
+                      "second_score": float(hits[1].score), "margin": float(s.ambiguity_margin)}
         language = detect_language(text)
         reply = Answer(question=text, answer=s.handoff_message(language) if reason else sources[0].answer,
                        faq_id=None if reason else sources[0].faq_id, confidence=conf, handoff=reason is not None,
-                       handoff_reason=reason, sources=sources, truncated=truncated, model_version=self.version,
-                       language=language)
+                       handoff_reason=reason, handoff_code=code, handoff_detail=detail, sources=sources,
+                       truncated=truncated, model_version=self.version, language=language)
         if intent is not None:
             reply.intent, reply.intent_confidence = intent[0], intent[1]
             reply.team = s.teams.get(intent[0], intent[0])
@@ -347,6 +378,8 @@ class SupportAssistant(Predictor):
             reply.sentiment, reply.sentiment_confidence = worst, p_worst
             reply.escalation_reason = (f"the customer seems {worst} (P(escalate)={p_escalate:.2f} "
                                        f">= {self.settings.escalation_threshold:.2f})")
+            reply.escalation_detail = {"sentiment": worst, "p_escalate": p_escalate,
+                                       "threshold": float(self.settings.escalation_threshold)}
         else:
             reply.sentiment, reply.sentiment_confidence = NEUTRAL, 1.0 - p_escalate
 
@@ -444,6 +477,7 @@ class SupportAssistant(Predictor):
             "confidence": [r.confidence for r in replies],
             "handoff": [r.handoff for r in replies],
             "handoff_reason": [r.handoff_reason for r in replies],
+            "handoff_code": [r.handoff_code for r in replies],
             "top_sources": [",".join(s.faq_id for s in r.sources) for r in replies],
             "intent": [r.intent for r in replies],
             "team": [r.team for r in replies],
