@@ -8,7 +8,8 @@ from test_support_fixtures import tiny_encoder_dir  # noqa: F401
 
 from lepton_apps.errors import DataError
 from lepton_apps.support.config import SupportConfig
-from lepton_apps.support.model import ConfidenceModel, _mnrl_loss, kb_pairs
+from lepton_apps.support.model import (_PairScorer, ConfidenceModel, _cosent_loss, _mnrl_loss, kb_pairs,
+                                       read_labelled_pairs)
 from lepton_apps.support.predict import SupportAssistant
 from lepton_apps.support.training import train
 
@@ -30,6 +31,87 @@ def test_mnrl_loss_masks_other_pairs_of_the_same_faq():
     same = torch.tensor([0, 0, 1])
     distinct = torch.tensor([0, 1, 2])
     assert _mnrl_loss(scores, same) < 0.02 < _mnrl_loss(scores, distinct)
+
+
+def test_cosent_loss_ranks_matching_pairs_above_non_matching_ones():
+    import torch
+
+    def loss(cosines, labels):
+        return float(_cosent_loss(torch.diag(torch.tensor(cosines)) * _PairScorer.SCALE, torch.tensor(labels)))
+
+    labels = [1, 0, 1, 0]
+    right, wrong = loss([0.9, 0.2, 0.8, 0.3], labels), loss([0.2, 0.9, 0.3, 0.8], labels)
+    assert right < 0.01 and wrong > 10                     # log(1 + sum exp(20 (cos_neg - cos_pos)))
+    # exactly log(1 + e^{20(0.5-0.6)}) for one negative just below one positive; off-diagonal scores are ignored
+    scores = torch.tensor([[0.6, 9.0], [9.0, 0.5]]) * _PairScorer.SCALE
+    assert float(_cosent_loss(scores, torch.tensor([1, 0]))) == pytest.approx(float(np.log1p(np.exp(-2.0))), abs=1e-5)
+    assert loss([0.9, 0.8], [1, 1]) == pytest.approx(0.0)   # one label only: nothing to rank
+
+
+def test_labelled_pairs_are_read_from_afqmc_jsonl_and_csv_with_row_level_errors(tmp_path):
+    afqmc = tmp_path / "pairs.jsonl"
+    afqmc.write_text('{"sentence1": "花呗怎么还款", "sentence2": "花呗如何还钱", "label": "1", "idx": 1}\n'
+                     '{"sentence1": "花呗怎么还款", "sentence2": "借呗额度", "label": "0", "idx": 2}\n', encoding="utf-8")
+    assert read_labelled_pairs(afqmc) == [("花呗怎么还款", "花呗如何还钱", 1), ("花呗怎么还款", "借呗额度", 0)]
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"question1": ["a", "b"], "question2": ["c", "d"], "label": ["1", "yes"]}).to_csv(bad, index=False)
+    with pytest.raises(DataError, match="row 2 of .*bad.csv.*'yes'"):
+        read_labelled_pairs(bad)
+    one = tmp_path / "one.csv"
+    pd.DataFrame({"question1": ["a"], "question2": ["c"], "label": ["1"]}).to_csv(one, index=False)
+    with pytest.raises(DataError, match="only label 1"):
+        read_labelled_pairs(one)
+    with pytest.raises(DataError, match="no column label"):
+        pd.DataFrame({"question1": ["a"], "question2": ["c"]}).to_csv(one, index=False)
+        read_labelled_pairs(one)
+
+
+def test_finetuning_with_labelled_pairs_uses_cosent_and_pairs_need_finetuning(tmp_path, tiny_encoder_dir):
+    from lepton_apps.errors import ConfigError
+
+    kb = _small_kb(tmp_path)
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame({"question1": ["topic cards help", "topic cards help", "loans please", "fees 4 please"],
+                  "question2": ["need info cards", "topic loans help", "need info loans", "app 5 please"],
+                  "label": [1, 0, 1, 0]}).to_csv(pairs, index=False)
+    with pytest.raises((ConfigError, ValueError), match="finetune_encoder: true"):
+        SupportConfig(kb=str(kb), finetune_pairs=str(pairs))
+    path = train(SupportConfig(kb=str(kb), out=str(tmp_path / "bundle"), encoder=tiny_encoder_dir, finetune_encoder=True,
+                               finetune_pairs=str(pairs), finetune_epochs=3, finetune_batch_size=8, finetune_lr=1e-3,
+                               device="cpu", progress=False))
+    ft = json.loads((path / "finetune.json").read_text())
+    assert ft["loss"] == "cosent" and ft["labelled_pairs"] == 4 and ft["pairs"] == 24 + 4
+    assert ft["final_train_loss"] < ft["first_train_loss"]
+
+
+def test_intent_head_standardizes_inside_and_takes_raw_embeddings():
+    from lepton_apps.support.model import train_head
+
+    rng = np.random.default_rng(0)
+    labels = ["a", "b", "c"] * 40
+    centres = {"a": 0.0, "b": 1.0, "c": 2.0}
+    # e5-like: a large shared component and a small spread carrying the classes
+    x = (5.0 + 0.02 * np.array([[centres[c]] + [0.0] * 7 for c in labels]) + 0.0005 * rng.normal(size=(120, 8)))
+    x = x.astype(np.float32)
+    std = train_head(x, labels, epochs=40, lr=3e-2, seed=0, device="cpu", batch_size=32, standardize=True)
+    auto = train_head(x, labels, epochs=40, lr=3e-2, seed=0, device="cpu", batch_size=32)   # chosen: standardized
+    raw = train_head(x, labels, epochs=40, lr=3e-2, seed=0, device="cpu", batch_size=32, standardize=False)
+    acc = {name: float((np.array(r.labels)[r.head.predict_proba(x).argmax(1)] == np.array(labels)).mean())
+           for name, r in (("std", std), ("raw", raw))}
+    assert std.summary["standardized"] and acc["std"] >= 0.95 and acc["raw"] < 0.6, acc
+    assert auto.summary["standardized"] and auto.summary["val_accuracy_raw_standardized"][1] > \
+        auto.summary["val_accuracy_raw_standardized"][0]
+    # the folding is exact, with or without a hidden layer
+    import torch
+
+    from lepton_apps.support.model import EmbeddingHead, fold_standardization
+
+    centre, spread = rng.normal(size=8).astype(np.float32), 0.37
+    for hidden in (0, 16):
+        torch.manual_seed(hidden)
+        head = EmbeddingHead(8, 3, hidden=hidden).eval()
+        want = head.predict_proba((x - centre) / spread)
+        assert np.allclose(fold_standardization(head, centre, spread).predict_proba(x), want, atol=1e-5)
 
 
 def test_kb_pairs_are_one_sampled_pair_per_text_linear_in_the_kb_and_bounded():
@@ -126,6 +208,18 @@ def test_kb_alone_calibrates_on_the_shipped_set_and_the_bundle_says_so(tmp_path,
     assert calib["general_oos_total"] >= 500 and calib["n_out_of_scope"] == calib["general_oos_used"]
     assert calib["n_in_scope"] == 24                      # every KB text, held out once (5-fold cross-fitting)
     assert SupportAssistant.load(path, device="cpu").calibration_source == calib["calibration_source"]
+
+
+def test_faq_classifier_with_an_out_of_scope_class_is_stored_and_left_out_of_the_faq_probabilities(
+        tmp_path, tiny_encoder_dir):
+    path = train(SupportConfig(kb=str(_small_kb(tmp_path)), out=str(tmp_path / "bundle"), encoder=tiny_encoder_dir,
+                               faq_classifier_oos=True, device="cpu", progress=False))
+    head = json.loads((path / "faq_classifier.json").read_text())
+    assert head["n_classes"] == 7 and head["labels"][-1] == "" and head["labels"][:6] == [f"f{i}" for i in range(6)]
+    bot = SupportAssistant.load(path, device="cpu")
+    probs = bot.faq_probabilities(bot.encoder.encode(["topic cards help", "what is the weather on mars"]))
+    assert probs.shape == (2, 6) and (probs.sum(axis=1) < 1.0).all()      # the rest is P(out of scope)
+    assert bot.answer("topic cards help").sources[0].faq_id == "f0"
 
 
 def test_train_rejects_questions_about_unknown_faqs(tmp_path, tiny_encoder_dir):

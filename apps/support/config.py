@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lepton_apps.config import LeptonConfig
 
@@ -45,9 +45,15 @@ class SupportConfig(LeptonConfig):
     finetune_batch_size: int = Field(32, ge=2)
     finetune_max_pairs: int = Field(5_000, ge=2, description="most (anchor, paraphrase) pairs per epoch of bi-encoder "
                                                              "fine-tuning: one per KB text, a random subset above this")
+    finetune_pairs: str | None = Field(None, description="JSONL or CSV of labelled question pairs (question1, question2, "
+                                       "label: 1 = same meaning, 0 = not; AFQMC's sentence1/sentence2 too) that join "
+                                       "the KB's pairs when finetune_encoder is on; the loss becomes CoSENT, which "
+                                       "learns from the non-matching pairs as well")
     faq_classifier: Literal["auto", "on", "off"] = Field(
         "auto", description="linear classifier over the FAQ ids on the embeddings of the KB's paraphrases (and labelled "
                             "val questions), fused with dense + BM25; auto = when the median FAQ has 3+ texts")
+    faq_classifier_oos: bool = Field(False, description="give the FAQ classifier an 'out of scope' class learnt "
+                                     "from the calibration's out-of-scope questions")
     classifier_l2: float = Field(1e-3, gt=0, description="L2 penalty of the FAQ classifier (mean cross-entropy + l2 * |W|^2)")
     top_k: int = Field(5, ge=1, le=50)
     fusion_weight: float | None = Field(None, ge=0, le=1, description="weight of the dense score (1-w for BM25); None = chosen on validation")
@@ -84,3 +90,10 @@ class SupportConfig(LeptonConfig):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     seed: int = 0
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _pairs_need_finetuning(self):
+        if self.finetune_pairs and not self.finetune_encoder:
+            raise ValueError(f"finetune_pairs={self.finetune_pairs!r} is only used by bi-encoder fine-tuning: set "
+                             "finetune_encoder: true, or remove finetune_pairs")
+        return self

@@ -29,7 +29,8 @@ from lepton_apps.errors import DataError
 from .config import DEFAULT_ENCODER, SupportConfig, choose_encoder
 from .data import kb_texts, read_kb, read_labelled, read_questions
 from .index import FaqIndex
-from .model import finetune_biencoder, head_config, train_escalation_head, train_faq_classifier, train_head
+from .model import (finetune_biencoder, head_config, read_labelled_pairs, train_escalation_head, train_faq_classifier,
+                    train_head)
 from .predict import SupportAssistant, Settings
 from .text import kb_language, tokenizer_info
 
@@ -127,9 +128,10 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     if cfg.finetune_encoder:
         say("fine-tuning the bi-encoder", 0.1)
         before = dense_retrieval_metrics(encoder, texts, owner, ids, test) if test is not None else {}
+        labelled = read_labelled_pairs(cfg.finetune_pairs) if cfg.finetune_pairs else None
         summary = finetune_biencoder(encoder, texts, owner, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
                                      batch_size=cfg.finetune_batch_size, seed=cfg.seed, precision=cfg.precision,
-                                     progress=cfg.progress, max_pairs=cfg.finetune_max_pairs)
+                                     progress=cfg.progress, max_pairs=cfg.finetune_max_pairs, labelled_pairs=labelled)
         after = dense_retrieval_metrics(encoder, texts, owner, ids, test) if test is not None else {}
         record["finetune"] = {**summary, "test_dense_before": before, "test_dense_after": after}
         record["encoder"]["stored_in_bundle"] = "skipped" not in summary
@@ -161,7 +163,7 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     use_kb = not (record["encoder"]["stored_in_bundle"] and enough_val)
     queries, fit_summary = cross_fitted_queries(
         index, kb_emb, val_q, val_emb, row_of, oos_texts, oos_emb, oos_sources, use_classifier=use_classifier,
-        use_kb=use_kb, l2=cfg.classifier_l2, seed=cfg.seed)
+        use_kb=use_kb, l2=cfg.classifier_l2, seed=cfg.seed, oos_class=cfg.faq_classifier_oos)
     weight, clf_weight, w_table, b_table = choose_weights(queries, index, use_classifier, cfg.fusion_weight)
     queries, dropped = drop_covered_general_oos(queries, index, weight, clf_weight, cfg.general_oos_nearest)
     if cfg.ambiguity_margin is None:
@@ -182,9 +184,11 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     faq_head = None
     if use_classifier:
         answerable = (val_q["faq_id"] != "").to_numpy()
-        faq_head = train_faq_classifier(np.concatenate([kb_emb, val_emb[answerable]]),
-                                        np.concatenate([owner, [row_of[f] for f in val_q["faq_id"][answerable]]]),
-                                        len(ids), l2=cfg.classifier_l2)
+        x = [kb_emb, val_emb[answerable]] + ([oos_emb] if cfg.faq_classifier_oos else [])
+        y = [owner, [row_of[f] for f in val_q["faq_id"][answerable]]] + (
+            [np.full(len(oos_emb), len(ids))] if cfg.faq_classifier_oos else [])
+        faq_head = train_faq_classifier(np.concatenate(x), np.concatenate(y).astype(np.int64),
+                                        len(ids) + cfg.faq_classifier_oos, l2=cfg.classifier_l2)
         record["faq_classifier"] = {"model": "linear softmax over FAQ ids on the encoder's embeddings (L-BFGS)",
                                     "l2": cfg.classifier_l2, "n_train": int(len(kb_emb) + answerable.sum()),
                                     "n_kb_texts": int(len(kb_emb)), "n_val_questions": int(answerable.sum())}
@@ -341,7 +345,8 @@ def write_bundle(assistant: SupportAssistant, record: dict, out: str | Path, ove
                         w.copy_file(f, "encoder/" + f.relative_to(tmp).as_posix())
         if record.get("faq_head") is not None:
             w.save_torch("faq_classifier.safetensors", record["faq_head"].state_dict())
-            w.save_json("faq_classifier.json", {**head_config(record["faq_head"], kb["id"].tolist()),
+            labels = kb["id"].tolist() + [""] * (record["faq_head"].n_classes - len(kb))   # "": out of scope
+            w.save_json("faq_classifier.json", {**head_config(record["faq_head"], labels),
                                                 "training": record.get("faq_classifier", {})})
         for kind in ("intent", "sentiment"):
             res = record.get(f"{kind}_result")
