@@ -210,18 +210,6 @@ def test_kb_alone_calibrates_on_the_shipped_set_and_the_bundle_says_so(tmp_path,
     assert SupportAssistant.load(path, device="cpu").calibration_source == calib["calibration_source"]
 
 
-def test_faq_classifier_with_an_out_of_scope_class_is_stored_and_left_out_of_the_faq_probabilities(
-        tmp_path, tiny_encoder_dir):
-    path = train(SupportConfig(kb=str(_small_kb(tmp_path)), out=str(tmp_path / "bundle"), encoder=tiny_encoder_dir,
-                               faq_classifier_oos=True, device="cpu", progress=False))
-    head = json.loads((path / "faq_classifier.json").read_text())
-    assert head["n_classes"] == 7 and head["labels"][-1] == "" and head["labels"][:6] == [f"f{i}" for i in range(6)]
-    bot = SupportAssistant.load(path, device="cpu")
-    probs = bot.faq_probabilities(bot.encoder.encode(["topic cards help", "what is the weather on mars"]))
-    assert probs.shape == (2, 6) and (probs.sum(axis=1) < 1.0).all()      # the rest is P(out of scope)
-    assert bot.answer("topic cards help").sources[0].faq_id == "f0"
-
-
 def test_train_rejects_questions_about_unknown_faqs(tmp_path, tiny_encoder_dir):
     kb = _small_kb(tmp_path)
     pd.DataFrame({"question": ["x"], "faq_id": ["missing-id"]}).to_csv(tmp_path / "q.csv", index=False)

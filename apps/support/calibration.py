@@ -72,15 +72,13 @@ def text_folds(owner: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
 def cross_fitted_queries(index: FaqIndex, kb_emb: np.ndarray, val: pd.DataFrame, val_emb: np.ndarray,
                          row_of: dict[str, int], oos_texts: list[str], oos_emb: np.ndarray,
                          oos_sources: list[str], *,
-                         use_classifier: bool, use_kb: bool, l2: float, seed: int, oos_class: bool = False,
+                         use_classifier: bool, use_kb: bool, l2: float, seed: int,
                          progress: Callable[[str], None] | None = None) -> tuple[list[CalibQuery], dict]:
     """Return (calibration queries, summary) scored by leave-one-out retrieval and cross-fitted classifiers.
 
     ``val``: the user's validation questions (``faq_id`` '' = out of scope: these must already be in
     ``oos_texts`` when wanted); ``oos_sources``: "user-oos" or "general-oos" for each out-of-scope
-    text. ``use_kb``: score the KB's own texts as in-scope queries. ``oos_class``: the classifier has one more
-    class, "out of scope", learnt from the out-of-scope texts of the other folds (its probabilities of the
-    FAQs then no longer sum to 1: the rest is its belief that the question is not covered).
+    text. ``use_kb``: score the KB's own texts as in-scope queries.
     """
     rng = np.random.default_rng(seed)
     owner = index.owner
@@ -105,10 +103,7 @@ def cross_fitted_queries(index: FaqIndex, kb_emb: np.ndarray, val: pd.DataFrame,
         if use_classifier:
             train_x = np.concatenate([kb_emb[t_fold != f], val_emb[answerable[v_fold != f]]])
             train_y = np.concatenate([owner[t_fold != f], v_rows[v_fold != f]])
-            if oos_class:
-                train_x = np.concatenate([train_x, oos_emb[oos_fold != f]])
-                train_y = np.concatenate([train_y, np.full(int((oos_fold != f).sum()), index.n_rows)])
-            head = train_faq_classifier(train_x, train_y, index.n_rows + oos_class, l2=l2)
+            head = train_faq_classifier(train_x, train_y, index.n_rows, l2=l2)
         kb_idx = np.flatnonzero(t_fold == f) if use_kb else np.array([], dtype=np.int64)
         if len(kb_idx) > budget:
             kb_idx = np.sort(rng.choice(kb_idx, budget, replace=False))
@@ -117,7 +112,7 @@ def cross_fitted_queries(index: FaqIndex, kb_emb: np.ndarray, val: pd.DataFrame,
         probs = {}
         if head is not None:
             for name, emb in (("kb", kb_emb[kb_idx]), ("val", val_emb[v_idx]), ("oos", oos_emb[o_idx])):
-                probs[name] = head.predict_proba(emb)[:, :index.n_rows] if len(emb) else np.zeros((0, index.n_rows))
+                probs[name] = head.predict_proba(emb) if len(emb) else np.zeros((0, index.n_rows))
         for j, i in enumerate(kb_idx):
             mask = np.zeros(len(index.texts), dtype=bool)
             mask[i] = True

@@ -52,8 +52,6 @@ class SupportConfig(LeptonConfig):
     faq_classifier: Literal["auto", "on", "off"] = Field(
         "auto", description="linear classifier over the FAQ ids on the embeddings of the KB's paraphrases (and labelled "
                             "val questions), fused with dense + BM25; auto = when the median FAQ has 3+ texts")
-    faq_classifier_oos: bool = Field(False, description="give the FAQ classifier an 'out of scope' class learnt "
-                                     "from the calibration's out-of-scope questions")
     classifier_l2: float = Field(1e-3, gt=0, description="L2 penalty of the FAQ classifier (mean cross-entropy + l2 * |W|^2)")
     top_k: int = Field(5, ge=1, le=50)
     fusion_weight: float | None = Field(None, ge=0, le=1, description="weight of the dense score (1-w for BM25); None = chosen on validation")

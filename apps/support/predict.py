@@ -310,7 +310,7 @@ class SupportAssistant(Predictor):
         """Return the FAQ classifier's P(KB row | question) for each embedding (n, n_rows), or None without one."""
         if self.faq_head is None or len(embs) == 0:
             return None
-        return self.faq_head.predict_proba(embs)[:, :self.index.n_rows]   # a last "out of scope" class is left out
+        return self.faq_head.predict_proba(embs)
 
     def _classify(self, head, labels, embs) -> list[tuple[str, float, np.ndarray]] | None:
         if head is None or len(embs) == 0:

@@ -163,7 +163,7 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     use_kb = not (record["encoder"]["stored_in_bundle"] and enough_val)
     queries, fit_summary = cross_fitted_queries(
         index, kb_emb, val_q, val_emb, row_of, oos_texts, oos_emb, oos_sources, use_classifier=use_classifier,
-        use_kb=use_kb, l2=cfg.classifier_l2, seed=cfg.seed, oos_class=cfg.faq_classifier_oos)
+        use_kb=use_kb, l2=cfg.classifier_l2, seed=cfg.seed)
     weight, clf_weight, w_table, b_table = choose_weights(queries, index, use_classifier, cfg.fusion_weight)
     queries, dropped = drop_covered_general_oos(queries, index, weight, clf_weight, cfg.general_oos_nearest)
     if cfg.ambiguity_margin is None:
@@ -184,11 +184,9 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     faq_head = None
     if use_classifier:
         answerable = (val_q["faq_id"] != "").to_numpy()
-        x = [kb_emb, val_emb[answerable]] + ([oos_emb] if cfg.faq_classifier_oos else [])
-        y = [owner, [row_of[f] for f in val_q["faq_id"][answerable]]] + (
-            [np.full(len(oos_emb), len(ids))] if cfg.faq_classifier_oos else [])
-        faq_head = train_faq_classifier(np.concatenate(x), np.concatenate(y).astype(np.int64),
-                                        len(ids) + cfg.faq_classifier_oos, l2=cfg.classifier_l2)
+        faq_head = train_faq_classifier(np.concatenate([kb_emb, val_emb[answerable]]),
+                                        np.concatenate([owner, [row_of[f] for f in val_q["faq_id"][answerable]]]),
+                                        len(ids), l2=cfg.classifier_l2)
         record["faq_classifier"] = {"model": "linear softmax over FAQ ids on the encoder's embeddings (L-BFGS)",
                                     "l2": cfg.classifier_l2, "n_train": int(len(kb_emb) + answerable.sum()),
                                     "n_kb_texts": int(len(kb_emb)), "n_val_questions": int(answerable.sum())}
@@ -345,8 +343,7 @@ def write_bundle(assistant: SupportAssistant, record: dict, out: str | Path, ove
                         w.copy_file(f, "encoder/" + f.relative_to(tmp).as_posix())
         if record.get("faq_head") is not None:
             w.save_torch("faq_classifier.safetensors", record["faq_head"].state_dict())
-            labels = kb["id"].tolist() + [""] * (record["faq_head"].n_classes - len(kb))   # "": out of scope
-            w.save_json("faq_classifier.json", {**head_config(record["faq_head"], labels),
+            w.save_json("faq_classifier.json", {**head_config(record["faq_head"], kb["id"].tolist()),
                                                 "training": record.get("faq_classifier", {})})
         for kind in ("intent", "sentiment"):
             res = record.get(f"{kind}_result")
