@@ -195,3 +195,29 @@ def compile_cmd(bundle: str = typer.Argument(..., help="Bundle path, registry na
     typer.echo(f"compiled {scorer.booster.num_trees()} trees in {scorer.compiled.compile_seconds:.1f}s "
                f"-> {scorer.compiled.path}")
 
+
+
+@cli.command("export")
+def export_cmd(bundle: str = typer.Argument(..., help="Bundle path, registry name or finance:latest."),
+               out: Path = typer.Option(..., "--out", help="Export folder to write (model.onnx + export.json)."),
+               fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+               quantize: Optional[str] = typer.Option(None, help="int8 is not offered for tree models (refused)."),
+               data: Optional[Path] = typer.Option(None, help="CSV or Parquet transactions to check the export on "
+                                                   "(default: the bundle's validation split when its training data "
+                                                   "is at hand, else a documented synthetic sample)."),
+               overwrite: bool = typer.Option(False, help="Replace an existing export folder.")):
+    """Export the LightGBM model to ONNX (onnxmltools) with its feature list, checked against LightGBM.
+
+    Example: lepton-apps finance export finance:latest --format onnx --out exports/fraud-onnx
+    """
+    from lepton_apps.errors import ConfigError
+    from lepton_apps.export import load_export
+
+    from .export import export
+
+    if fmt != "onnx":
+        raise ConfigError(f"unknown export format {fmt!r}", where="--format", fix="use --format onnx")
+    path = export(bundle, out, quantize=quantize, data=data, overwrite=overwrite)
+    check = load_export(path).card["check"]
+    typer.echo(f"exported {path} (fp32 ONNX): max abs difference to LightGBM {check['max_abs_diff']:.2g} "
+               f"(tolerance {check['tolerance']:.0e}) on {check['data']}")
