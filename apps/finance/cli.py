@@ -1,4 +1,4 @@
-"""``lepton-apps finance …``: check, demo-data, train, evaluate, score, compile (``predict``, the verb every template shares, is added by the core)."""
+"""``lepton-apps finance …``: check, demo-data, train, evaluate, score, compile, export (``predict``, the verb every template shares, is added by the core)."""
 from __future__ import annotations
 
 import json
