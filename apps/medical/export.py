@@ -255,6 +255,13 @@ def _session(model: bytes):
 
 # --------------------------------------------------------------------------- export
 
+def _fmt(threshold) -> str:
+    """Return a threshold (a number, or a list per label) for a message: 3 decimals."""
+    if isinstance(threshold, (list, tuple)):
+        return "[" + ", ".join(f"{float(t):.3f}" for t in threshold) + "]"
+    return f"{float(threshold):.3f}" if threshold is not None else "(none)"
+
+
 def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None, data: Any = None,
            max_auc_drop: float = MAX_AUC_DROP, max_decisions_changed: float = MAX_DECISIONS_CHANGED,
            calibration_images: int = CALIBRATION_IMAGES,
@@ -359,7 +366,7 @@ def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None, 
     if gate["decisions_changed"] > max_decisions_changed:
         raise ExportError(
             f"the int8 model misses the decision gate: it changes {gate['decisions_changed']:.1%} of the decisions at "
-            f"the operating threshold {clf.threshold} against fp32, more than the allowed {max_decisions_changed:.1%} "
+            f"the operating threshold {_fmt(clf.threshold)} against fp32, more than the allowed {max_decisions_changed:.1%} "
             f"(AUC {auc8:.4f} vs {auc32:.4f}; on {images['data']}; calibrated on {calib_what}); nothing was written",
             where=str(out), fix="export fp32 instead (the same command without --quantize), or calibrate on more "
                                 "representative training images")
