@@ -232,3 +232,49 @@ def review_apply(bundle: str = typer.Argument(..., help="The support model to re
     typer.echo(applied.summary())
     typer.echo(f"bundle: {applied.path}\nlive answered accuracy per model version: lepton-apps monitor live support; "
                f"promote it with: lepton-apps models promote {applied.name}")
+
+
+@cli.command("export")
+def export_cmd(bundle: str = typer.Argument(..., help="Bundle path, registry name or support:latest."),
+               out: Path = typer.Option(..., "--out", help="Export folder to write (model.onnx, tokenizer/, heads/, "
+                                                          "export.json)."),
+               fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+               quantize: Optional[str] = typer.Option(None, help="int8: dynamic int8 encoder, written only if it passes "
+                                                      "the retrieval gate."),
+               max_top1_drop: float = typer.Option(0.005, help="int8 gate: most retrieval top-1 the int8 encoder may "
+                                                   "lose against fp32 (0.005 = half a point)."),
+               max_handoff_recall_drop: float = typer.Option(0.01, help="int8 gate: most hand-off recall the int8 "
+                                                             "encoder may lose against fp32."),
+               overwrite: bool = typer.Option(False, help="Replace an existing export folder.")):
+    """Export the sentence encoder (pooling and normalisation inside the graph, tokenizer alongside) and the
+    intent / sentiment / FAQ heads to ONNX, checked against PyTorch on the KB texts; with --quantize int8,
+    dynamic int8 behind a retrieval gate (refused with the numbers when it misses).
+
+    Example: lepton-apps support export support:latest --format onnx --quantize int8 --out exports/support-int8
+    """
+    from lepton_apps.errors import ConfigError
+    from lepton_apps.export import load_export
+
+    from .export import export
+
+    if fmt != "onnx":
+        raise ConfigError(f"unknown export format {fmt!r}", where="--format", fix="use --format onnx")
+    path = export(bundle, out, quantize=quantize, max_top1_drop=max_top1_drop,
+                  max_handoff_recall_drop=max_handoff_recall_drop, overwrite=overwrite)
+    card = load_export(path).card
+    check = card["check"]
+    heads = card.get("heads") or {}
+    typer.echo(f"exported {path} ({card['precision']} ONNX): max abs difference to PyTorch {check['max_abs_diff']:.2g} "
+               f"in embeddings on {check['data']}")
+    if heads:
+        worst = max(card["heads_check"]["max_abs_diff_per_head"].values())
+        typer.echo(f"  heads: {', '.join(heads)} (probabilities within {worst:.2g} of PyTorch)")
+    for what in card.get("not_exported") or []:
+        typer.echo(f"  not exported: {what}")
+    gate = card.get("gate")
+    if gate:
+        typer.echo(f"int8 gate passed: top-1 {gate['int8']['top1']:.4f} vs fp32 {gate['fp32']['top1']:.4f} (drop "
+                   f"{gate['top1_drop']:.4f}, allowed {gate['max_top1_drop']:.4f}); hand-off recall "
+                   f"{gate['int8']['handoff_recall']:.4f} vs {gate['fp32']['handoff_recall']:.4f} (drop "
+                   f"{gate['handoff_recall_drop']:.4f}, allowed {gate['max_handoff_recall_drop']:.4f}) on {gate['data']}")
+        typer.echo(f"  cosine to fp32 mean {gate['cosine_to_fp32']['mean']:.4f}, min {gate['cosine_to_fp32']['min']:.4f}")
