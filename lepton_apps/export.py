@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from lepton_apps.bundle import Bundle, library_versions, verify_files
+from lepton_apps.bundle import Bundle, _json_default, library_versions, verify_files
 from lepton_apps.errors import BundleError, LeptonError, require
 from lepton_apps.io import sha256_file
 
@@ -78,11 +78,12 @@ def max_abs_difference(reference: Mapping[str, np.ndarray], candidate: Mapping[s
     return out
 
 
-def _session(model_path: Path, providers: list[str] | None = None):
+def inference_session(model: Path | bytes, providers: list[str] | None = None):
+    """Return an onnxruntime.InferenceSession (CPU unless ``providers``) of an ONNX file or its bytes."""
     ort = require("onnxruntime", feature="ONNX export", extra="fast")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # warnings such as the declared-vs-actual shape notes are not errors here
-    return ort.InferenceSession(str(model_path), sess_options=opts, providers=providers or ["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=opts, providers=providers or ["CPUExecutionProvider"])
 
 
 def _tensor_info(values) -> list[dict[str, Any]]:
@@ -125,7 +126,7 @@ def write_export(out: str | os.PathLike, *, model, source: Bundle, precision: st
                 raise ExportError(f"invalid file name {name!r} for an export", fix="use a relative name inside the folder")
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, tmp / name)
-        session = _session(tmp / MODEL_FILE)
+        session = inference_session(tmp / MODEL_FILE)
         if callable(inputs):
             got = inputs(session)
         else:
@@ -157,7 +158,7 @@ def write_export(out: str | os.PathLike, *, model, source: Bundle, precision: st
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "files": files_meta,
         }
-        (tmp / CARD).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+        (tmp / CARD).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n", encoding="utf-8")
         if out.exists():  # overwrite: swap the old folder aside, then remove it
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
@@ -188,7 +189,7 @@ class Export:
 
     def session(self, providers: list[str] | None = None):
         """Return a new ``onnxruntime.InferenceSession`` of the model (CPU unless ``providers`` says otherwise)."""
-        return _session(self.model_path, providers)
+        return inference_session(self.model_path, providers)
 
 
 def load_export(path: str | os.PathLike) -> Export:
@@ -236,14 +237,4 @@ def _export_library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return out
-
-
-def _jsonable(obj: Any):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 

@@ -73,10 +73,10 @@ def test_fp32_export_gives_the_encoders_embeddings_and_the_heads_probabilities_i
     ref = bot.encoder.encode(texts)
     assert np.abs(emb - ref).max() <= 1e-5
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    from lepton_apps.export import _session
+    from lepton_apps.export import inference_session
 
     for name, head in (("intent", bot.intent_head), ("sentiment", bot.sentiment_head), ("faq", bot.faq_head)):
-        probs = _session(path / "heads" / f"{name}.onnx").run(None, {"embedding": ref})[0]
+        probs = inference_session(path / "heads" / f"{name}.onnx").run(None, {"embedding": ref})[0]
         assert probs.shape == (3, len(card["heads"][name]["labels"]))
         assert np.abs(probs - head.predict_proba(ref)).max() <= 1e-5
 

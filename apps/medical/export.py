@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from lepton_apps.errors import ConfigError, DataError, require
-from lepton_apps.export import ExportError, write_export
+from lepton_apps.export import ExportError, inference_session, write_export
 
 #: max abs difference in probabilities between the fp32 ONNX model and PyTorch (see the module docstring)
 TOLERANCE = 1e-4
@@ -244,13 +244,6 @@ def quantize_int8(fp32: bytes, calibration: np.ndarray, workdir: Path) -> bytes:
     return dst.read_bytes()
 
 
-def _session(model: bytes):
-    from lepton_apps.export import _session as make
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        path.write_bytes(model)
-        return make(path)
 
 
 # --------------------------------------------------------------------------- export
@@ -337,7 +330,7 @@ def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None, 
         raise ExportError("int8 needs calibration images from the training data, and none were found",
                           where=str(data or clf.bundle.path),
                           fix="pass --data with a train split, or restore the bundle's training data")
-    fp32_probs = run_session(_session(fp32), pixels)["probabilities"]
+    fp32_probs = run_session(inference_session(fp32), pixels)["probabilities"]
     fp32_diff = float(np.abs(fp32_probs - reference).max())
     if fp32_diff > tolerance:
         raise ExportError(f"the fp32 ONNX model differs from PyTorch by up to {fp32_diff:.3g}, more than the tolerance "
@@ -345,7 +338,7 @@ def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None, 
                           fix="report this conversion problem; keep using the source bundle")
     with tempfile.TemporaryDirectory() as tmp:
         int8_model = quantize_int8(fp32, np.ascontiguousarray(calibration), Path(tmp))
-    int8_probs = run_session(_session(int8_model), pixels)["probabilities"]
+    int8_probs = run_session(inference_session(int8_model), pixels)["probabilities"]
     auc32, auc8 = auc(y, fp32_probs, clf.task), auc(y, int8_probs, clf.task)
     drop = auc32 - auc8
     gate = {"metric": "roc_auc" if clf.task == "binary" else "macro_auc", "data": images["data"],

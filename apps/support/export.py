@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from lepton_apps.errors import require
-from lepton_apps.export import ExportError, write_export
+from lepton_apps.export import ExportError, inference_session, write_export
 
 TOLERANCE = 1e-5
 MAX_TOP1_DROP = 0.005
@@ -146,13 +146,6 @@ def quantize_int8(fp32: bytes, workdir: Path) -> bytes:
 
 # --------------------------------------------------------------------------- running
 
-def _session(model: bytes):
-    from lepton_apps.export import _session as make
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        path.write_bytes(model)
-        return make(path)
 
 
 def encode_with_session(session, encoder, texts: list[str]) -> np.ndarray:
@@ -316,7 +309,7 @@ def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None,
                          if assistant.intent_model is not None else []),
         "converter": f"torch.onnx.export (TorchScript exporter, opset {OPSET}) + pooling / normalisation nodes",
     }
-    head_sessions = {name: _session(b) for name, b in head_bytes.items()}
+    head_sessions = {name: inference_session(b) for name, b in head_bytes.items()}
     head_diff = {name: float(np.abs(head_sessions[name].run(None, {OUTPUT_NAME: reference})[0] - head_ref[name]).max())
                  for name in heads}
     worst_head = max(head_diff.values(), default=0.0)
@@ -342,7 +335,7 @@ def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None,
             return write_export(out, model=fp32, source=source, precision="fp32", inputs=inputs,
                                 reference={OUTPUT_NAME: reference}, tolerance=tolerance, check_data=check_data,
                                 card=card, files=files, overwrite=overwrite)
-        fp32_session = _session(fp32)
+        fp32_session = inference_session(fp32)
         fp32_emb = encode_with_session(fp32_session, enc, texts)
         fp32_diff = float(np.abs(fp32_emb - reference).max())
         if fp32_diff > tolerance:
@@ -350,7 +343,7 @@ def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None,
                               f"tolerance {tolerance:.3g}, so it cannot be quantised; nothing was written",
                               where=str(out), fix="report this conversion problem; keep using the source bundle")
         int8_model = quantize_int8(fp32, tmp)
-        int8_session = _session(int8_model)
+        int8_session = inference_session(int8_model)
         int8_emb = encode_with_session(int8_session, enc, texts)
         cos = (int8_emb * fp32_emb).sum(1) / np.maximum(np.linalg.norm(int8_emb, axis=1) *
                                                         np.linalg.norm(fp32_emb, axis=1), 1e-12)
