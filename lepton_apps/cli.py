@@ -274,6 +274,10 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
                                                "monitoring window "
                                                "(model features, image statistics and embeddings, question embeddings "
                                                "— never raw inputs) is stored for input-drift reports."),
+          backend: list[str] = typer.Option([], help="How medical / support models run: torch, onnx, int8 or auto "
+                                            "(default: onnx on a CPU with onnxruntime); BACKEND for both or "
+                                            "DOMAIN=BACKEND (repeatable). The backend ends each result's "
+                                            "model_version, hence the audit log."),
           challenger: list[str] = typer.Option([], help="A bundle scored in shadow beside its domain's model: "
                                                "same requests, answers logged in the audit log, never returned "
                                                "(repeatable, one per domain; compare: lepton-apps monitor compare)."),
@@ -300,7 +304,8 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
                       max_wait_ms=max_wait_ms, batching=batching, auth=not no_auth,
                       audit_required=not audit_optional, audit_free_text=audit_free_text, watch_s=watch_s,
                       state_url=state_url, state_prefix=state_prefix,
-                      challengers=challenger_refs(challenger, refs, home), monitor_sample=monitor_sample)
+                      challengers=challenger_refs(challenger, refs, home), monitor_sample=monitor_sample,
+                      backends=backend_choices(backend, refs))
     store = Store.open(db_url, home=home)
     application = create_app(refs, home=home, device=device, config=cfg, store=store)
     if no_auth:
@@ -319,6 +324,30 @@ def serve(models: Optional[list[str]] = typer.Argument(None, help="Bundles to se
                        db_url=store.engine.url.render_as_string(hide_password=False), echo=typer.echo)
         return
     uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+def backend_choices(given: list[str], refs: dict[str, str]) -> dict[str, str]:
+    """Return ``{domain: backend}`` from ``--backend`` values (``BACKEND`` for every served domain that has
+    backends, or ``DOMAIN=BACKEND``); ConfigError for an unknown backend, or a domain not served / without one."""
+    from lepton_apps.errors import ConfigError
+    from lepton_apps.export import BACKENDS
+
+    with_backends = ("medical", "support")
+    out: dict[str, str] = {}
+    for value in given:
+        domain, _, name = value.rpartition("=")
+        if name not in BACKENDS:
+            raise ConfigError(f"unknown backend {name!r}", where=f"--backend {value}",
+                              fix=f"use one of {', '.join(BACKENDS)}, optionally as DOMAIN=BACKEND")
+        if domain and domain not in refs:
+            raise ConfigError(f"--backend names {domain!r}, which is not served", where=f"--backend {value}",
+                              fix=f"use one of the served domains: {', '.join(refs)}")
+        if domain and domain not in with_backends:
+            raise ConfigError(f"the {domain} model has no ONNX backend", where=f"--backend {value}",
+                              fix=f"give backends to {' or '.join(with_backends)} only")
+        for d in [domain] if domain else [d for d in refs if d in with_backends]:
+            out[d] = name
+    return out
 
 
 def challenger_refs(challengers: list[str], refs: dict[str, str], home) -> dict[str, str]:
@@ -470,12 +499,17 @@ def predict_command(domain: str):
                 chunk_size: Optional[int] = typer.Option(None, help="Rows per resumable chunk (default: the "
                                                          "template's)."),
                 resume: bool = typer.Option(True, help="Reuse finished chunks of an interrupted run."),
+                backend: Optional[str] = typer.Option(None, help="medical, support: torch, onnx (fp32 ONNX Runtime), "
+                                                      "int8 (only where it passed the accuracy gate) or auto "
+                                                      "(default: onnx on a CPU with onnxruntime, else torch)."),
+                export: Optional[Path] = typer.Option(None, help="medical, support: an export folder of this bundle "
+                                                      "(lepton-apps DOMAIN export) to predict with."),
                 home: Optional[Path] = typer.Option(None, help="Registry folder.")):
         from lepton_apps.predictor import load
 
         import time
 
-        predictor = load(model, home=home, domain=domain)
+        predictor = load(model, home=home, domain=domain, backend=backend, export=export)
         start = time.perf_counter()
         res = predictor.predict_file(source, out, resume=resume, chunk_size=chunk_size)
         typer.echo(f"{res.n_rows} rows ({res.n_errors} with errors) by {predictor.model_version} -> {res.output}"

@@ -22,6 +22,16 @@ Reading::
 
     export = load_export("out/fraud-onnx")     # checks the format and every checksum
     session = export.session()                 # a fresh onnxruntime.InferenceSession
+
+Backends. The medical and support predictors answer with PyTorch (``torch``), the fp32 ONNX export
+(``onnx``) or the int8 one (``int8``), chosen by ``load(..., backend=…)`` / ``--backend``;
+:func:`choose_backend` resolves ``auto`` (ONNX fp32 on a CPU with onnxruntime installed, measured
+faster by bench/export_bench.py; PyTorch on a GPU or without onnxruntime). The export a backend
+needs is either a folder the user exported (``export=DIR``, checked to come from the same bundle)
+or one built on first use into the per-machine cache by the domain's own ``export`` (same check,
+same int8 gate) — :func:`cached_export`. An int8 export the gate refused is remembered with its
+numbers, and the predictor keeps fp32 and says why. The backend that answered is part of every
+result's ``model_version`` (``bundle@created/onnx-int8``), hence of the audit log and metrics.
 """
 from __future__ import annotations
 
@@ -43,6 +53,9 @@ FORMAT_VERSION = 1
 CARD = "export.json"
 MODEL_FILE = "model.onnx"
 PRECISIONS = ("fp32", "int8")
+#: how a predictor runs its model: PyTorch, the fp32 ONNX export or the int8 one; auto picks (see choose_backend)
+BACKENDS = ("auto", "torch", "onnx", "int8")
+_PRECISION = {"onnx": "fp32", "int8": "int8"}
 _EXPORT_LIBRARIES = ("onnx", "onnxruntime", "onnxmltools", "skl2onnx")
 
 
@@ -178,6 +191,7 @@ class Export:
     def __init__(self, path: Path, card: dict[str, Any]):
         self.path = path
         self.card = card
+        self.providers: list[str] = ["CPUExecutionProvider"]  # of the last session() made
 
     def __repr__(self) -> str:
         return f"Export({str(self.path)!r}, precision={self.card.get('precision')!r})"
@@ -189,7 +203,9 @@ class Export:
 
     def session(self, providers: list[str] | None = None):
         """Return a new ``onnxruntime.InferenceSession`` of the model (CPU unless ``providers`` says otherwise)."""
-        return inference_session(self.model_path, providers)
+        session = inference_session(self.model_path, providers)
+        self.providers = list(session.get_providers())
+        return session
 
 
 def load_export(path: str | os.PathLike) -> Export:
@@ -238,3 +254,114 @@ def _export_library_versions() -> dict[str, str]:
             pass
     return out
 
+
+
+# --------------------------------------------------------------------------- backends
+
+def onnxruntime_missing() -> str | None:
+    """Return None when ONNX Runtime can be imported here, else why not (for messages and fallbacks)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken build
+        return f"onnxruntime is not usable ({type(exc).__name__}: {exc})"
+    return None
+
+
+def choose_backend(requested: str | None, device_type: str, *, where: str = "--backend") -> str:
+    """Return the backend to run: ``torch``, ``onnx`` or ``int8``.
+
+    ``auto`` (or None): ``onnx`` on a CPU when onnxruntime is importable — fp32 ONNX Runtime gives the same
+    outputs (within 1e-4) at several times eager PyTorch's speed (bench/export_bench.py) — else ``torch``;
+    on a GPU ``torch`` (PyTorch's CUDA kernels; ask for ``onnx`` to run ONNX Runtime's CUDA provider).
+    ``int8`` is not an automatic choice: it must pass the accuracy gate per bundle and is asked for explicitly.
+    Raises ConfigError for an unknown name or int8 on a GPU, DependencyError when onnxruntime is missing.
+    """
+    from lepton_apps.errors import ConfigError, DependencyError
+
+    requested = requested or "auto"
+    if requested not in BACKENDS:
+        raise ConfigError(f"unknown backend {requested!r}", where=where,
+                          fix=f"use one of {', '.join(BACKENDS)} (auto: ONNX on CPU when onnxruntime is installed)")
+    missing = onnxruntime_missing()
+    if requested == "auto":
+        return "onnx" if device_type == "cpu" and missing is None else "torch"
+    if requested != "torch" and missing:
+        raise DependencyError(f"the {requested} backend runs ONNX Runtime: {missing}", where=where,
+                              fix="pip install 'lepton-apps[fast]' (onnxruntime), or use --backend torch")
+    if requested == "int8" and device_type != "cpu":
+        raise ConfigError(f"the int8 backend runs on the CPU only (device {device_type})", where=where,
+                          fix="use --backend onnx or torch on a GPU, or --device cpu for int8")
+    return requested
+
+
+def backend_label(backend: str, export: "Export | None" = None) -> str:
+    """Return how a result names its backend: ``torch``, ``onnx-fp32`` or ``onnx-int8`` (+ ``-cuda`` on a GPU)."""
+    if backend == "torch" or export is None:
+        return "torch"
+    label = f"onnx-{export.card.get('precision', 'fp32')}"
+    return label + ("-cuda" if export.providers and export.providers[0] != "CPUExecutionProvider" else "")
+
+
+def providers_for(device_type: str) -> list[str]:
+    """Return the ONNX Runtime execution providers for a device: CPU, or TensorRT / CUDA (then CPU) on a GPU.
+
+    Raises DependencyError when a GPU is asked for and this onnxruntime build has no CUDA provider."""
+    from lepton_apps.errors import DependencyError
+
+    if device_type == "cpu":
+        return ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise DependencyError(f"this onnxruntime ({ort.__version__}) has no CUDA provider (it has "
+                              f"{', '.join(available)})", where="--backend onnx on a GPU",
+                              fix="pip install onnxruntime-gpu in place of onnxruntime, or use --backend torch")
+    return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available] + ["CPUExecutionProvider"]
+
+
+def bundle_checksum(bundle: Bundle) -> str:
+    """Return the checksum an export's card records for its source bundle (sha256 of bundle.json)."""
+    return "sha256:" + sha256_file(bundle.path / "bundle.json")
+
+
+def export_for(bundle: Bundle, path: str | os.PathLike) -> Export:
+    """Load an export folder the user passed and check it was made from ``bundle`` (BundleError otherwise)."""
+    export = load_export(path)
+    made_from = (export.card.get("source") or {}).get("checksum")
+    if made_from != bundle_checksum(bundle):
+        raise BundleError(f"the export at {path} was made from another bundle "
+                          f"({(export.card.get('source') or {}).get('version', '?')}) than {bundle.path.name}",
+                          where=str(path), fix=f"export {bundle.path.name} again, or load the bundle it was made from")
+    return export
+
+
+def cached_export(bundle: Bundle, precision: str, build: Callable[[Path], Any]) -> Export:
+    """Return the ``precision`` export of ``bundle`` from the per-machine cache, building it on first use.
+
+    ``build(folder)`` is the domain's export (with ``overwrite=True``) writing to ``folder``; its check and,
+    for int8, its accuracy gate apply as for the ``export`` command. A refusal (ExportError) is remembered
+    beside the folder with its message and raised again on later loads without re-measuring; delete the
+    ``.refused.json`` file (or the cache) to try again."""
+    from lepton_apps.io import cache_dir
+
+    key = f"{bundle.domain}-{bundle_checksum(bundle).split(':')[1][:24]}-{precision}"
+    folder = cache_dir("exports") / key
+    refused = folder.with_name(key + ".refused.json")
+    if folder.is_dir():
+        try:
+            return export_for(bundle, folder)
+        except BundleError:
+            pass  # damaged or foreign: build it again below
+    if refused.is_file():
+        record = json.loads(refused.read_text(encoding="utf-8"))
+        raise ExportError(record["message"] + f" (measured {record.get('created', '?')}; delete {refused} to measure "
+                          "again)", where=str(bundle.path), fix=record.get("fix") or "use the fp32 backend")
+    try:
+        build(folder)
+    except ExportError as exc:
+        refused.write_text(json.dumps({"message": exc.what, "fix": exc.fix, "created": _dt.datetime.now(
+            _dt.timezone.utc).isoformat(timespec="seconds"), "libraries": _export_library_versions()}, indent=2) + "\n",
+            encoding="utf-8")
+        raise
+    return export_for(bundle, folder)

@@ -267,10 +267,24 @@ def predictor_class(domain: str) -> type[Predictor]:
 
 
 def load(ref: str | os.PathLike, *, home: str | os.PathLike | None = None, device: str = "auto",
-         domain: str | None = None) -> Predictor:
-    """Return the predictor for a bundle folder, registry name or ``DOMAIN:ALIAS``, whatever its domain."""
+         domain: str | None = None, backend: str | None = None, export: str | os.PathLike | None = None) -> Predictor:
+    """Return the predictor for a bundle folder, registry name or ``DOMAIN:ALIAS``, whatever its domain.
+
+    ``backend`` / ``export``: how the model runs (torch, onnx, int8, auto; an export folder), for the domains
+    whose ``load`` takes them (medical, support); ConfigError for another domain."""
+    import inspect
+
+    from lepton_apps.errors import ConfigError
+
     path, found = resolve(ref, home=home, domain=domain)
-    return predictor_class(found).load(path, home=home, device=device)
+    cls = predictor_class(found)
+    options = {k: v for k, v in (("backend", backend), ("export", export)) if v is not None}
+    params = inspect.signature(cls.load).parameters
+    for name in options:
+        if name not in params:
+            raise ConfigError(f"the {found} template has no --{name} option (its model is not exported to ONNX)",
+                              where=f"--{name}", fix=f"leave --{name} out for {found} bundles")
+    return cls.load(path, home=home, device=device, **options)
 
 
 # --------------------------------------------------------------------------- the contract check

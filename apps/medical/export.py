@@ -89,7 +89,9 @@ def convert(clf) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the gray/RGB branch is fixed per bundle
+            # the gray/RGB branch is fixed per bundle (TracerWarning); the TorchScript exporter's deprecation notes
+            # are for us, not for someone predicting with the backend
+            warnings.simplefilter("ignore")
             torch.onnx.export(exportable_module(clf), (example,), str(path), input_names=[INPUT_NAME],
                               output_names=list(OUTPUTS), opset_version=OPSET, do_constant_folding=True,
                               dynamic_axes={INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}},
@@ -198,20 +200,23 @@ def synthetic_pixels(channels: int, size: int, n: int = SYNTHETIC_IMAGES, seed: 
     return np.concatenate([noise, np.clip(np.stack(smooth), 0, 255).astype(np.uint8)])
 
 
-def check_images(clf, data=None, seed: int = 0) -> dict[str, Any]:
+def check_images(clf, data=None, seed: int = 0, synthetic: bool = False) -> dict[str, Any]:
     """Return ``{pixels, y, train, data, train_data}``: the uint8 images to check the export on (with labels,
-    or ``y`` None for the synthetic fallback), candidate calibration images and descriptions of both."""
+    or ``y`` None for the synthetic fallback), candidate calibration images and descriptions of both.
+    ``synthetic``: skip the training data (a quick conversion check, e.g. of the fp32 backend built at load)."""
     if data is not None:
         return _from_labelled_data(clf, data)
-    found = _from_training_data(clf)
+    found = None if synthetic else _from_training_data(clf)
     if found is not None:
         return found
     pixels = synthetic_pixels(clf.channels, clf.image_size, seed=seed)
+    why = ("a quick conversion check when the backend was first built" if synthetic else
+           "the bundle keeps no images and its training data is not at the recorded path "
+           f"({clf.bundle.training_config.get('data')}) or has changed; pass --data LABELLED_IMAGES to check on "
+           "real images")
     return {"pixels": pixels, "y": None, "train": pixels[:0],
             "data": (f"synthetic sample ({len(pixels)} images, seed {seed}: half uniform noise, half blobs on "
-                     "gradients): the bundle keeps no images and its training data is not at the recorded path "
-                     f"({clf.bundle.training_config.get('data')}) or has changed; pass --data LABELLED_IMAGES to "
-                     "check on real images"), "train_data": None}
+                     f"gradients): {why}"), "train_data": None}
 
 
 def calibration_sample(train: np.ndarray, n: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
@@ -259,12 +264,14 @@ def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None, 
            max_auc_drop: float = MAX_AUC_DROP, max_decisions_changed: float = MAX_DECISIONS_CHANGED,
            calibration_images: int = CALIBRATION_IMAGES,
            calibration: np.ndarray | None = None, tolerance: float = TOLERANCE, overwrite: bool = False,
-           home=None) -> Path:
+           synthetic_check: bool = False, home=None) -> Path:
     """Export a medical bundle's network to an ONNX export folder (fp32, or int8 with ``quantize="int8"``);
     return its path.
 
     ``data``: labelled images to check on instead of the bundle's rebuilt validation split;
-    ``calibration``: uint8 images (N, C, S, S) to calibrate int8 on instead of the training images.
+    ``calibration``: uint8 images (N, C, S, S) to calibrate int8 on instead of the training images;
+    ``synthetic_check``: check fp32 on seeded synthetic images instead of rebuilding the validation split (the
+    quick check of the fp32 backend built on first load; int8 is always gated on labelled images).
     Raises ExportError when the fp32 probabilities differ from PyTorch's by more than ``tolerance``, when
     the int8 model loses more than ``max_auc_drop`` AUC or flips more than ``max_decisions_changed`` of the
     decisions at the operating threshold (nothing written; the message has the numbers) or
@@ -284,8 +291,8 @@ def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None, 
     if int8 and calibration is None and calibration_images < 1:
         raise ExportError(f"calibration_images must be at least 1, got {calibration_images}", where="--calibration-images",
                           fix="calibrate on a few hundred training images at most, e.g. 200 (the default)")
-    clf = MedicalClassifier.load(bundle, home=home, device="cpu")
-    images = check_images(clf, data)
+    clf = MedicalClassifier.load(bundle, home=home, device="cpu", backend="torch")
+    images = check_images(clf, data, synthetic=synthetic_check and not int8)
     pixels, y = images["pixels"], images["y"]
     reference = clf.predict_pixels(pixels)
     fp32 = convert(clf)

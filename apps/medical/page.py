@@ -15,14 +15,14 @@ import streamlit as st
 
 from lepton_apps.errors import DataError
 from lepton_apps.registry import Registry
-from lepton_apps.ui.common import cached_bundle, cached_predictor, guarded, show_error
+from lepton_apps.ui.common import backend_picker, cached_bundle, cached_predictor, guarded, show_backend, show_error
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "dcm", "dicom"]
 
-def classifier_for(path: Path):
-    """Return the MedicalClassifier of the bundle at ``path`` from the hub's shared model cache."""
-    return cached_predictor(path, "medical")
+def classifier_for(path: Path, backend: str | None = None):
+    """Return the MedicalClassifier of the bundle at ``path`` (run by ``backend``) from the hub's shared model cache."""
+    return cached_predictor(path, "medical", backend)
 
 
 def operating_table(val_probs: np.ndarray, val_labels: np.ndarray, threshold: float) -> dict:
@@ -32,7 +32,7 @@ def operating_table(val_probs: np.ndarray, val_labels: np.ndarray, threshold: fl
     return threshold_metrics(val_labels, val_probs[:, 1], threshold)
 
 
-def show_prediction_tab(path: Path, bundle) -> None:
+def show_prediction_tab(path: Path, bundle, backend: str | None = None) -> None:
     """Uploads -> image, probabilities, decision at the chosen operating point, optional Grad-CAM.
 
     The network (torch, timm) is loaded only once a file is uploaded, so the page opens fast.
@@ -55,7 +55,8 @@ def show_prediction_tab(path: Path, bundle) -> None:
     files = st.file_uploader("Upload PNG, JPEG or DICOM images", type=UPLOAD_TYPES, accept_multiple_files=True,
                              key="medical_upload")
     if files:
-        clf = classifier_for(path)
+        clf = classifier_for(path, backend)
+        show_backend(clf, "probabilities computed by")
         for f in files:
             with st.container(border=True):
                 with guarded(f.name):
@@ -183,13 +184,14 @@ def main() -> None:
     if entries:
         labels = {f"{e.name}" + (f"  ({', '.join(e.aliases)})" if e.aliases else ""): e for e in entries}
         chosen = labels[st.sidebar.selectbox("Medical model", list(labels), key="medical_model")]
+    backend = backend_picker("medical_backend")
     with predict_tab:
         if chosen is None:
             st.info("No medical model yet: run `lepton-apps demo --domain medical`, or train one in the Train tab.")
         else:
             with guarded("Prediction"):
                 bundle = cached_bundle(str(chosen.path), domain="medical")
-                show_prediction_tab(chosen.path, bundle)
+                show_prediction_tab(chosen.path, bundle, backend)
     with card_tab:
         if chosen is not None:
             with guarded("Model card"):

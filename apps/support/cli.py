@@ -72,7 +72,12 @@ def answer(bundle: str = typer.Argument(..., help="Bundle folder, registry name 
            question: Optional[str] = typer.Option(None, "--question", "-q", help="Answer one question and print JSON."),
            id_column: Optional[str] = typer.Option(None, help="Column with row ids (default: row number)."),
            chunk_size: int = typer.Option(1000, help="Rows per chunk (each chunk is saved, so a re-run resumes)."),
-           resume: bool = typer.Option(True, help="Reuse finished chunks of an interrupted run.")):
+           resume: bool = typer.Option(True, help="Reuse finished chunks of an interrupted run."),
+           backend: str = typer.Option("auto", help="How questions are encoded: torch, onnx (fp32 ONNX Runtime), "
+                                       "int8 (only where it passed the retrieval gate; else fp32 with a warning) or "
+                                       "auto (onnx on a CPU with onnxruntime, else torch)."),
+           export: Optional[Path] = typer.Option(None, help="An export folder of this bundle (lepton-apps support "
+                                                 "export) to encode with.")):
     """Answer one question (-q) or a whole table, one output row per input row, resumable.
 
     Example: lepton-apps support answer support:latest questions.csv --out answers.parquet
@@ -85,7 +90,7 @@ def answer(bundle: str = typer.Argument(..., help="Bundle folder, registry name 
 
     if question is None and questions is None:
         raise ConfigError("nothing to answer", fix="pass a questions file and --out, or --question 'text'")
-    bot = SupportAssistant.load(bundle)
+    bot = SupportAssistant.load(bundle, backend=backend, export=export)
     if question is not None:
         typer.echo(json.dumps(bot.answer(question).to_dict(), indent=2, ensure_ascii=False))
         return

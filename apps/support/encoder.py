@@ -186,6 +186,8 @@ class SentenceEncoder:
         self._torch = torch
         self.backend = self._choose_backend(backend)
         self._onnx: _OnnxRunner | None = None
+        self._session = None  # an export's session (pooling + normalisation in the graph), see use_session
+        self.session_label: str | None = None
 
     def _choose_backend(self, backend: str) -> str:
         if backend not in BACKENDS:
@@ -231,10 +233,24 @@ class SentenceEncoder:
             self.backend, self._onnx = "torch", None
         return self._onnx
 
+    def use_session(self, session, label: str) -> None:
+        """Encode with an ONNX Runtime ``session`` of an export folder (``lepton-apps support export``: the
+        graph outputs the pooled, L2-normalised ``embedding``), e.g. the int8 encoder; ``label`` names it
+        (``onnx-int8``). ``use_session(None, "")`` goes back to this encoder's own backend."""
+        self._session, self.session_label = session, (label or None) if session is not None else None
+
+    @property
+    def backend_label(self) -> str:
+        """Which backend encodes: ``torch``, ``onnx-fp32`` (this encoder's own ONNX Runtime path), or the label
+        of an export's session (``onnx-int8``)."""
+        if self.session_label:
+            return self.session_label
+        return "onnx-fp32" if self.backend == "onnx" else ("torch-int8" if self.quantize == "int8" else "torch")
+
     def describe(self) -> dict:
         """Return the encoder's name, pooling, dimension and device/precision."""
         return {"name": self.name, "pooling": self.pooling, "prompt": self.prompt, "quantize": self.quantize,
-                "backend": self.backend,
+                "backend": self.backend, "answered_by": self.backend_label,
                 "dim": self.dim, "max_length": self.max_length, **self.policy.describe()}
 
     def forward_features(self, features: dict):
@@ -319,11 +335,15 @@ class SentenceEncoder:
         batch_tokens = batch_tokens or self.default_batch_tokens
         torch = self._torch
         with self._lock, tqdm(total=len(texts), disable=not progress, desc="encoding", leave=False) as bar:
-            onnx = self._onnx_runner() if self.backend == "onnx" else None
+            session = self._session
+            onnx = self._onnx_runner() if self.backend == "onnx" and session is None else None
+            feeds = {i.name for i in session.get_inputs()} if session is not None else ()
             with torch.inference_mode(), self.policy.autocast():
                 for idx, tokens, mask in self._batches(texts, batch_size, batch_tokens):
                     features = {"input_ids": tokens, "attention_mask": mask, "token_type_ids": np.zeros_like(tokens)}
-                    if onnx is not None:
+                    if session is not None:
+                        out[idx] = session.run(["embedding"], {k: v for k, v in features.items() if k in feeds})[0]
+                    elif onnx is not None:
                         out[idx] = self._pool_numpy(onnx.hidden(features), mask)
                     else:
                         names = self.tokenizer.model_input_names

@@ -139,8 +139,16 @@ def quantize_int8(fp32: bytes, workdir: Path) -> bytes:
     ort_q = require("onnxruntime.quantization", feature="int8 quantisation of the support encoder", extra="fast")
     src, dst = workdir / "fp32.onnx", workdir / "int8.onnx"
     src.write_bytes(fp32)
-    ort_q.quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm"],
-                           weight_type=ort_q.QuantType.QInt8)
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # ORT logs a "consider pre-processing" note to the root logger on every call
+    try:
+        ort_q.quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm"],
+                               weight_type=ort_q.QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     return dst.read_bytes()
 
 

@@ -16,7 +16,7 @@ import streamlit as st
 
 from lepton_apps.support.page_texts import (LANGUAGES, TEXTS, candidate_reason, escalation_text, handoff_text,
                                             language_name, page_language, sentiment_name, stage_text)
-from lepton_apps.ui.common import cached_predictor, guarded
+from lepton_apps.ui.common import backend_picker, cached_predictor, guarded, show_backend
 
 CHAT_KEY = "support_chat"
 LANG_KEY = "support_lang"               # the sidebar switch: "en" or "zh"
@@ -25,9 +25,10 @@ LANG_KEY = "support_lang"               # the sidebar switch: "en" or "zh"
 LANG_CHOSEN_KEY = "support_lang_chosen"
 
 
-def load_assistant(path: Path):
-    """Return the SupportAssistant of the bundle at ``path`` from the hub's shared model cache."""
-    return cached_predictor(path, "support")
+def load_assistant(path: Path, backend: str | None = None):
+    """Return the SupportAssistant of the bundle at ``path`` (questions encoded by ``backend``) from the hub's
+    shared model cache."""
+    return cached_predictor(path, "support", backend)
 
 
 def pick_bundle(t: dict[str, str]) -> Path | None:
@@ -135,6 +136,7 @@ def chat_tab(bot, store, t: dict[str, str]) -> None:
         with guarded(t["err_answer"]):
             reply = bot.answer(question)
             history.append({"question": reply.question or question, "reply": reply.to_dict(), "rated": 0})
+    show_backend(bot, t["encoded_by"])
     if not history:
         st.caption(t["chat_empty"])
     for i, turn in enumerate(history):
@@ -320,8 +322,9 @@ def main() -> None:
         store = feedback_store(t)
     with guarded(t["err_model"]):
         bundle_path = pick_bundle(t)
+        backend = backend_picker("support_backend", t["backend"])
         if bundle_path is not None:
-            bot = load_assistant(bundle_path)
+            bot = load_assistant(bundle_path, backend)
     follow_bundle_language(bot, lang)
     if LANG_KEY not in st.session_state:
         st.session_state[LANG_KEY] = lang

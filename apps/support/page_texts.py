@@ -18,6 +18,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "title": "Support assistant",
         "subtitle": "Answers from your FAQ with sources and a calibrated confidence; hands off to a human when unsure.",
         "model_select": "Support model",
+        "backend": "Backend",
+        "encoded_by": "questions encoded by",
         "model_none": "no support model registered",
         "bundle_path": "…or a bundle folder",
         "no_model": "No support model in the registry yet. Build the demo with `lepton-apps demo --domain support`, "
@@ -144,6 +146,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "title": "智能客服",
         "subtitle": "根据您的常见问题库作答，附上来源和校准后的置信度；没有把握时转接人工客服。",
         "model_select": "客服模型",
+        "backend": "推理后端",
+        "encoded_by": "问题编码后端：",
         "model_none": "尚未注册客服模型",
         "bundle_path": "…或输入模型文件夹路径",
         "no_model": "模型库中还没有客服模型。请用 `lepton-apps demo --domain support` 生成演示模型，"

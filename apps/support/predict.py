@@ -197,7 +197,8 @@ class SupportAssistant(Predictor):
         self.settings = settings
         self.intent_head, self.intent_labels = intent_head, list(intent_labels)
         self.sentiment_head, self.sentiment_labels = sentiment_head, list(sentiment_labels)
-        self.version = version
+        self.bundle_version = version
+        self.backend_note: str | None = None  # why the asked backend is not the one answering (int8 refused)
         self.batch_size = batch_size
         self._ids = self.kb["id"].tolist()
         # plain per-row tuples: building a reply's sources from them costs microseconds, pandas rows milliseconds
@@ -216,12 +217,16 @@ class SupportAssistant(Predictor):
     # ------------------------------------------------------------------------------ loading
     @classmethod
     def load(cls, ref: str | Path, *, home: str | Path | None = None, device: str = "auto", quantize: str = "none",
-             backend: str = "auto", registry=None) -> SupportAssistant:
+             backend: str = "auto", export: str | Path | None = None, registry=None) -> SupportAssistant:
         """Return the assistant stored in a bundle (a path, a registry name or ``support:latest``).
 
-        ``backend``: "auto" encodes questions with ONNX Runtime on CPU when installed (same vectors,
-        faster), else PyTorch; "torch" or "onnx" to choose. ``quantize="int8"`` encodes questions with
-        dynamic int8 Linear layers on CPU (PyTorch; faster, vectors move a little; KB vectors unchanged).
+        ``backend``: how questions are encoded — "torch" (PyTorch), "onnx" (ONNX Runtime fp32: the same vectors
+        within 1e-5, faster on a CPU), "int8" (the dynamic int8 export of ``lepton-apps support export``, only
+        where it passed the retrieval gate for this bundle — else fp32 ONNX with a warning saying by how much it
+        missed; built on first use into ``$LEPTON_CACHE/exports``) or "auto" (onnx on a CPU with onnxruntime,
+        else torch). ``export``: an export folder of this bundle to encode with (its precision decides).
+        The backend that encodes ends ``model_version`` (``…/onnx-int8``). ``quantize="int8"`` is the older
+        PyTorch dynamic int8 (lossier: cosine to fp32 ~0.95; prefer ``backend="int8"``).
         """
         from lepton_apps.bundle import load_bundle
         from lepton_apps.registry import Registry
@@ -234,8 +239,16 @@ class SupportAssistant(Predictor):
         settings = Settings(**bundle.load_json("retrieval.json")["settings"])
         enc_cfg = bundle.load_json("encoder.json")
         name = str(bundle.path / "encoder") if enc_cfg.get("stored_in_bundle") else enc_cfg["name"]
+        from lepton_apps.device import DevicePolicy
+        from lepton_apps.export import choose_backend
+
+        on = DevicePolicy.resolve(device, "auto").device.type
+        chosen = choose_backend(backend, on)
+        # an export's session encodes: a folder passed in, int8 (gated), or fp32 on a GPU (ONNX Runtime's CUDA
+        # provider); otherwise the encoder's own path (ONNX Runtime fp32 on a CPU, cached per weights, or PyTorch)
+        via_export = export is not None or chosen == "int8" or (chosen == "onnx" and on != "cpu")
         encoder = SentenceEncoder(name, device=device, max_length=enc_cfg.get("max_length", 256), quantize=quantize,
-                                  backend=backend)
+                                  backend="torch" if via_export else chosen)
         kb = pd.DataFrame(bundle.load_json("kb.json"))
         texts = bundle.load_json("kb_texts.json")
         index = FaqIndex(bundle.load_numpy("kb_embeddings.npy"), texts["owner"], texts["texts"],
@@ -261,9 +274,43 @@ class SupportAssistant(Predictor):
         faq_head = None
         if bundle.has("faq_classifier.json"):
             faq_head = head_from_state(bundle.load_json("faq_classifier.json"), bundle.load_torch("faq_classifier.safetensors"))
-        return cls(encoder, kb, index, confidence, settings, intent[0], intent[1], sentiment[0], sentiment[1],
-                   version=f"{bundle.path.name}@{bundle.metadata.get('created', '')}", intent_model=intent_model,
-                   faq_head=faq_head, calibration=bundle.load_json("retrieval.json").get("calibration", {}))
+        bot = cls(encoder, kb, index, confidence, settings, intent[0], intent[1], sentiment[0], sentiment[1],
+                  version=f"{bundle.path.name}@{bundle.metadata.get('created', '')}", intent_model=intent_model,
+                  faq_head=faq_head, calibration=bundle.load_json("retrieval.json").get("calibration", {}))
+        if via_export:
+            bot._use_export(bundle, backend, export, "int8" if chosen == "int8" else "fp32")
+        return bot
+
+    def _use_export(self, bundle, asked: str, export: str | Path | None, precision: str) -> None:
+        """Encode questions with an export of ``bundle``: the folder ``export``, or the cached ``precision`` export
+        (built on first use; int8 gated — refused: the encoder's own fp32 ONNX path and a warning with the numbers)."""
+        import warnings
+
+        from lepton_apps.errors import ConfigError
+        from lepton_apps.export import ExportError, backend_label, cached_export, export_for, providers_for
+
+        from .export import export as export_bundle
+
+        if export is not None:
+            found = export_for(bundle, export)
+            precision = found.card.get("precision")
+            if asked in ("onnx", "int8", "torch") and {"onnx": "fp32", "int8": "int8", "torch": None}[asked] != precision:
+                raise ConfigError(f"--backend {asked} does not match the export at {export}, which is {precision}",
+                                  where="--export", fix="leave --backend out (the export's precision decides) or "
+                                                        "pass an export of that precision")
+        else:
+            try:
+                found = cached_export(bundle, precision, lambda out: export_bundle(bundle.path, out, quantize=precision,
+                                                                                    overwrite=True))
+            except ExportError as exc:
+                if precision != "int8" or self.encoder.policy.device.type != "cpu":
+                    raise
+                self.backend_note = f"int8 refused, encoding with fp32 ONNX: {exc.what}"
+                warnings.warn(self.backend_note, stacklevel=3)
+                self.encoder.backend = self.encoder._choose_backend("onnx")
+                return
+        device = self.encoder.policy.device.type
+        self.encoder.use_session(found.session(providers_for(device)), backend_label("onnx", found))
 
     @property
     def calibration_source(self) -> str:
@@ -439,9 +486,21 @@ class SupportAssistant(Predictor):
 
     # ------------------------------------------------------------------------------ the predictor contract
     @property
+    def version(self) -> str:
+        """The bundle's name and creation time, then the backend encoding the questions (``…/onnx-fp32``)."""
+        label = getattr(self.encoder, "backend_label", None)
+        return f"{self.bundle_version}/{label}" if label else self.bundle_version
+
+    @property
     def model_version(self) -> str:
-        """The bundle's name and creation time (the same string as every answer's ``model_version``)."""
+        """The bundle's name and creation time and the encoding backend (every answer's ``model_version``)."""
         return self.version
+
+    @property
+    def backend(self) -> str:
+        """The backend encoding the questions: ``torch``, ``onnx-fp32`` or ``onnx-int8`` (``torch-int8`` for the
+        older ``quantize="int8"`` PyTorch option)."""
+        return getattr(self.encoder, "backend_label", "torch")
 
     def predict(self, items: Sequence[Any]) -> list[Answer]:
         """Return one :class:`Answer` per question (the contract's name for :meth:`answer_batch`)."""

@@ -74,6 +74,7 @@ class ServeConfig:
     monitor_sample: float = 0.0  # share of predict requests whose monitoring window is stored (input drift)
     state_url: str | None = None  # Redis URL for finance's online state shared by replicas (None: in-process)
     state_prefix: str | None = None  # key prefix in Redis (default "lepton:finance:")
+    backends: dict[str, str] = dataclasses.field(default_factory=dict)  # {domain: torch|onnx|int8|auto} (medical, support)
 
 
 class _State:
@@ -104,7 +105,7 @@ class _State:
         from lepton_apps.predictor import load, resolve
 
         path, _ = resolve(ref, home=self.home, domain=domain)
-        model = load(path, home=self.home, device=self.device, domain=domain)
+        model = load(path, home=self.home, device=self.device, domain=domain, backend=self.config.backends.get(domain))
         if domain == "finance" and self.config.state_url and shared_state:
             model.share_state(self.config.state_url, self.config.state_prefix)
         return model, Path(path).resolve()
@@ -271,6 +272,7 @@ def create_app(refs: dict[str, str], *, home: str | Path | None = None, device: 
             bundle = getattr(m, "bundle", None)
             out[d] = {"ref": ref, "loaded": m is not None, "error": state.errors.get(d),
                       "model_version": getattr(m, "model_version", None),
+                      "backend": getattr(m, "backend", None), "backend_note": getattr(m, "backend_note", None),
                       "task": getattr(bundle, "task", None), "metrics": getattr(bundle, "metrics", None),
                       "request_schema": classes[d].request_schema.__name__,
                       "challenger": ({"ref": cfg.challengers[d], "model_version":

@@ -42,22 +42,41 @@ def _load_bundle_cached(path_str: str, mtime_ns: int, domain: str | None) -> Bun
     return load_bundle(path_str, domain=domain)
 
 
-def cached_predictor(path_str: str | Path, domain: str):
+def cached_predictor(path_str: str | Path, domain: str, backend: str | None = None):
     """Return the :class:`~lepton_apps.predictor.Predictor` of the bundle at ``path_str``, loaded once per
-    process for every page (keyed by the bundle's path and ``bundle.json`` modification time, so a bundle
-    retrained in place is loaded again). Raises BundleError (not cached) for a damaged bundle or one of
-    another domain."""
+    process for every page (keyed by the bundle's path, ``bundle.json`` modification time — so a bundle
+    retrained in place is loaded again — and ``backend``, for the domains that have one: see
+    :func:`backend_picker`). Raises BundleError (not cached) for a damaged bundle or one of another domain."""
     path = Path(path_str).expanduser().resolve()
     manifest = path / MANIFEST
     mtime_ns = manifest.stat().st_mtime_ns if manifest.is_file() else 0
-    return _load_predictor_cached(str(path), mtime_ns, domain)
+    return _load_predictor_cached(str(path), mtime_ns, domain, backend)
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=12)
-def _load_predictor_cached(path_str: str, mtime_ns: int, domain: str):
+def _load_predictor_cached(path_str: str, mtime_ns: int, domain: str, backend: str | None = None):
     from lepton_apps.predictor import load
 
-    return load(path_str, domain=domain)
+    return load(path_str, domain=domain, backend=backend)
+
+
+def backend_picker(key: str, label: str = "Backend", help_text: str | None = None) -> str:
+    """Sidebar: how the model runs (auto, torch, onnx, int8; see :func:`lepton_apps.export.choose_backend`);
+    return the choice (kept per page in the session under ``key``)."""
+    from lepton_apps.export import BACKENDS
+
+    return st.sidebar.selectbox(label, list(BACKENDS), key=key, help=help_text or (
+        "auto: ONNX Runtime fp32 on a CPU (same results, faster), else PyTorch. int8: the quantised model, only "
+        "where it passed the accuracy gate for this bundle (else fp32, with the reason). The first use of an "
+        "ONNX backend exports the model once into this machine's cache."))
+
+
+def show_backend(predictor, label: str = "answered by") -> None:
+    """Show which backend answers (``predictor.backend``) and, when the asked one was refused, why."""
+    note = getattr(predictor, "backend_note", None)
+    st.caption(f"{label} {getattr(predictor, 'backend', 'torch')}")
+    if note:
+        st.warning(note, icon=":material/info:")
 
 
 def show_error(exc: BaseException, context: str | None = None) -> None:
