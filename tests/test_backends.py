@@ -259,3 +259,13 @@ def test_medical_onnx_on_a_gpu_runs_the_cuda_provider(med):
     a = np.array([r.score for r in clf.predict(med[2])])
     b = np.array([r.score for r in ref.predict(med[2])])
     assert np.abs(a - b).max() < 1e-3
+
+
+def test_support_without_onnxruntime_encodes_with_torch_and_int8_says_how_to_install(no_onnxruntime,
+                                                                                  demo_bundle):  # noqa: F811
+    from lepton_apps.support import SupportAssistant
+
+    bot = SupportAssistant.load(demo_bundle, device="cpu")
+    assert bot.backend == "torch" and bot.answer("I lost my card").model_version.endswith("/torch")
+    with pytest.raises(DependencyError, match=r"int8 backend runs ONNX Runtime.*--backend torch"):
+        SupportAssistant.load(demo_bundle, device="cpu", backend="int8")

@@ -105,3 +105,18 @@ def test_train_tab_trains_and_registers_a_bundle(page, bundle, tmp_path, monkeyp
     b = load_bundle(home.resolve("medical-from-page", domain="medical"), domain="medical")
     assert b.load_json("model.json")["image_size"] == 28 and b.load_json("history.json")["epochs_run"] == 1
     assert b.load_json("model.json")["initial_weights"] == "random initialisation"
+
+
+def test_backend_picker_chooses_how_the_page_predicts_and_the_page_says_which(page, bundle):
+    pytest.importorskip("onnxruntime")
+    lesion = sorted((bundle[1] / "lesion").glob("*.png"))[0].read_bytes()
+    at = page.run()
+    assert at.selectbox(key="medical_backend").value == "auto"
+    for choice, label in (("auto", "onnx-fp32"), ("torch", "torch")):
+        at.selectbox(key="medical_backend").set_value(choice)
+        at.file_uploader(key="medical_upload").set_value([("lesion.png", lesion, "image/png")])
+        at.run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        captions = [c.value for c in at.caption]
+        assert f"probabilities computed by {label}" in captions, captions
+        assert any(c.startswith("model ") and c.endswith(f"/{label}") for c in captions), captions

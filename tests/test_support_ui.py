@@ -348,3 +348,17 @@ def test_the_page_language_follows_the_chosen_bundle_until_the_user_picks_one(zh
     back.run()
     assert not _errors(back)
     assert back.radio(key="support_lang").value == "zh" and back.title[0].value == "智能客服"
+
+
+def test_backend_picker_chooses_how_questions_are_encoded_and_the_chat_says_which(page):
+    pytest.importorskip("onnxruntime")
+    at = page
+    assert at.selectbox(key="support_backend").value == "auto"
+    assert "questions encoded by onnx-fp32" in [c.value for c in at.caption]
+    at.selectbox(key="support_backend").set_value("torch").run()
+    at.chat_input[0].set_value("my card was stolen").run()
+    assert not _errors(at)
+    assert "questions encoded by torch" in [c.value for c in at.caption]
+    assert FeedbackStore().frame().empty  # nothing rated yet; the reply's version names the backend:
+    at.button(key="support_fb_0_1").click().run()
+    assert FeedbackStore().frame()["model_version"].iloc[0].endswith("/torch")
