@@ -127,6 +127,23 @@ def test_int8_is_gated_on_the_held_out_questions_with_its_numbers(small, tmp_pat
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops            # really int8
 
 
+def test_static_int8_is_calibrated_on_kb_texts_and_gated_the_same_way(small, tmp_path):
+    import onnx
+
+    from lepton_apps.export import ExportError, load_export
+    from lepton_apps.support.export import export
+
+    path = export(small, tmp_path / "int8-static", quantize="int8", int8_method="static", max_top1_drop=0.99,
+                  max_handoff_recall_drop=0.99)
+    card = load_export(path).card
+    assert card["quantization"]["method"] == "static" and card["quantization"]["calibration"].endswith("KB texts")
+    assert card["gate"]["passed"] and card["gate"]["cosine_to_fp32"]["mean"] > 0.9
+    ops = {n.op_type for n in onnx.load(str(path / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "DynamicQuantizeLinear" not in ops
+    with pytest.raises(ExportError, match="unknown int8 method 'fancy'"):
+        export(small, tmp_path / "x", quantize="int8", int8_method="fancy")
+
+
 def test_without_held_out_questions_int8_is_gated_on_leave_one_out_kb_paraphrases(tmp_path, tiny_encoder_dir):  # noqa: F811
     from lepton_apps.export import load_export
     from lepton_apps.support import SupportConfig, train

@@ -250,6 +250,8 @@ def export_cmd(bundle: str = typer.Argument(..., help="Bundle path, registry nam
                                                    "lose against fp32 (0.005 = half a point)."),
                max_handoff_recall_drop: float = typer.Option(0.01, help="int8 gate: most hand-off recall the int8 "
                                                              "encoder may lose against fp32."),
+               int8_method: str = typer.Option("dynamic", help="int8: dynamic (activations quantised at run time; "
+                                               "the default, measured faster) or static (ranges calibrated on KB texts)."),
                overwrite: bool = typer.Option(False, help="Replace an existing export folder.")):
     """Export the sentence encoder (pooling and normalisation inside the graph, tokenizer alongside) and the
     intent / sentiment / FAQ heads to ONNX, checked against PyTorch on the KB texts; with --quantize int8,
@@ -265,7 +267,7 @@ def export_cmd(bundle: str = typer.Argument(..., help="Bundle path, registry nam
     if fmt != "onnx":
         raise ConfigError(f"unknown export format {fmt!r}", where="--format", fix="use --format onnx")
     path = export(bundle, out, quantize=quantize, max_top1_drop=max_top1_drop,
-                  max_handoff_recall_drop=max_handoff_recall_drop, overwrite=overwrite)
+                  max_handoff_recall_drop=max_handoff_recall_drop, int8_method=int8_method, overwrite=overwrite)
     card = load_export(path).card
     check = card["check"]
     heads = card.get("heads") or {}

@@ -1,4 +1,4 @@
-"""Export a support bundle's sentence encoder and heads to ONNX (fp32, or dynamic int8 behind a retrieval gate).
+"""Export a support bundle's sentence encoder and heads to ONNX (fp32, or int8 behind a retrieval gate).
 
 The folder holds ``model.onnx`` — the encoder graph: int64 ``input_ids``, ``attention_mask`` (and
 ``token_type_ids`` when the tokenizer makes them), batch and length dynamic, to ``embedding``
@@ -18,7 +18,8 @@ against the PyTorch encoder, and each head's probabilities on those PyTorch embe
 while a missing prompt, a wrong pooling or a missing normalisation moves them by 1e-2 or more.
 
 int8: ONNX Runtime dynamic quantisation (``quantize_dynamic``: int8 weights of MatMul / Gemm,
-activations quantised per batch at run time) of the encoder; the heads stay fp32 (they are tiny).
+activations quantised per batch at run time) of the encoder — or, with ``int8_method="static"``, static QDQ
+quantisation with activation ranges calibrated on KB texts; the heads stay fp32 (they are tiny).
 The gate compares the assistant answering with int8 query embeddings against the same assistant with
 the fp32 ONNX encoder (the KB vectors stay those of the bundle): on the bundle's held-out questions
 (``eval_details.parquet``: question, gold faq_id, '' = out of scope) retrieval top-1 may drop by at
@@ -132,6 +133,34 @@ def convert_head(head) -> bytes:
                                                                        "probabilities": {0: "batch"}},
                           opset_version=OPSET, dynamo=False)
     return buf.getvalue()
+
+
+INT8_METHODS = ("dynamic", "static")
+CALIBRATION_TEXTS = 256
+
+
+def quantize_int8_static(fp32: bytes, encoder, texts: list[str], workdir: Path) -> bytes:
+    """Return the static int8 (QDQ: int8 per-channel MatMul / Gemm weights, int8 activations with MinMax ranges
+    from ``texts`` tokenised as ``encoder.encode`` does) ONNX model of the fp32 encoder ``fp32``."""
+    ort_q = require("onnxruntime.quantization", feature="int8 quantisation of the support encoder", extra="fast")
+
+    class Texts(ort_q.CalibrationDataReader):
+        def __init__(self):
+            feeds = []
+            for _, tokens, mask in encoder._batches(list(texts), 32, encoder.default_batch_tokens):
+                feeds.append({"input_ids": tokens, "attention_mask": mask, "token_type_ids": np.zeros_like(tokens)})
+            names = {i.name for i in inference_session(fp32).get_inputs()}
+            self.feeds = iter([{k: v for k, v in f.items() if k in names} for f in feeds])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    src, dst = workdir / "fp32-static.onnx", workdir / "int8-static.onnx"
+    src.write_bytes(fp32)
+    ort_q.quantize_static(str(src), str(dst), Texts(), quant_format=ort_q.QuantFormat.QDQ, per_channel=True,
+                          weight_type=ort_q.QuantType.QInt8, activation_type=ort_q.QuantType.QInt8,
+                          op_types_to_quantize=["MatMul", "Gemm"], calibrate_method=ort_q.CalibrationMethod.MinMax)
+    return dst.read_bytes()
 
 
 def quantize_int8(fp32: bytes, workdir: Path) -> bytes:
@@ -265,13 +294,17 @@ def _gate_metrics(assistant, session, bundle) -> tuple[dict[str, float], str]:
 
 def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None,
            max_top1_drop: float = MAX_TOP1_DROP, max_handoff_recall_drop: float = MAX_HANDOFF_RECALL_DROP,
-           tolerance: float = TOLERANCE, overwrite: bool = False, home=None) -> Path:
+           int8_method: str = "dynamic", tolerance: float = TOLERANCE, overwrite: bool = False, home=None) -> Path:
     """Export a support bundle's encoder (+ tokenizer, + heads) to an ONNX export folder (fp32, or int8 with
     ``quantize="int8"``); return its path.
 
     Raises ExportError when the fp32 embeddings or head probabilities differ from PyTorch's by more than
     ``tolerance``, or when the int8 encoder loses more than ``max_top1_drop`` retrieval top-1 or
     ``max_handoff_recall_drop`` hand-off recall against fp32 (nothing written; the message has the numbers).
+    ``int8_method``: "dynamic" (default: activations quantised per batch at run time) or "static" (activation
+    ranges calibrated on the first KB texts); both pass through the same gate. Dynamic is the default by
+    measurement — equal retrieval quality within one question on the demo and CLINC150, while static ran slower
+    than fp32 on an AVX2 CPU (bench/export_bench.py).
     """
     from lepton_apps.bundle import load_bundle
     from lepton_apps.registry import Registry
@@ -285,6 +318,9 @@ def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None,
             raise ExportError(f"{name} must be in [0, 1), got {value}", where=f"--{name.replace('_', '-')}",
                               fix="pass a share such as 0.005 (half a point)")
     int8 = quantize == "int8"
+    if int8_method not in INT8_METHODS:
+        raise ExportError(f"unknown int8 method {int8_method!r}", where="--int8-method",
+                          fix=f"use one of {', '.join(INT8_METHODS)}")
     path = Path(bundle) if Path(bundle).is_dir() else Registry(home).resolve(str(bundle), domain=DOMAIN)
     source = load_bundle(path, domain=DOMAIN)
     assistant = SupportAssistant.load(path, device="cpu", backend="torch")
@@ -350,7 +386,10 @@ def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None,
             raise ExportError(f"the fp32 ONNX encoder differs from PyTorch by up to {fp32_diff:.3g}, more than the "
                               f"tolerance {tolerance:.3g}, so it cannot be quantised; nothing was written",
                               where=str(out), fix="report this conversion problem; keep using the source bundle")
-        int8_model = quantize_int8(fp32, tmp)
+        if int8_method == "static":
+            int8_model = quantize_int8_static(fp32, enc, texts[:CALIBRATION_TEXTS], tmp)
+        else:
+            int8_model = quantize_int8(fp32, tmp)
         int8_session = inference_session(int8_model)
         int8_emb = encode_with_session(int8_session, enc, texts)
         cos = (int8_emb * fp32_emb).sum(1) / np.maximum(np.linalg.norm(int8_emb, axis=1) *
@@ -378,9 +417,14 @@ def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None,
                 "nothing was written",
                 where=str(out), fix="export fp32 instead (the same command without --quantize)")
         gate["passed"] = True
-        card["quantization"] = {"tool": "onnxruntime.quantization.quantize_dynamic", "op_types": ["MatMul", "Gemm"],
-                                "weights": "int8 (QInt8)", "activations": "uint8, quantised per batch at run time",
-                                "heads": "fp32 (unchanged)"}
+        card["quantization"] = ({"tool": "onnxruntime.quantization.quantize_dynamic", "method": "dynamic",
+                                 "op_types": ["MatMul", "Gemm"], "weights": "int8 (QInt8)",
+                                 "activations": "uint8, quantised per batch at run time", "heads": "fp32 (unchanged)"}
+                                if int8_method == "dynamic" else
+                                {"tool": "onnxruntime.quantization.quantize_static", "method": "static", "format": "QDQ",
+                                 "op_types": ["MatMul", "Gemm"], "weights": "int8, per channel",
+                                 "activations": "int8, MinMax ranges", "heads": "fp32 (unchanged)",
+                                 "calibration": f"the first {min(len(texts), CALIBRATION_TEXTS)} KB texts"})
         card["gate"] = gate
         # for int8 the retrieval gate is the criterion; the max abs difference to PyTorch is recorded, not bounded
         return write_export(out, model=int8_model, source=source, precision="int8", inputs=inputs,
