@@ -202,11 +202,13 @@ class MedicalClassifier(Predictor):
         self.backend_note = None
         found = None
         if export is not None:
+            if asked == "torch":
+                raise ConfigError("--export names an ONNX export, but --backend torch asks for PyTorch",
+                                  where="--export", fix="leave --backend out (the export's precision decides), or "
+                                                        "drop --export")
             found = export_for(self.bundle, export)
             precision = found.card.get("precision")
-            if chosen == "torch" and asked == "torch":
-                found = None
-            elif asked in ("onnx", "int8") and {"onnx": "fp32", "int8": "int8"}[asked] != precision:
+            if asked in ("onnx", "int8") and {"onnx": "fp32", "int8": "int8"}[asked] != precision:
                 raise ConfigError(f"--backend {asked} asks for {'fp32' if asked == 'onnx' else 'int8'}, but the "
                                   f"export at {export} is {precision}", where="--export",
                                   fix=f"pass a {'fp32' if asked == 'onnx' else 'int8'} export, or --backend auto")
@@ -216,11 +218,12 @@ class MedicalClassifier(Predictor):
                     self.bundle.path, out, quantize=precision, synthetic_check=precision == "fp32", overwrite=True))
             try:
                 found = build("int8" if chosen == "int8" else "fp32")
-            except ExportError as exc:
-                if chosen != "int8":
+            except Exception as exc:  # noqa: BLE001 - auto falls back to PyTorch on any export failure
+                if chosen != "int8" or not isinstance(exc, ExportError):
                     if asked != "auto":
                         raise
-                    warnings.warn(f"predicting with PyTorch: the ONNX export failed ({exc})", stacklevel=2)
+                    self.backend_note = f"predicting with PyTorch: the ONNX export failed ({type(exc).__name__}: {exc})"
+                    warnings.warn(self.backend_note, stacklevel=2)
                 else:  # the gate refused int8: keep fp32, and say why
                     self.backend_note = f"int8 refused, predicting with fp32 ONNX: {exc.what}"
                     warnings.warn(self.backend_note, stacklevel=2)
