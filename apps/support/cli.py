@@ -251,7 +251,7 @@ def export_cmd(bundle: str = typer.Argument(..., help="Bundle path, registry nam
                max_handoff_recall_drop: float = typer.Option(0.01, help="int8 gate: most hand-off recall the int8 "
                                                              "encoder may lose against fp32."),
                int8_method: str = typer.Option("dynamic", help="int8: dynamic (activations quantised at run time; "
-                                               "the default, measured faster) or static (ranges calibrated on KB texts)."),
+                                               "the default: 1.4x fp32 here) or static (ranges calibrated on KB texts; 0.65x fp32 on an AVX2 CPU)."),
                overwrite: bool = typer.Option(False, help="Replace an existing export folder.")):
     """Export the sentence encoder (pooling and normalisation inside the graph, tokenizer alongside) and the
     intent / sentiment / FAQ heads to ONNX, checked against PyTorch on the KB texts; with --quantize int8,
