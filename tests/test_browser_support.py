@@ -67,7 +67,8 @@ def test_support_chat_answers_a_chinese_question_in_chromium_with_a_cjk_font(ope
     Registry(hub_home).register(zh_build[2], "support-zh-browser")
     page = open_hub("support")
     sidebar = page.get_by_test_id("stSidebar")
-    choose_option(page, sidebar.get_by_test_id("stSelectbox"), "support-zh-browser")   # the English demo may be first
+    # the sidebar's first select box is the model (the second, the backend); the English demo may be listed first
+    choose_option(page, sidebar.get_by_test_id("stSelectbox").first, "support-zh-browser")
     page.get_by_text("智能客服", exact=True).first.wait_for(timeout=RENDER_TIMEOUT_MS * 3)   # follows the KB
     box = page.get_by_test_id("stChatInputTextArea")
     assert box.get_attribute("placeholder").startswith("请输入您的问题")

@@ -152,7 +152,8 @@ def _tiny_classifier():
     clf = MedicalClassifier.__new__(MedicalClassifier)  # no bundle: only what predict() reads
     clf.model, clf.policy, clf.image_size, clf.channels = MeanNet(), None, 16, 1
     clf.task, clf.label_names, clf.temperature = "binary", ["normal", "lesion"], 1.0
-    clf.thresholds, clf.model_version = [0.5], "tiny@test"
+    clf.thresholds, clf.model_version = [0.5], "tiny@test/torch"
+    clf.session = None  # the PyTorch backend
     return clf
 
 
