@@ -487,6 +487,19 @@ def _audit_batch(domain: str, model: str, predictor, source: Path, res, seconds:
     typer.echo(f"recorded in the audit log ({url.split('://')[0]})")
 
 
+def load_and_warn(loader):
+    """Return ``loader()``, printing the warnings it raised (e.g. an int8 backend refused by its gate, the
+    fp32 backend used instead) as one yellow line each on stderr instead of Python's warning format."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = loader()
+    for w in caught:
+        typer.secho(f"warning: {w.message}", err=True, fg=typer.colors.YELLOW)
+    return loaded
+
+
 def predict_command(domain: str):
     """Return the ``lepton-apps <domain> predict`` verb, the same for every domain with a predictor:
     load any bundle of ``domain`` through :func:`lepton_apps.predictor.load` and score a file with
@@ -509,7 +522,7 @@ def predict_command(domain: str):
 
         import time
 
-        predictor = load(model, home=home, domain=domain, backend=backend, export=export)
+        predictor = load_and_warn(lambda: load(model, home=home, domain=domain, backend=backend, export=export))
         start = time.perf_counter()
         res = predictor.predict_file(source, out, resume=resume, chunk_size=chunk_size)
         typer.echo(f"{res.n_rows} rows ({res.n_errors} with errors) by {predictor.model_version} -> {res.output}"

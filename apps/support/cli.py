@@ -90,7 +90,9 @@ def answer(bundle: str = typer.Argument(..., help="Bundle folder, registry name 
 
     if question is None and questions is None:
         raise ConfigError("nothing to answer", fix="pass a questions file and --out, or --question 'text'")
-    bot = SupportAssistant.load(bundle, backend=backend, export=export)
+    from lepton_apps.cli import load_and_warn
+
+    bot = load_and_warn(lambda: SupportAssistant.load(bundle, backend=backend, export=export))
     if question is not None:
         typer.echo(json.dumps(bot.answer(question).to_dict(), indent=2, ensure_ascii=False))
         return
