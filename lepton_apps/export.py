@@ -55,7 +55,8 @@ MODEL_FILE = "model.onnx"
 PRECISIONS = ("fp32", "int8")
 #: how a predictor runs its model: PyTorch, the fp32 ONNX export or the int8 one; auto picks (see choose_backend)
 BACKENDS = ("auto", "torch", "onnx", "int8")
-_PRECISION = {"onnx": "fp32", "int8": "int8"}
+#: the export precision each ONNX backend runs
+PRECISION_OF = {"onnx": "fp32", "int8": "int8"}
 _EXPORT_LIBRARIES = ("onnx", "onnxruntime", "onnxmltools", "skl2onnx")
 
 
@@ -325,9 +326,20 @@ def bundle_checksum(bundle: Bundle) -> str:
     return "sha256:" + sha256_file(bundle.path / "bundle.json")
 
 
-def export_for(bundle: Bundle, path: str | os.PathLike) -> Export:
-    """Load an export folder the user passed and check it was made from ``bundle`` (BundleError otherwise)."""
+def export_for(bundle: Bundle, path: str | os.PathLike, backend: str | None = None) -> Export:
+    """Load an export folder the user passed and check it was made from ``bundle`` (BundleError otherwise) and,
+    when ``backend`` is given, that it is what that backend runs (ConfigError: torch runs no export; onnx an fp32
+    one, int8 an int8 one; auto / None take the folder's precision)."""
+    from lepton_apps.errors import ConfigError
+
+    if backend == "torch":
+        raise ConfigError("--export names an ONNX export, but --backend torch asks for PyTorch", where="--export",
+                          fix="leave --backend out (the export's precision decides), or drop --export")
     export = load_export(path)
+    precision, wanted = export.card.get("precision"), PRECISION_OF.get(backend or "auto")
+    if wanted is not None and wanted != precision:
+        raise ConfigError(f"--backend {backend} asks for {wanted}, but the export at {path} is {precision}",
+                          where="--export", fix=f"pass a {wanted} export, or leave --backend out")
     made_from = (export.card.get("source") or {}).get("checksum")
     if made_from != bundle_checksum(bundle):
         raise BundleError(f"the export at {path} was made from another bundle "

@@ -21,6 +21,17 @@ def evaluate_bundle(bundle: str | os.PathLike, data: str | os.PathLike, *, split
     return evaluate_classifier(MedicalClassifier.load(bundle, home=home), data, split=split, out=out, n_boot=n_boot)
 
 
+def model_pixels(clf, md, where: str, verb: str):
+    """Return ``load_pixels`` of labelled data ``md`` as the classifier ``clf`` sees it (its size and channels, its
+    class order); DataError naming ``where`` when a label is not one of the model's classes (what ``verb`` needs)."""
+    unknown = sorted({n for lab in md.table["label"] for n in str(lab).split("|") if n} - set(clf.label_names))
+    if unknown:
+        raise DataError(f"labels {unknown[:5]} are not classes of the model {clf.label_names}", where=where,
+                        fix=f"{verb} on data with the model's classes")
+    md.label_names = clf.label_names
+    return load_pixels(md, clf.image_size, clf.channels)
+
+
 def evaluate_classifier(clf, data: str | os.PathLike, *, split: str | None = None,
                         out: str | os.PathLike | None = None, n_boot: int = 1000) -> dict[str, Any]:
     """Return the evaluation report of a loaded classifier on ``data`` (optionally one split); write it
@@ -41,12 +52,7 @@ def evaluate_classifier(clf, data: str | os.PathLike, *, split: str | None = Non
             md.arrays = md.arrays[keep]
         if md.table.empty:
             raise DataError(f"no rows in split {split!r}", where=str(data), fix="use train, val or test")
-    unknown = sorted({n for lab in md.table["label"] for n in str(lab).split("|") if n} - set(clf.label_names))
-    if unknown:
-        raise DataError(f"labels {unknown[:5]} are not classes of the model {clf.label_names}", where=str(data),
-                        fix="evaluate on data with the model's classes")
-    md.label_names = clf.label_names
-    pixels, errors = load_pixels(md, clf.image_size, clf.channels)
+    pixels, errors = model_pixels(clf, md, str(data), "evaluate")
     if errors:
         raise DataError(f"{len(errors)} images cannot be read: {list(errors.values())[0]}", where=str(data),
                         fix="run 'lepton-apps medical check' and remove or repair them")

@@ -163,15 +163,11 @@ def _from_training_data(clf) -> dict[str, Any] | None:
 def _from_labelled_data(clf, data) -> dict[str, Any]:
     """Return the check pixels (the ``val`` split of ``data``, else every row) and calibration pixels (its
     ``train`` split, possibly empty) of labelled data passed in."""
-    from .data import load_pixels, open_data
+    from .data import open_data
+    from .evaluate_data import model_pixels
 
     md = open_data(data)
-    unknown = sorted({n for lab in md.table["label"] for n in str(lab).split("|") if n} - set(clf.label_names))
-    if unknown:
-        raise DataError(f"labels {unknown[:5]} are not classes of the model {clf.label_names}", where=str(data),
-                        fix="check the export on data with the model's classes")
-    md.label_names = clf.label_names
-    pixels, errors = load_pixels(md, clf.image_size, clf.channels)
+    pixels, errors = model_pixels(clf, md, str(data), "check the export")
     ok = np.ones(len(md.table), bool)
     ok[list(errors)] = False
     split = md.table["split"].to_numpy(dtype=object)

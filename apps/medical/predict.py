@@ -17,7 +17,7 @@ import pandas as pd
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lepton_apps.errors import ConfigError, DataError, LeptonError
+from lepton_apps.errors import DataError, LeptonError
 from lepton_apps.predictor import Explanation as BaseExplanation
 from lepton_apps.predictor import Evaluation, MonitorWindow, PredictRequest, Predictor, Result
 
@@ -202,16 +202,7 @@ class MedicalClassifier(Predictor):
         self.backend_note = None
         found = None
         if export is not None:
-            if asked == "torch":
-                raise ConfigError("--export names an ONNX export, but --backend torch asks for PyTorch",
-                                  where="--export", fix="leave --backend out (the export's precision decides), or "
-                                                        "drop --export")
-            found = export_for(self.bundle, export)
-            precision = found.card.get("precision")
-            if asked in ("onnx", "int8") and {"onnx": "fp32", "int8": "int8"}[asked] != precision:
-                raise ConfigError(f"--backend {asked} asks for {'fp32' if asked == 'onnx' else 'int8'}, but the "
-                                  f"export at {export} is {precision}", where="--export",
-                                  fix=f"pass a {'fp32' if asked == 'onnx' else 'int8'} export, or --backend auto")
+            found = export_for(self.bundle, export, asked)
         elif chosen in ("onnx", "int8"):
             def build(precision):
                 return cached_export(self.bundle, precision, lambda out: export_bundle(

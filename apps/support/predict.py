@@ -286,18 +286,12 @@ class SupportAssistant(Predictor):
         (built on first use; int8 gated — refused: the encoder's own fp32 ONNX path and a warning with the numbers)."""
         import warnings
 
-        from lepton_apps.errors import ConfigError
         from lepton_apps.export import ExportError, backend_label, cached_export, export_for, providers_for
 
         from .export import export as export_bundle
 
         if export is not None:
-            found = export_for(bundle, export)
-            precision = found.card.get("precision")
-            if asked in ("onnx", "int8", "torch") and {"onnx": "fp32", "int8": "int8", "torch": None}[asked] != precision:
-                raise ConfigError(f"--backend {asked} does not match the export at {export}, which is {precision}",
-                                  where="--export", fix="leave --backend out (the export's precision decides) or "
-                                                        "pass an export of that precision")
+            found = export_for(bundle, export, asked)
         else:
             try:
                 found = cached_export(bundle, precision, lambda out: export_bundle(bundle.path, out, quantize=precision,
