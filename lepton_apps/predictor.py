@@ -124,7 +124,12 @@ class MonitorWindow(BaseModel):
     reference profile: ``features`` (a table, one row per readable input: finance's model features,
     medical's image statistics, support's question length / language), ``scores`` (the predictions'
     distribution: an array or ``{name: array}``), ``embeddings`` (medical's backbone features, support's
-    question vectors; None for finance) and ``unreadable`` (inputs that could not be read at all)."""
+    question vectors; None for finance) and ``unreadable`` (inputs that could not be read at all).
+
+    ``judged`` maps a feature or score name to the mask of the rows on which it can be judged fairly against the
+    reference (finance: rows whose history and labels are complete); names not in it are judged on every row.
+    ``not_judged`` says, per such name, why the other rows are left out, and ``judge_hint`` what the caller can pass
+    so that every row is judged ("" when nothing would help)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -132,6 +137,9 @@ class MonitorWindow(BaseModel):
     scores: Any = None
     embeddings: Any = None
     unreadable: int = 0
+    judged: dict[str, Any] = {}
+    not_judged: dict[str, str] = {}
+    judge_hint: str = ""
 
 
 class Predictor(abc.ABC):

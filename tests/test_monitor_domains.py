@@ -39,7 +39,7 @@ def unreadable_row(report) -> dict:
 
 # ------------------------------------------------------------------------------------------- finance
 
-def test_finance_bundle_profiles_the_test_period_features_and_scores(fraud_bundle):  # noqa: F811
+def test_finance_bundle_profiles_the_test_period_features_and_scores(fraud_bundle, fraud_data):  # noqa: F811
     profile = bundle_profile(fraud_bundle)
     bundle = load_bundle(fraud_bundle)
     info = bundle.load_json("profile/info.json")
@@ -48,8 +48,15 @@ def test_finance_bundle_profiles_the_test_period_features_and_scores(fraud_bundl
     assert {"amount", "is_night", "customer_nb_tx_7d", "terminal_risk_30d"} <= set(profile.features)
     assert "is_weekend" not in profile.features and not any(n.startswith("col:") for n in profile.features)
     assert list(profile.predictions) == ["score"] and profile.embeddings is None
-    scores = pd.read_parquet(bundle.file("eval_scores.parquet")).query("split == 'test'")["score"]
-    assert profile.predictions["score"]["mean"] == pytest.approx(scores.mean(), rel=1e-6)
+    scores = pd.read_parquet(bundle.file("eval_scores.parquet")).query("split == 'test'")["score"].to_numpy()
+    # each feature and the score are profiled on the test rows whose history is complete, as a window's are judged:
+    # the 30-day terminal windows need 37 days of transactions, and the 40-day training data has them from day 37
+    times = fraud_data[0]["timestamp"].sort_values().reset_index(drop=True)
+    complete = (times.iloc[-len(scores):] - pd.Timedelta(days=37) >= times.iloc[0]).to_numpy()
+    assert 0 < complete.sum() < len(scores)
+    assert profile.predictions["score"]["n"] == complete.sum() == profile.features["terminal_risk_30d"]["n"]
+    assert profile.predictions["score"]["mean"] == pytest.approx(scores[complete].mean(), rel=1e-6)
+    assert profile.features["amount"]["n"] == len(scores)  # needs no history: every test row
 
 
 def test_finance_window_of_new_transactions_is_not_drift_and_amounts_x5_are(fraud_bundle, fraud_data):  # noqa: F811
@@ -89,7 +96,7 @@ def test_finance_window_counts_rows_that_cannot_be_scored(fraud_bundle, fraud_da
 
 def test_finance_categorical_user_columns_are_monitored_as_their_text():
     from lepton_apps.finance.features import FeatureSpec
-    from lepton_apps.finance.predict import monitor_columns, monitor_features
+    from lepton_apps.finance.monitoring import monitor_columns, monitor_features
 
     spec = FeatureSpec(roles={"timestamp": "t", "amount": "amount"}, windows_days=[1], label_delay_days=7,
                        numeric=["age"], categorical={"merchant": ["food", "travel"]})

@@ -158,6 +158,13 @@ def align_keys(history: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.nda
     return history.astype(object), new
 
 
+def entity_set(keys: np.ndarray | None) -> set[str] | None:
+    """Return the distinct entity ids of a stream column as state keys (None when the column is absent)."""
+    if keys is None:
+        return None
+    return {entity_key(k) for k in pd.unique(keys)}
+
+
 def entity_key(value: Any) -> str:
     """Scalar twin of :func:`entity_keys`."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
@@ -362,6 +369,20 @@ def encode_user_columns(df: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.nda
         codes[codes < 0] = np.nan
         out[f"col:{c}"] = codes
     return out
+
+
+def make_stream(frame: pd.DataFrame, roles: dict, seconds: np.ndarray | None, labels: np.ndarray | None,
+                with_ids: bool = True) -> Stream:
+    """Return the feature :class:`Stream` of validated rows (``with_ids``: keep the transaction ids,
+    which only the saved online state needs)."""
+    amount = roles.get("amount")
+    return Stream(
+        t=seconds,
+        cents=to_cents(pd.to_numeric(frame[amount]).to_numpy(dtype=float)) if amount else None,
+        customer=entity_keys(frame[roles["customer"]]) if roles.get("customer") else None,
+        terminal=entity_keys(frame[roles["terminal"]]) if roles.get("terminal") else None,
+        label=labels.astype(np.int8) if labels is not None else None,
+        tx_id=frame[roles["id"]].astype("string").to_numpy() if roles.get("id") and with_ids else None)
 
 
 def feature_matrix(stream: Stream, user: dict[str, np.ndarray], spec: FeatureSpec, skip: int = 0) -> np.ndarray:

@@ -27,7 +27,7 @@ from lepton_apps.predictor import Evaluation, Explanation, MonitorWindow, Predic
 
 from .data import Schema, parse_timestamps, validate
 from .features import (NAT, FeatureSpec, OnlineState, Stream, concat_streams, encode_user_columns, entity_key,
-                       feature_matrix)
+                       entity_set, feature_matrix, make_stream)
 
 
 class FraudResult(Result):
@@ -141,7 +141,9 @@ class FraudScorer(Predictor):
         """Return ``{column: what it is}`` for the columns the model needs that ``columns`` lacks ({} = none)."""
         return missing_columns(self.spec, columns)
 
-    def _validate(self, df: pd.DataFrame):
+    def validate_table(self, df: pd.DataFrame):
+        """Return the :class:`~lepton_apps.finance.data.Validation` of a table to score (DataError when a column
+        the model needs is missing)."""
         roles = self.spec.roles
         missing = self.missing_columns(df.columns)
         if missing:
@@ -164,10 +166,8 @@ class FraudScorer(Predictor):
             raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}", fix="pass a table of transactions")
         if len(df) == 0:
             return np.zeros((0, len(self.spec.names))), pd.Series([], dtype="object")
-        v = self._validate(df)
+        v = self.validate_table(df)
         keep = v.valid
-        from .training import make_stream
-
         if keep.all():  # the usual case: no copy of the table
             frame, seconds, labels = df, v.seconds, v.labels
         else:
@@ -189,7 +189,7 @@ class FraudScorer(Predictor):
             if use_state == "auto":
                 use_state = len(stream) > 0 and int(stream.t.min()) > self.state.latest
             if use_state and not self.state.empty():
-                hist = self.state.history(_entities(stream.customer), _entities(stream.terminal))
+                hist = self.state.history(entity_set(stream.customer), entity_set(stream.terminal))
                 return feature_matrix(concat_streams(hist, stream), user, self.spec, skip=len(hist))
         return feature_matrix(stream, user, self.spec)
 
@@ -352,7 +352,7 @@ class FraudScorer(Predictor):
             raise DataError(f"evaluation needs the label column {label!r}", fix="pass labelled transactions")
         x, errors = self.features(df)
         ok = errors.isna().to_numpy().copy()
-        v = self._validate(df)
+        v = self.validate_table(df)
         y = v.labels
         ok = ok & (y >= 0)
         s = self.predict_matrix(x[ok])
@@ -545,73 +545,37 @@ class FraudScorer(Predictor):
         return self.score_file(source, output, chunk_size=chunk_size or self.chunk_size, resume=resume,
                                progress=progress, **options)
 
-    def monitor_window(self, data: Any) -> MonitorWindow:
+    def monitor_window(self, data: Any, *, history: Any = None) -> MonitorWindow:
         """Return what the model sees and says for ``data`` (a CSV / Parquet file, a table, or a list of
-        transaction dicts): ``features`` = the model's features of every valid row under readable names
-        (:func:`monitor_features`), ``scores`` = their fraud scores, no embeddings, and ``unreadable`` = the
-        rows that could not be scored (bad timestamp, amount or id)."""
-        df = self._monitor_table(data)
-        x, errors = self.features(df)
-        ok = errors.isna().to_numpy()
-        scores = self.predict_matrix(x[ok], valid=np.ones(int(ok.sum()), dtype=bool))
-        valid = df.loc[ok].reset_index(drop=True) if not ok.all() else df.reset_index(drop=True)
-        return MonitorWindow(features=monitor_features(self.spec, x[ok], valid), scores=scores,
-                             unreadable=int((~ok).sum()))
+        transaction dicts): ``features`` = the model's features of every valid row under readable names, built
+        after the transactions before the window — ``history`` (a file or table of earlier transactions), else the
+        bundle's saved history —, ``scores`` = their fraud scores, ``judged`` / ``not_judged`` = the rows each
+        feature can be judged on fairly and why the others cannot (:mod:`~lepton_apps.finance.monitoring`), no
+        embeddings, and ``unreadable`` = the rows that could not be scored (bad timestamp, amount or id)."""
+        from .monitoring import window
 
-    def _monitor_table(self, data: Any) -> pd.DataFrame:
+        return window(self, self._monitor_table(data),
+                      None if history is None else self._monitor_table(history, what="history"))
+
+    def _monitor_table(self, data: Any, what: str = "monitor_window") -> pd.DataFrame:
         if isinstance(data, pd.DataFrame):
             return data
         if isinstance(data, (list, tuple)):
             bad = [i for i, t in enumerate(data) if not isinstance(t, dict)]
             if bad:
                 raise DataError(f"item {bad[0]} is a {type(data[bad[0]]).__name__}, not a transaction dict",
-                                where="monitor_window", fix="pass a table, a file, or a list of column: value dicts")
+                                where=what, fix="pass a table, a file, or a list of column: value dicts")
             return pd.DataFrame(list(data))
         if isinstance(data, (str, Path)):
             from .data import read_table
 
             return read_table(data, id_column=self.spec.roles.get("id"))
-        raise DataError(f"cannot read transactions from a {type(data).__name__}", where="monitor_window",
+        raise DataError(f"cannot read transactions from a {type(data).__name__}", where=what,
                         fix="pass a CSV / Parquet path, a DataFrame or a list of transaction dicts")
 
     def importance(self) -> pd.DataFrame:
         """Return the global importance stored at training (mean |SHAP| on test rows, and gain)."""
         return pd.DataFrame(self.bundle.load_json("importance.json")) if self.bundle else pd.DataFrame()
-
-
-# Not monitored: the weekend flag's share is set by the calendar days a window spans (a daily window is all
-# or nothing), so it would flag every window that does not span whole weeks; ``is_night`` repeats daily.
-NOT_MONITORED = ("is_weekend",)
-
-
-def monitor_names(spec: FeatureSpec) -> dict[str, str]:
-    """Return ``{model feature name: monitoring column name}`` of the monitored features (all but
-    :data:`NOT_MONITORED`): the feature names with the ``col:`` prefix of the user's columns dropped (kept
-    where the bare name would clash with a built feature)."""
-    built = {n for n in spec.names if not n.startswith("col:")}
-    return {n: (n[4:] if n.startswith("col:") and n[4:] not in built else n) for n in spec.names
-            if n not in NOT_MONITORED}
-
-
-def monitor_columns(spec: FeatureSpec) -> tuple[list[str], list[str]]:
-    """Return (numeric, categorical) monitoring column names of :func:`monitor_features`."""
-    names = monitor_names(spec)
-    categorical = [names[f"col:{c}"] for c in spec.categorical]
-    return [n for n in names.values() if n not in categorical], categorical
-
-
-def monitor_features(spec: FeatureSpec, x: np.ndarray, frame: pd.DataFrame) -> pd.DataFrame:
-    """Return the model's features ``x`` of the rows of ``frame`` as a table for drift monitoring: one column
-    per feature (:func:`monitor_names`), the categorical user columns as their text from ``frame`` (so a
-    category the model never saw is a new value, not a missing one; missing stays missing)."""
-    names = monitor_names(spec)
-    x = np.asarray(x, dtype=float).reshape(len(frame), len(spec.names))
-    keep = [j for j, n in enumerate(spec.names) if n in names]
-    out = pd.DataFrame(x[:, keep], columns=[names[spec.names[j]] for j in keep])
-    for c in spec.categorical:
-        text = frame[c].astype("string").reset_index(drop=True)
-        out[names[f"col:{c}"]] = text.astype(object).where(text.notna(), None)
-    return out
 
 
 def required_columns(spec: FeatureSpec) -> dict[str, str]:
@@ -699,10 +663,3 @@ def _fmt(value: float, spec: FeatureSpec, j: int) -> str:
     if name in ("is_weekend", "is_night"):
         return "yes" if value else "no"
     return f"{value:.3g}" if abs(value) < 1e4 else f"{value:,.0f}"
-
-
-def _entities(keys: np.ndarray | None) -> set[str] | None:
-    """Return the distinct entity ids of a stream column as state keys (None when the column is absent)."""
-    if keys is None:
-        return None
-    return {entity_key(k) for k in pd.unique(keys)}

@@ -30,7 +30,7 @@ from . import model as fm
 from .config import FraudConfig
 from .data import read_table, summary, validate
 from .evaluate import fraud_report, plot_score_distribution, plot_threshold, summarise_folds, threshold_sweep
-from .features import FeatureSpec, OnlineState, Stream, encode_user_columns, entity_keys, feature_matrix, to_cents
+from .features import FeatureSpec, OnlineState, Stream, encode_user_columns, feature_matrix, make_stream
 from .split import Split, fraction_split, prequential_splits, stratified_split, time_split
 
 log = logging.getLogger(__name__)
@@ -49,20 +49,6 @@ def prepare(df: pd.DataFrame, cfg: FraudConfig, *, need_label: bool = True):
     frame = df.loc[keep].reset_index(drop=True)
     return v, frame, make_stream(frame, v.roles, v.seconds[keep] if v.seconds is not None else None,
                                  v.labels[keep] if v.labels is not None else None)
-
-
-def make_stream(frame: pd.DataFrame, roles: dict, seconds: np.ndarray | None, labels: np.ndarray | None,
-                with_ids: bool = True) -> Stream:
-    """Return the feature :class:`Stream` of validated rows (``with_ids``: keep the transaction ids,
-    which only the saved online state needs)."""
-    amount = roles.get("amount")
-    return Stream(
-        t=seconds,
-        cents=to_cents(pd.to_numeric(frame[amount]).to_numpy(dtype=float)) if amount else None,
-        customer=entity_keys(frame[roles["customer"]]) if roles.get("customer") else None,
-        terminal=entity_keys(frame[roles["terminal"]]) if roles.get("terminal") else None,
-        label=labels.astype(np.int8) if labels is not None else None,
-        tx_id=frame[roles["id"]].astype("string").to_numpy() if roles.get("id") and with_ids else None)
 
 
 def choose_split(cfg: FraudConfig, stream: Stream, y: np.ndarray) -> tuple[Split, list[Split]]:
@@ -199,14 +185,16 @@ def state_frame(stream: Stream, spec: FeatureSpec) -> pd.DataFrame:
 PROFILE_ROWS = 200_000  # test-period rows profiled for monitoring at most (a seeded sample beyond)
 
 
-def reference_profile(spec: FeatureSpec, x: np.ndarray, valid: pd.DataFrame, rows: np.ndarray, scores: np.ndarray,
-                      *, seed: int = 0, source: str = ""):
+def reference_profile(spec: FeatureSpec, x: np.ndarray, valid: pd.DataFrame, stream: Stream, rows: np.ndarray,
+                      scores: np.ndarray, *, seed: int = 0, source: str = ""):
     """Return the monitoring :class:`~lepton_apps.monitor.Profile` of the held-out ``rows``: the model's
     features under readable names (categorical user columns as text) and the shipped model's ``scores``
-    of those rows (aligned with ``rows``); at most :data:`PROFILE_ROWS` rows, a seeded sample beyond."""
+    of those rows (aligned with ``rows``), each feature on the rows whose history and labels are complete, as a
+    monitored window's are (:func:`~lepton_apps.finance.monitoring.reference_judged`); at most
+    :data:`PROFILE_ROWS` rows, a seeded sample beyond."""
     from lepton_apps.monitor import build_profile
 
-    from .predict import monitor_columns, monitor_features
+    from .monitoring import monitor_columns, monitor_features, reference_judged
 
     pick = np.arange(len(rows))
     if len(rows) > PROFILE_ROWS:
@@ -214,8 +202,9 @@ def reference_profile(spec: FeatureSpec, x: np.ndarray, valid: pd.DataFrame, row
     chosen = rows[pick]
     features = monitor_features(spec, x[chosen], valid.iloc[chosen].reset_index(drop=True))
     numeric, categorical = monitor_columns(spec)
+    judged = reference_judged(spec, stream, chosen)[0] if stream.t is not None else {}
     return build_profile(features, scores=np.asarray(scores)[pick], numeric=numeric, categorical=categorical,
-                         source=source, seed=seed)
+                         source=source, seed=seed, judged=judged)
 
 
 def train(config: FraudConfig | dict, *, frame: pd.DataFrame | None = None, progress: Progress | None = None) -> Path:
@@ -314,7 +303,7 @@ def train(config: FraudConfig | dict, *, frame: pd.DataFrame | None = None, prog
     profile_started = time.perf_counter()
     # the reference is the test period: the latest rows, out of sample for the shipped (refit) model,
     # which has trained on the validation rows
-    profile = reference_profile(spec, x, valid, split.test, s_test, seed=cfg.seed,
+    profile = reference_profile(spec, x, valid, stream, split.test, s_test, seed=cfg.seed,
                                 source=f"test period of the training data ({len(split.test):,} rows)")
     report["monitoring_profile"] = {"rows": profile.n_rows, "split": "test",
                                     "seconds": round(time.perf_counter() - profile_started, 2)}

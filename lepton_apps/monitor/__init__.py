@@ -7,7 +7,7 @@ The names below are imported on first use, so that ``lepton-apps --help`` does n
 """
 from lepton_apps.domains import lazy_exports
 
-_EXPORTS = {"DriftConfig": "drift", "DriftReport": "drift", "compare": "drift", "worst": "drift",
+_EXPORTS = {"DriftConfig": "drift", "DriftReport": "drift", "compare": "drift", "compare_window": "drift", "worst": "drift",
             "Profile": "profile", "build_profile": "profile", "profile_categorical": "profile",
             "profile_embeddings": "profile", "profile_numeric": "profile", "profile_scores": "profile",
             "profile_table": "profile"}

@@ -138,7 +138,8 @@ def profile(model: str = typer.Argument(..., help="Bundle folder, registry name 
         raise ConfigError(f"{Path(bundle).name} already carries the profile written at training",
                           where=str(bundle), fix="compare with it: lepton-apps monitor drift MODEL DATA")
     window = load(bundle, home=home).monitor_window(data)
-    prof = build_profile(window.features, scores=window.scores, embeddings=window.embeddings, source=str(data))
+    prof = build_profile(window.features, scores=window.scores, embeddings=window.embeddings, source=str(data),
+                         judged=window.judged)
     folder = profile_folder(bundle, home)
     prof.save(folder)
     typer.echo(f"profile of {prof.n_rows} rows ({window.unreadable} unreadable) -> {folder}")
@@ -147,18 +148,24 @@ def profile(model: str = typer.Argument(..., help="Bundle folder, registry name 
 @monitor_app.command("drift")
 def drift(model: str = typer.Argument(..., help="Bundle folder, registry name or DOMAIN:ALIAS."),
           data: str = typer.Argument(..., help="Current data (a batch file, a folder of images, questions)."),
+          history: Optional[str] = typer.Option(None, help="finance: the transactions before DATA (CSV / Parquet, "
+                                                "with labels where known; e.g. last month's), so that its 30-day "
+                                                "features are built as in production. Default: the bundle's saved "
+                                                "history, which covers a window that follows the training data."),
           out: Optional[Path] = typer.Option(None, help="Write the report as JSON here."),
           fail_on: str = typer.Option("drift", help="Exit 1 when the overall status is at least this: drift, warn "
                                                     "or never."),
           home: Optional[Path] = _HOME):
     """Drift and data quality of current data against the bundle's reference profile: per feature, the
     predictions, the embeddings (images, questions); every reason in one line. Exits 1 on drift (for cron / CI).
+    What cannot be judged fairly (finance: rows without the history or labels their window features need) is
+    left out and said, not reported as drift.
 
-    Example: lepton-apps monitor drift finance:production this_week.parquet --out drift.json
+    Example: lepton-apps monitor drift finance:production this_week.parquet --history last_month.parquet
     """
     from lepton_apps.errors import ConfigError
     from lepton_apps.io import atomic_write_json
-    from lepton_apps.monitor.drift import compare
+    from lepton_apps.monitor.drift import compare_window
     from lepton_apps.monitor.profile import Profile
     from lepton_apps.predictor import load, resolve
 
@@ -171,16 +178,35 @@ def drift(model: str = typer.Argument(..., help="Bundle folder, registry name or
         raise ConfigError(f"{Path(bundle).name} has no reference profile", where=str(folder),
                           fix="retrain it (new bundles carry one) or write one from its validation data: "
                               "lepton-apps monitor profile MODEL VALIDATION_DATA")
-    window = load(bundle, home=home).monitor_window(data)
-    report = compare(Profile.load(folder), window.features, window.scores, window.embeddings,
-                     unreadable=window.unreadable)
+    model = load(bundle, home=home)
+    if history is not None and model.domain != "finance":
+        raise ConfigError(f"--history is for finance windows, not {model.domain}", where="--history",
+                          fix="leave it out: this domain's inputs are judged one by one")
+    window = model.monitor_window(data, **({"history": history} if history is not None else {}))
+    report = compare_window(Profile.load(folder), window)
     for reason in report.reasons:
         typer.echo(reason)
-    typer.echo(f"overall: {report.status}")
+    for line in not_judged_lines(report):
+        typer.echo(line)
+    typer.echo(f"overall: {report.status}" + (" (on what could be judged)" if report.not_judged else ""))
     if out:
         atomic_write_json(out, report.to_dict())
     if fail_on != "never" and (report.status == "drift" or (fail_on == "warn" and report.status == "warn")):
         raise typer.Exit(1)
+
+
+def not_judged_lines(report) -> list[str]:
+    """Return one line per reason some rows were left out of a report (names sharing a reason together)."""
+    groups: dict[str, list[dict]] = {}
+    for entry in report.not_judged:
+        groups.setdefault(entry["why"], []).append(entry)
+    lines = []
+    for why, entries in groups.items():
+        names = ", ".join(f"{e['name']} ({e['judged']:,} of {e['rows']:,} rows)" for e in entries)
+        lines.append(f"not judged on every row: {names}: {why}")
+    if lines and report.judge_hint:
+        lines.append(f"to judge every row: {report.judge_hint}")
+    return lines
 
 
 def served_bundle(domain: str, model: str | None, home: Path | None):

@@ -65,7 +65,7 @@ from pydantic import Field, model_validator
 from lepton_apps.config import LeptonConfig
 from lepton_apps.errors import DataError
 from lepton_apps.monitor.profile import (
-    OTHER, Profile, bin_counts, categorical_strings, embedding_matrix, numeric_values, score_columns)
+    OTHER, Profile, bin_counts, categorical_strings, embedding_matrix, judged_values, numeric_values, score_columns)
 
 STATUSES = ("ok", "warn", "drift")
 NOT_TESTED = "n/a"
@@ -549,6 +549,8 @@ class DriftReport:
     config: dict[str, Any]
     profile_source: str = ""
     created: str = ""
+    not_judged: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    judge_hint: str = ""
 
     @property
     def reasons(self) -> list[str]:
@@ -600,15 +602,36 @@ def _clean(obj):
     return obj
 
 
+def compare_window(profile: Profile, window, config: DriftConfig | None = None) -> DriftReport:
+    """Return the :class:`DriftReport` of a :class:`~lepton_apps.predictor.MonitorWindow` against ``profile``
+    (its features, scores, embeddings, unreadable count and judged rows)."""
+    report = compare(profile, window.features, window.scores, window.embeddings, config, unreadable=window.unreadable,
+                     judged=window.judged, not_judged=window.not_judged)
+    if report.not_judged:
+        report.judge_hint = window.judge_hint
+    return report
+
+
+def _unjudged_row(section: str, name: str, kept: int, total: int, why: str) -> dict[str, Any]:
+    return _row(section, name, n_current=kept,
+                reason=f"{name}: not judged — {why} ({kept:,} of {total:,} rows could be) (n/a)")
+
+
 def compare(profile: Profile, current_df: pd.DataFrame | None = None, current_scores: Any = None,
             current_embeddings: Any = None, config: DriftConfig | None = None, *,
-            unreadable: int = 0) -> DriftReport:
+            unreadable: int = 0, judged: Mapping[str, Any] | None = None,
+            not_judged: Mapping[str, str] | None = None) -> DriftReport:
     """Return the :class:`DriftReport` of a current window against ``profile``.
 
     ``current_df`` is checked column by column against ``profile.features``, ``current_scores`` (as
     accepted by :func:`~lepton_apps.monitor.profile.score_columns`) against ``profile.predictions``,
     ``current_embeddings`` against ``profile.embeddings``; ``unreadable`` is the number of inputs the caller
     could not read at all (corrupt images, malformed rows), reported as a data-quality row.
+
+    ``judged`` maps a feature or score name to the mask of the rows on which it can be judged fairly (the
+    others, e.g. transactions without the history their 30-day features need, would look like drift although
+    nothing changed); ``not_judged`` says why. Such a name is compared on its judged rows only, and is "n/a" —
+    not drift — when fewer than ``min_rows`` are left; ``report.not_judged`` lists every such name.
     """
     config = config or DriftConfig()
     if unreadable < 0:
@@ -621,7 +644,12 @@ def compare(profile: Profile, current_df: pd.DataFrame | None = None, current_sc
     predictions: list[dict[str, Any]] = []
     quality: list[dict[str, Any]] = []
     extra: list[str] = []
+    unjudged: list[dict[str, Any]] = []
     n_rows = 0
+
+    def why(name: str) -> str:
+        return (not_judged or {}).get(name, "the caller marked some rows as not comparable")
+
     if current_df is not None:
         if not isinstance(current_df, pd.DataFrame):
             raise DataError(f"current_df is a {type(current_df).__name__}", where="compare",
@@ -636,6 +664,12 @@ def compare(profile: Profile, current_df: pd.DataFrame | None = None, current_sc
                                         f"{name}: the column the model was trained on is absent from the window (drift)"))
                 continue
             col = current_df[columns[name]]
+            if judged and name in judged:
+                col = judged_values(col, judged, name, where=f"current column {name!r}")
+                unjudged.append({"name": name, "judged": len(col), "rows": n_rows, "why": why(name)})
+                if len(col) < config.min_rows:
+                    features.append(_unjudged_row("feature", name, len(col), n_rows, why(name)))
+                    continue
             if ref["kind"] == "numeric":
                 values, counts = numeric_values(col, where=f"current column {name!r}")
                 features.append(compare_numeric(name, ref, values, config))
@@ -655,10 +689,19 @@ def compare(profile: Profile, current_df: pd.DataFrame | None = None, current_sc
             if name not in given:
                 raise DataError(f"score column {name!r} of the profile is not in current_scores",
                                 where="compare", fix=f"pass scores named {list(profile.predictions)}")
-            values, counts = numeric_values(given[name], where=f"current scores {name!r}")
+            values = given[name]
+            total = len(values)
+            if judged and name in judged:
+                values = judged_values(values, judged, name, where=f"current scores {name!r}")
+                unjudged.append({"name": name, "judged": len(values), "rows": total, "why": why(name)})
+                if len(values) < config.min_rows:
+                    predictions.append(_unjudged_row("prediction", name, len(values), total, why(name)))
+                    n_rows = n_rows or total
+                    continue
+            values, counts = numeric_values(values, where=f"current scores {name!r}")
             predictions.append(compare_numeric(name, ref, values, config, section="prediction"))
             quality += numeric_quality(name, ref, values, counts, config)
-        n_rows = n_rows or len(values)
+        n_rows = n_rows or total
     embeddings = None
     if current_embeddings is not None:
         if profile.embeddings is None or "sample" not in profile.embeddings:
@@ -679,4 +722,4 @@ def compare(profile: Profile, current_df: pd.DataFrame | None = None, current_sc
         status=worst(r["status"] for r in report_rows), features=features, predictions=predictions,
         embeddings=embeddings, quality=quality, n_rows=int(n_rows), extra_columns=extra,
         config=config.model_dump(mode="json"), profile_source=profile.source,
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), not_judged=unjudged)

@@ -148,11 +148,12 @@ def is_numeric_column(series: pd.Series) -> bool:
 
 def profile_table(df: pd.DataFrame, *, numeric: Iterable[str] | None = None,
                   categorical: Iterable[str] | None = None, sample: int = 2000, bins: int = 10,
-                  seed: int = 0) -> dict[str, dict[str, Any]]:
+                  seed: int = 0, judged: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Return ``{column: profile}`` for the columns of ``df``.
 
     With neither ``numeric`` nor ``categorical`` given, every column is profiled, numeric dtypes as
-    numeric and the rest as categorical; with either given, exactly the listed columns are.
+    numeric and the rest as categorical; with either given, exactly the listed columns are. ``judged``
+    maps a column to the mask of the rows it is profiled on (:func:`judged_values`; other columns: every row).
     """
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}", where="profile_table",
@@ -173,10 +174,24 @@ def profile_table(df: pd.DataFrame, *, numeric: Iterable[str] | None = None,
                         fix=f"choose among {list(df.columns)[:20]}")
     out: dict[str, dict[str, Any]] = {}
     for i, col in enumerate(numeric):
-        out[str(col)] = profile_numeric(df[col], sample=sample, bins=bins, seed=seed + i, where=f"column {col!r}")
+        values = judged_values(df[col], judged, str(col), where=f"column {col!r}")
+        out[str(col)] = profile_numeric(values, sample=sample, bins=bins, seed=seed + i, where=f"column {col!r}")
     for col in categorical:
-        out[str(col)] = profile_categorical(df[col])
+        out[str(col)] = profile_categorical(judged_values(df[col], judged, str(col), where=f"column {col!r}"))
     return out
+
+
+def judged_values(values: Any, judged: Mapping[str, Any] | None, name: str, *, where: str) -> Any:
+    """Return the rows of ``values`` that ``judged[name]`` (a boolean mask) keeps; all of them when ``name`` has
+    no mask. DataError when the mask's length is not the number of rows."""
+    mask = None if not judged else judged.get(name)
+    if mask is None:
+        return values
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (len(values),):
+        raise DataError(f"the judged-rows mask of {name!r} has {mask.size} entries for {len(values)} rows",
+                        where=where, fix="pass one True / False per row")
+    return values[mask].reset_index(drop=True) if isinstance(values, pd.Series) else np.asarray(values)[mask]
 
 
 def score_columns(scores: Any, *, where: str = "scores") -> dict[str, Any]:
@@ -195,9 +210,12 @@ def score_columns(scores: Any, *, where: str = "scores") -> dict[str, Any]:
                     fix="pass a 1-D array, a (rows, classes) array, a DataFrame or a dict of arrays")
 
 
-def profile_scores(scores: Any, *, sample: int = 2000, bins: int = 10, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Return ``{name: numeric profile}`` of a model's prediction distribution (see :func:`score_columns`)."""
-    return {name: profile_numeric(v, sample=sample, bins=bins, seed=seed + i, where=f"scores {name!r}")
+def profile_scores(scores: Any, *, sample: int = 2000, bins: int = 10, seed: int = 0,
+                   judged: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Return ``{name: numeric profile}`` of a model's prediction distribution (see :func:`score_columns`), each
+    on the rows ``judged[name]`` keeps (every row for a name without a mask)."""
+    return {name: profile_numeric(judged_values(v, judged, name, where=f"scores {name!r}"), sample=sample, bins=bins,
+                                  seed=seed + i, where=f"scores {name!r}")
             for i, (name, v) in enumerate(score_columns(scores).items())}
 
 
@@ -325,12 +343,14 @@ class Profile:
 def build_profile(df: pd.DataFrame | None = None, *, scores: Any = None, embeddings: Any = None,
                   numeric: Iterable[str] | None = None, categorical: Iterable[str] | None = None,
                   source: str = "", sample: int = 2000, bins: int = 10, embedding_sample: int = 1000,
-                  seed: int = 0) -> Profile:
+                  seed: int = 0, judged: Mapping[str, Any] | None = None) -> Profile:
     """Return the :class:`Profile` of reference rows ``df``, their ``scores`` and ``embeddings`` (any may be
-    None); ``n_rows`` is the number of reference rows (of the first input given)."""
+    None); ``n_rows`` is the number of reference rows (of the first input given). ``judged`` maps a feature or
+    score name to the mask of the rows it is profiled on, as a monitored window's are compared
+    (:class:`~lepton_apps.predictor.MonitorWindow`)."""
     features = profile_table(df, numeric=numeric, categorical=categorical, sample=sample, bins=bins,
-                             seed=seed) if df is not None else {}
-    predictions = profile_scores(scores, sample=sample, bins=bins, seed=seed) if scores is not None else {}
+                             seed=seed, judged=judged) if df is not None else {}
+    predictions = profile_scores(scores, sample=sample, bins=bins, seed=seed, judged=judged) if scores is not None else {}
     emb = profile_embeddings(embeddings, sample=embedding_sample, seed=seed) if embeddings is not None else None
     if df is not None:
         n_rows = len(df)
