@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from lepton_apps.bundle import load_bundle
+from lepton_apps.errors import DataError
 from lepton_apps.monitor import Profile, compare
 from lepton_apps.predictor import MonitorWindow
 from test_finance_pipeline import fraud_bundle, fraud_data  # noqa: F401 - fixtures
@@ -39,24 +40,69 @@ def unreadable_row(report) -> dict:
 
 # ------------------------------------------------------------------------------------------- finance
 
-def test_finance_bundle_profiles_the_test_period_features_and_scores(fraud_bundle, fraud_data):  # noqa: F811
+def test_finance_bundle_profiles_the_training_features_and_the_test_period_scores(fraud_bundle, fraud_data):  # noqa: F811
     profile = bundle_profile(fraud_bundle)
     bundle = load_bundle(fraud_bundle)
     info = bundle.load_json("profile/info.json")
     report = bundle.load_json("report.json")
-    assert info["split"] == "test" and profile.n_rows == info["rows"] == report["split"]["rows"]["test"]
+    history, _ = fraud_data
+    assert info["features"] == "training data" and profile.n_rows == info["rows"] == report["rows_used"] == len(history)
+    assert info["scores"] == "test period" and info["score_rows"] == report["split"]["rows"]["test"]
     assert {"amount", "is_night", "customer_nb_tx_7d", "terminal_risk_30d"} <= set(profile.features)
     assert "is_weekend" not in profile.features and not any(n.startswith("col:") for n in profile.features)
     assert list(profile.predictions) == ["score"] and profile.embeddings is None
+    times = history["timestamp"].sort_values().reset_index(drop=True)
+    # each feature on the rows whose history is complete, as a window's are judged: a 30-day terminal window needs
+    # the 37 days before a row, which the 40-day training data has from day 37 on; a 1-day customer window from day 1
+    start = times.iloc[0]
+    assert profile.features["amount"]["n"] == len(history)  # needs no history
+    assert profile.features["customer_nb_tx_1d"]["n"] == int((times - pd.Timedelta(days=1) >= start).sum())
+    assert profile.features["terminal_risk_30d"]["n"] == int((times - pd.Timedelta(days=37) >= start).sum())
+    # consecutive windows of the training data vary more than random draws: the profile measured by how much
+    assert profile.features["amount"]["variation"]["sizes"][0] == 250
     scores = pd.read_parquet(bundle.file("eval_scores.parquet")).query("split == 'test'")["score"].to_numpy()
-    # each feature and the score are profiled on the test rows whose history is complete, as a window's are judged:
-    # the 30-day terminal windows need 37 days of transactions, and the 40-day training data has them from day 37
-    times = fraud_data[0]["timestamp"].sort_values().reset_index(drop=True)
-    complete = (times.iloc[-len(scores):] - pd.Timedelta(days=37) >= times.iloc[0]).to_numpy()
+    complete = (times.iloc[-len(scores):] - pd.Timedelta(days=37) >= start).to_numpy()
     assert 0 < complete.sum() < len(scores)
-    assert profile.predictions["score"]["n"] == complete.sum() == profile.features["terminal_risk_30d"]["n"]
+    assert profile.predictions["score"]["n"] == complete.sum()
     assert profile.predictions["score"]["mean"] == pytest.approx(scores[complete].mean(), rel=1e-6)
-    assert profile.features["amount"]["n"] == len(scores)  # needs no history: every test row
+    # the shipped (refit) model trained on the fit and validation periods: its scores there are in-sample
+    first, last = info["model_trained_on"]
+    assert first == int(start.timestamp()) and last < int(times.iloc[-len(scores)].timestamp())
+
+
+def test_finance_window_is_judged_on_rows_whose_history_and_labels_are_complete(fraud_bundle, fraud_data):  # noqa: F811
+    """Issue 25: a window is built after the transactions before it and judged only where production would have
+    computed the same features; a window from the training data itself is ok, not drift."""
+    from lepton_apps.finance import FraudScorer
+    from lepton_apps.monitor import compare_window
+
+    history, new = fraud_data
+    scorer = FraudScorer.load(fraud_bundle, compiled="no")
+    profile = bundle_profile(fraud_bundle)
+    middle = history[(history.timestamp >= history.timestamp.min() + pd.Timedelta(days=20))].head(4000)
+    alone = scorer.monitor_window(middle)  # the bundle's saved history covers only the last 37 days of training
+    assert alone.judged["terminal_risk_30d"].sum() == 0 and "pass --history" in alone.judge_hint
+    report = compare_window(profile, alone)
+    assert report.status == "ok", report.reasons
+    assert next(r for r in report.features if r["name"] == "terminal_risk_30d")["status"] == "n/a"
+    # with the table before it as history, the 7-day windows are complete, the score is in-sample (not judged)
+    full = scorer.monitor_window(middle, history=history)
+    assert full.judged.get("customer_nb_tx_7d", np.ones(1, bool)).all()
+    assert full.judged["score"].sum() == 0 and "in-sample" in full.not_judged["score"]
+    assert compare_window(profile, full).status == "ok"
+    # the same window without history, scored cold, differs where the history matters: that was the false alarm
+    cold, _ = scorer.features(middle, use_state=False)
+    assert (cold[:, scorer.spec.names.index("customer_nb_tx_30d")] < full.features["customer_nb_tx_30d"]).mean() > 0.5
+    with pytest.raises(DataError, match="history"):
+        scorer.monitor_window(middle, history=middle.head(0))
+    # new transactions without their labels: the fraud rates need labels older than the 7-day delay, which the
+    # saved history has for a 5-day window
+    unlabelled = scorer.monitor_window(new.drop(columns=["label"]))
+    assert "terminal_risk_30d" not in unlabelled.judged and "is_night" not in unlabelled.judged  # 5 whole days
+    assert compare_window(profile, unlabelled).status == "ok"
+    # a window that starts 10 days after the saved history ends cannot use it, and says so
+    late = scorer.monitor_window(new.assign(timestamp=new["timestamp"] + pd.Timedelta(days=10)))
+    assert late.judged["terminal_risk_1d"].sum() == 0 and "10.0 days after" in late.not_judged["terminal_risk_1d"]
 
 
 def test_finance_window_of_new_transactions_is_not_drift_and_amounts_x5_are(fraud_bundle, fraud_data):  # noqa: F811

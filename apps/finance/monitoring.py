@@ -84,6 +84,7 @@ class Coverage:
     labels_until: int
     history: str
     labels: str = ""
+    trained: tuple[int, int] | None = None  # the shipped model's training rows span these times (in-sample scores)
 
 
 def history_needed(spec: FeatureSpec, name: str) -> tuple[int, bool]:
@@ -132,9 +133,16 @@ def judged_rows(spec: FeatureSpec, t: np.ndarray, coverage: Coverage, *,
     mask = t - most >= coverage.complete_from
     if labels_needed:
         mask &= t - spec.delay_s < coverage.labels_until
+    reasons = ["the score uses every feature: " + _why(spec, most, labels_needed, coverage)] if not mask.all() else []
+    if coverage.trained is not None:
+        seen = (t >= coverage.trained[0]) & (t <= coverage.trained[1])
+        if seen.any():
+            mask &= ~seen
+            reasons.append(f"the model trained on the transactions from {_when(coverage.trained[0])} to "
+                           f"{_when(coverage.trained[1])}, so its scores of those rows are in-sample (too sure)")
     if not mask.all():
         judged["score"] = mask
-        why["score"] = "the score uses every feature: " + _why(spec, most, labels_needed, coverage)
+        why["score"] = "; ".join(reasons)
     if "is_night" in names.values() and len(t):
         days, n_days = whole_days(t)
         if not days.all():
@@ -183,6 +191,10 @@ def _history(scorer, stream: Stream, history: pd.DataFrame | None, window_labels
     spec = scorer.spec
     first = int(stream.t.min())
     if history is not None:
+        if not len(history):
+            raise DataError("the history has no transactions", where="--history",
+                            fix="pass the transactions before the window (CSV / Parquet with the model's columns), "
+                                "or leave --history out")
         hv = scorer.validate_table(history)
         keep = hv.valid & (hv.seconds < first)
         frame = history.loc[keep].reset_index(drop=True)
@@ -222,6 +234,16 @@ def _history(scorer, stream: Stream, history: pd.DataFrame | None, window_labels
     return hist, Coverage(start, until, source, label_text or "rows without a label")
 
 
+def trained_span(scorer) -> tuple[int, int] | None:
+    """Return (first, last) time of the rows the scorer's model trained on, from its bundle's ``profile/info.json``
+    (None when the bundle does not say: older bundles, a scorer built in memory)."""
+    bundle = getattr(scorer, "bundle", None)
+    if bundle is None or not bundle.has("profile/info.json"):
+        return None
+    span = bundle.load_json("profile/info.json").get("model_trained_on")
+    return (int(span[0]), int(span[1])) if span else None
+
+
 def window(scorer, df: pd.DataFrame, history: pd.DataFrame | None = None) -> MonitorWindow:
     """Return the :class:`~lepton_apps.predictor.MonitorWindow` of transactions ``df`` for ``scorer`` (a
     :class:`~lepton_apps.finance.predict.FraudScorer`): the monitored features and scores of every valid row, built
@@ -238,6 +260,7 @@ def window(scorer, df: pd.DataFrame, history: pd.DataFrame | None = None) -> Mon
     judged, why = {}, {}
     if spec.has_time and len(stream):
         hist, coverage = _history(scorer, stream, history, v.labels is not None)
+        coverage.trained = trained_span(scorer)
         if hist is not None and len(hist):
             x = feature_matrix(concat_streams(hist, stream), user, spec, skip=len(hist))
         else:

@@ -185,26 +185,44 @@ def state_frame(stream: Stream, spec: FeatureSpec) -> pd.DataFrame:
 PROFILE_ROWS = 200_000  # test-period rows profiled for monitoring at most (a seeded sample beyond)
 
 
-def reference_profile(spec: FeatureSpec, x: np.ndarray, valid: pd.DataFrame, stream: Stream, rows: np.ndarray,
-                      scores: np.ndarray, *, seed: int = 0, source: str = ""):
-    """Return the monitoring :class:`~lepton_apps.monitor.Profile` of the held-out ``rows``: the model's
-    features under readable names (categorical user columns as text) and the shipped model's ``scores``
-    of those rows (aligned with ``rows``), each feature on the rows whose history and labels are complete, as a
-    monitored window's are (:func:`~lepton_apps.finance.monitoring.reference_judged`); at most
-    :data:`PROFILE_ROWS` rows, a seeded sample beyond."""
+def reference_profile(spec: FeatureSpec, x: np.ndarray, valid: pd.DataFrame, stream: Stream,
+                      score_rows: np.ndarray, scores: np.ndarray, *, seed: int = 0, source: str = ""):
+    """Return the monitoring :class:`~lepton_apps.monitor.Profile` of the training data: the model's features of
+    every training row under readable names (categorical user columns as text), and the out-of-sample ``scores``
+    of ``score_rows`` (aligned with them); each feature and the score on the rows whose history and labels are
+    complete, as a monitored window's are judged (:func:`~lepton_apps.finance.monitoring.reference_judged`); at
+    most :data:`PROFILE_ROWS` rows of each, a seeded sample beyond.
+
+    The features' reference is the whole training period rather than its last days, because a few days are not
+    the distribution the model learned: a test period of hours (ULB: the last 9 hours of two days) holds only
+    some hours of the day, and a fraud campaign of a week moves the terminal rates of a week."""
     from lepton_apps.monitor import build_profile
+    from lepton_apps.monitor.profile import profile_scores
 
     from .monitoring import monitor_columns, monitor_features, reference_judged
 
-    pick = np.arange(len(rows))
-    if len(rows) > PROFILE_ROWS:
-        pick = np.sort(np.random.default_rng(seed).choice(len(rows), PROFILE_ROWS, replace=False))
-    chosen = rows[pick]
-    features = monitor_features(spec, x[chosen], valid.iloc[chosen].reset_index(drop=True))
+    rng = np.random.default_rng(seed)
+
+    def at_most(rows: np.ndarray) -> np.ndarray:
+        return rows if len(rows) <= PROFILE_ROWS else np.sort(rng.choice(rows, PROFILE_ROWS, replace=False))
+
+    def in_time_order(rows: np.ndarray) -> np.ndarray:
+        return rows[np.argsort(stream.t[rows], kind="stable")] if stream.t is not None else rows
+
+    rows = in_time_order(at_most(np.arange(len(valid))))
+    features = monitor_features(spec, x[rows], valid.iloc[rows].reset_index(drop=True))
     numeric, categorical = monitor_columns(spec)
-    judged = reference_judged(spec, stream, chosen)[0] if stream.t is not None else {}
-    return build_profile(features, scores=np.asarray(scores)[pick], numeric=numeric, categorical=categorical,
-                         source=source, seed=seed, judged=judged)
+    judged = reference_judged(spec, stream, rows)[0] if stream.t is not None else {}
+    profile = build_profile(features, numeric=numeric, categorical=categorical, source=source, seed=seed,
+                            judged=judged, ordered=stream.t is not None)
+    score_rows, scores = np.asarray(score_rows), np.asarray(scores)
+    pick = at_most(np.arange(len(score_rows)))
+    if stream.t is not None:  # in time order, as the features' rows are
+        pick = pick[np.argsort(stream.t[score_rows[pick]], kind="stable")]
+    judged = reference_judged(spec, stream, score_rows[pick])[0] if stream.t is not None else {}
+    profile.predictions = profile_scores(scores[pick], seed=seed, ordered=stream.t is not None,
+                                         judged={"score": judged["score"]} if "score" in judged else None)
+    return profile
 
 
 def train(config: FraudConfig | dict, *, frame: pd.DataFrame | None = None, progress: Progress | None = None) -> Path:
@@ -299,13 +317,19 @@ def train(config: FraudConfig | dict, *, frame: pd.DataFrame | None = None, prog
                 "val_pr_auc": val["pr_auc"]}
     if prequential:
         headline.update({f"prequential_{k}_mean": prequential[k]["mean"] for k in ("pr_auc", "roc_auc")})
-    say("profiling the test period for monitoring", 0.88)
+    say("profiling the training data for monitoring", 0.88)
     profile_started = time.perf_counter()
-    # the reference is the test period: the latest rows, out of sample for the shipped (refit) model,
-    # which has trained on the validation rows
+    # features: every training row; scores: the test period, the latest rows, out of sample for the shipped
+    # (refit) model, which has trained on the validation rows (the pre-refit model's validation scores come from
+    # another model, with another score distribution)
     profile = reference_profile(spec, x, valid, stream, split.test, s_test, seed=cfg.seed,
-                                source=f"test period of the training data ({len(split.test):,} rows)")
-    report["monitoring_profile"] = {"rows": profile.n_rows, "split": "test",
+                                source=f"training data ({len(valid):,} rows; scores of the test period, "
+                                       f"{len(split.test):,} rows)")
+    trained_rows = np.r_[split.fit, split.val] if cfg.refit else split.fit  # the shipped model's training rows
+    report["monitoring_profile"] = {"rows": profile.n_rows, "features": "training data",
+                                    "scores": "test period", "score_rows": int(len(split.test)),
+                                    "model_trained_on": ([int(stream.t[trained_rows].min()), int(stream.t[trained_rows].max())]
+                                                         if stream.t is not None and len(trained_rows) else None),
                                     "seconds": round(time.perf_counter() - profile_started, 2)}
     say("writing the bundle", 0.9)
     with BundleWriter(out, domain="finance", task="binary", overwrite=cfg.overwrite,

@@ -65,7 +65,8 @@ from pydantic import Field, model_validator
 from lepton_apps.config import LeptonConfig
 from lepton_apps.errors import DataError
 from lepton_apps.monitor.profile import (
-    OTHER, Profile, bin_counts, categorical_strings, embedding_matrix, judged_values, numeric_values, score_columns)
+    OTHER, Profile, bin_counts, categorical_strings, embedding_matrix, judged_values, numeric_values, psi,
+    score_columns, variation_level)
 
 STATUSES = ("ok", "warn", "drift")
 NOT_TESTED = "n/a"
@@ -148,13 +149,6 @@ def holm(pvalues: list[float]) -> list[float]:
     return out.tolist()
 
 
-def psi(expected: np.ndarray, actual: np.ndarray, epsilon: float = 1e-4) -> float:
-    """Return the population stability index of two count (or share) vectors over the same bins."""
-    e = np.maximum(np.asarray(expected, dtype=np.float64) / max(np.sum(expected), 1e-300), epsilon)
-    a = np.maximum(np.asarray(actual, dtype=np.float64) / max(np.sum(actual), 1e-300), epsilon)
-    return float(np.sum((a - e) * np.log(a / e)))
-
-
 def _fmt(x: float) -> str:
     return f"{x:.2g}" if x < 0.01 else f"{x:.3f}".rstrip("0").rstrip(".") if x < 1 else f"{x:.3g}"
 
@@ -195,18 +189,33 @@ def compare_numeric(name: str, ref: Mapping[str, Any], values: np.ndarray, confi
         ks = stats.ks_2samp(sample, finite)
         row.update(test="ks", statistic=float(ks.statistic), p_value=float(ks.pvalue))
         return row  # status after the correction over the whole report
-    status_psi = band(row["psi"], config.psi_warn, config.psi_drift)
-    status_wd = band(wd, config.wasserstein_warn, config.wasserstein_drift)
+    psi_warn, psi_drift = widened(config.psi_warn, config.psi_drift, variation_level(ref, "psi", finite.size))
+    wd_warn, wd_drift = widened(config.wasserstein_warn, config.wasserstein_drift,
+                                variation_level(ref, "wasserstein", finite.size))
+    status_psi = band(row["psi"], psi_warn, psi_drift)
+    status_wd = band(wd, wd_warn, wd_drift)
     status = worst([status_psi, status_wd])
     unit = " std" if std > 0 else ""
     parts = [f"PSI {_fmt(row['psi'])} {'≥' if status_psi != 'ok' else '<'} "
-             f"{config.psi_drift if status_psi == 'drift' else config.psi_warn}",
+             f"{_fmt(psi_drift if status_psi == 'drift' else psi_warn)}",
              f"Wasserstein {_fmt(wd)}{unit} {'≥' if status_wd != 'ok' else '<'} "
-             f"{config.wasserstein_drift if status_wd == 'drift' else config.wasserstein_warn}"]
+             f"{_fmt(wd_drift if status_wd == 'drift' else wd_warn)}"]
     if status_wd != status_psi:  # lead with the one that decided
         parts = parts[::-1] if STATUSES.index(status_wd) > STATUSES.index(status_psi) else parts
     row.update(test="psi", statistic=row["psi"], status=status, reason=f"{name}: {', '.join(parts)} ({status})")
+    if (psi_warn, wd_warn) != (config.psi_warn, config.wasserstein_warn):
+        row["reason"] = row["reason"][:-len(f" ({status})")] + (
+            f"; bands widened to what consecutive windows of the reference itself vary by ({status})")
     return row
+
+
+def widened(warn: float, drift: float, level: float | None) -> tuple[float, float]:
+    """Return the (warn, drift) bands of a distance, widened to the reference's own ``level`` of variation between
+    consecutive windows of the current size (:func:`~lepton_apps.monitor.profile.variation_level`) when that is
+    higher than ``warn``: warn at the level, drift at the level times ``drift / warn`` (the bands' own ratio)."""
+    if level is None or level <= warn:
+        return warn, drift
+    return level, level * drift / warn
 
 
 # ------------------------------------------------------------------------------------- categorical

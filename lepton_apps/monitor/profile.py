@@ -71,9 +71,70 @@ def bin_counts(values: np.ndarray, edges: list[float] | np.ndarray) -> np.ndarra
                        minlength=len(edges) + 1)
 
 
+def psi(expected: np.ndarray, actual: np.ndarray, epsilon: float = 1e-4) -> float:
+    """Return the population stability index of two count (or share) vectors over the same bins."""
+    e = np.maximum(np.asarray(expected, dtype=np.float64) / max(np.sum(expected), 1e-300), epsilon)
+    a = np.maximum(np.asarray(actual, dtype=np.float64) / max(np.sum(actual), 1e-300), epsilon)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+CHUNK_SIZES = (250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)
+MIN_CHUNKS = 4  # a chunk size is measured only when the reference holds at least this many chunks of it
+MAX_CHUNKS = 200  # at most this many (evenly spaced) chunks of one size are measured
+
+
+def window_variation(values: np.ndarray, prof: Mapping[str, Any], *, sizes=CHUNK_SIZES) -> dict[str, Any]:
+    """Return how much consecutive windows of the reference itself differ from the whole reference: for each chunk
+    size in ``sizes`` that fits :data:`MIN_CHUNKS` times into ``values`` (in time order, NaN = missing), the level
+    ``mean + 3 std`` of the chunks' PSI and Wasserstein distance (in reference stds) — NannyML's default threshold
+    over reference chunks. Consecutive windows of real traffic are not independent draws: a day differs from the
+    next, a fraud campaign moves a week, so ordinary windows vary more than sampling noise alone."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    sample = np.asarray(prof.get("sample") or [], dtype=np.float64)
+    std = prof.get("std") or 0.0
+    out: dict[str, list] = {"sizes": [], "psi": [], "wasserstein": [], "chunks": []}
+    if sample.size < 2 or not prof.get("counts"):
+        return out
+    for size in sizes:
+        n_chunks = len(values) // size
+        if n_chunks < MIN_CHUNKS:
+            break
+        starts = np.linspace(0, len(values) - size, min(n_chunks, MAX_CHUNKS)).astype(int)
+        psis, wds = [], []
+        for s in starts:
+            chunk = values[s:s + size]
+            finite = chunk[np.isfinite(chunk)]
+            if finite.size < 2:
+                continue
+            psis.append(psi(prof["counts"], bin_counts(chunk, prof["edges"])))
+            wds.append(float(stats.wasserstein_distance(sample, finite)) / (std if std > 0 else 1.0))
+        if len(psis) < MIN_CHUNKS:
+            break
+        out["sizes"].append(size)
+        out["chunks"].append(len(psis))
+        out["psi"].append(float(np.mean(psis) + 3 * np.std(psis)))
+        out["wasserstein"].append(float(np.mean(wds) + 3 * np.std(wds)))
+    return out
+
+
+def variation_level(prof: Mapping[str, Any], kind: str, n: int) -> float | None:
+    """Return the reference's own variation level (``kind``: "psi" or "wasserstein") between consecutive windows of
+    about ``n`` rows: the measured chunk size nearest ``n`` on a log scale (the largest measured one for a window
+    larger than every chunk); None when the profile holds no such measurement (unordered references)."""
+    var = prof.get("variation") or {}
+    sizes = var.get("sizes") or []
+    if not sizes or n <= 0:
+        return None
+    i = int(np.argmin(np.abs(np.log(np.asarray(sizes, dtype=float)) - np.log(n))))
+    return float(var[kind][i])
+
+
 def profile_numeric(values: Any, *, sample: int = 2000, bins: int = 10, seed: int = 0,
-                    where: str = "column") -> dict[str, Any]:
-    """Return the numeric profile of ``values`` (a JSON-able dict; see the module docstring)."""
+                    where: str = "column", ordered: bool = False) -> dict[str, Any]:
+    """Return the numeric profile of ``values`` (a JSON-able dict; see the module docstring); with ``ordered``
+    (``values`` in time order) also the variation between its consecutive windows (:func:`window_variation`)."""
     if bins < 2:
         raise DataError(f"bins={bins} is too few", where=where, fix="use bins >= 2 (the default is 10)")
     arr, counts = numeric_values(values, where=where)
@@ -86,7 +147,7 @@ def profile_numeric(values: Any, *, sample: int = 2000, bins: int = 10, seed: in
     rng = np.random.default_rng(seed)
     picked = finite if finite.size <= sample else rng.choice(finite, size=sample, replace=False)
     nonmissing = n - counts["missing"] - counts["unparseable"]
-    return {
+    out = {
         "kind": "numeric",
         "n": n,
         "missing": counts["missing"] + counts["unparseable"],
@@ -102,6 +163,9 @@ def profile_numeric(values: Any, *, sample: int = 2000, bins: int = 10, seed: in
         "counts": [int(c) for c in bin_counts(arr, edges)] if finite.size else [],
         "sample": [float(v) for v in np.sort(picked)],
     }
+    if ordered:
+        out["variation"] = window_variation(arr, out)
+    return out
 
 
 def categorical_strings(values: Any) -> tuple[pd.Series, pd.Series]:
@@ -148,8 +212,10 @@ def is_numeric_column(series: pd.Series) -> bool:
 
 def profile_table(df: pd.DataFrame, *, numeric: Iterable[str] | None = None,
                   categorical: Iterable[str] | None = None, sample: int = 2000, bins: int = 10,
-                  seed: int = 0, judged: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """Return ``{column: profile}`` for the columns of ``df``.
+                  seed: int = 0, judged: Mapping[str, Any] | None = None,
+                  ordered: bool = False) -> dict[str, dict[str, Any]]:
+    """Return ``{column: profile}`` for the columns of ``df`` (``ordered``: the rows are in time order, and numeric
+    profiles also hold the variation between consecutive windows, :func:`window_variation`).
 
     With neither ``numeric`` nor ``categorical`` given, every column is profiled, numeric dtypes as
     numeric and the rest as categorical; with either given, exactly the listed columns are. ``judged``
@@ -175,7 +241,8 @@ def profile_table(df: pd.DataFrame, *, numeric: Iterable[str] | None = None,
     out: dict[str, dict[str, Any]] = {}
     for i, col in enumerate(numeric):
         values = judged_values(df[col], judged, str(col), where=f"column {col!r}")
-        out[str(col)] = profile_numeric(values, sample=sample, bins=bins, seed=seed + i, where=f"column {col!r}")
+        out[str(col)] = profile_numeric(values, sample=sample, bins=bins, seed=seed + i, where=f"column {col!r}",
+                                        ordered=ordered)
     for col in categorical:
         out[str(col)] = profile_categorical(judged_values(df[col], judged, str(col), where=f"column {col!r}"))
     return out
@@ -211,11 +278,11 @@ def score_columns(scores: Any, *, where: str = "scores") -> dict[str, Any]:
 
 
 def profile_scores(scores: Any, *, sample: int = 2000, bins: int = 10, seed: int = 0,
-                   judged: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+                   judged: Mapping[str, Any] | None = None, ordered: bool = False) -> dict[str, dict[str, Any]]:
     """Return ``{name: numeric profile}`` of a model's prediction distribution (see :func:`score_columns`), each
-    on the rows ``judged[name]`` keeps (every row for a name without a mask)."""
+    on the rows ``judged[name]`` keeps (every row for a name without a mask); ``ordered`` as in :func:`profile_table`."""
     return {name: profile_numeric(judged_values(v, judged, name, where=f"scores {name!r}"), sample=sample, bins=bins,
-                                  seed=seed + i, where=f"scores {name!r}")
+                                  seed=seed + i, where=f"scores {name!r}", ordered=ordered)
             for i, (name, v) in enumerate(score_columns(scores).items())}
 
 
@@ -343,14 +410,17 @@ class Profile:
 def build_profile(df: pd.DataFrame | None = None, *, scores: Any = None, embeddings: Any = None,
                   numeric: Iterable[str] | None = None, categorical: Iterable[str] | None = None,
                   source: str = "", sample: int = 2000, bins: int = 10, embedding_sample: int = 1000,
-                  seed: int = 0, judged: Mapping[str, Any] | None = None) -> Profile:
+                  seed: int = 0, judged: Mapping[str, Any] | None = None, ordered: bool = False) -> Profile:
     """Return the :class:`Profile` of reference rows ``df``, their ``scores`` and ``embeddings`` (any may be
     None); ``n_rows`` is the number of reference rows (of the first input given). ``judged`` maps a feature or
     score name to the mask of the rows it is profiled on, as a monitored window's are compared
-    (:class:`~lepton_apps.predictor.MonitorWindow`)."""
+    (:class:`~lepton_apps.predictor.MonitorWindow`). ``ordered``: the rows are in time order (finance), and the
+    profile also measures how much the reference's own consecutive windows vary (:func:`window_variation`), which
+    widens the distance bands of a large window to that level."""
     features = profile_table(df, numeric=numeric, categorical=categorical, sample=sample, bins=bins,
-                             seed=seed, judged=judged) if df is not None else {}
-    predictions = profile_scores(scores, sample=sample, bins=bins, seed=seed, judged=judged) if scores is not None else {}
+                             seed=seed, judged=judged, ordered=ordered) if df is not None else {}
+    predictions = (profile_scores(scores, sample=sample, bins=bins, seed=seed, judged=judged, ordered=ordered)
+                   if scores is not None else {})
     emb = profile_embeddings(embeddings, sample=embedding_sample, seed=seed) if embeddings is not None else None
     if df is not None:
         n_rows = len(df)
