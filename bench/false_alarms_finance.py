@@ -39,11 +39,12 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def judge(scorer, profile, window: pd.DataFrame, history: pd.DataFrame | None) -> tuple[str, list[str], int]:
+def judge(scorer, profile, window: pd.DataFrame, history: pd.DataFrame | None,
+          config=None) -> tuple[str, list[str], int]:
     """Return (status, reasons of the rows not ok, rows the score was judged on) of one window."""
     from lepton_apps.monitor import compare_window
 
-    report = compare_window(profile, scorer.monitor_window(window, history=history))
+    report = compare_window(profile, scorer.monitor_window(window, history=history), config)
     score = next((e["judged"] for e in report.not_judged if e["name"] == "score"), len(window))
     return report.status, report.reasons, int(score)
 
@@ -101,11 +102,33 @@ def simulated(work: Path, draws: int, sizes=SIZES, quick: bool = False) -> list[
                                  history=f"{HISTORY_DAYS} days before", seconds=round(time.perf_counter() - t, 1)))
                 say(f"  {size:>6,} {where}, labels {labels}: {out[-1]['ok']} ok / {out[-1]['warn']} warn / "
                     f"{out[-1]['drift']} drift")
+                if labels and where.startswith("after"):
+                    out.append(shifted_and_unwidened(scorer, profile, df, starts, size, where))
         rows = [judge(scorer, profile, df.iloc[after:after + size], None)]
         out.append(tally(rows, data="simulated", size=size, where="right after the training data", labels=True,
                          history="none (the bundle's saved history)", seconds=None))
     out[0]["train_seconds"] = round(train_s, 1)
     return out
+
+
+def shifted_and_unwidened(scorer, profile, df: pd.DataFrame, starts: list[int], size: int, where: str) -> dict:
+    """The same windows with every amount × 3 (must be drift), and unshifted with the distance bands left at their
+    fixed values (``widen_to_reference=False``: what the reference's window-to-window variation adds)."""
+    from lepton_apps.monitor import DriftConfig
+
+    fixed = DriftConfig(widen_to_reference=False)
+    tripled, unwidened = [], []
+    for s in starts:
+        window = df.iloc[s:s + size]
+        first = window["timestamp"].iloc[0]
+        history = df[(df.timestamp < first) & (df.timestamp >= first - pd.Timedelta(days=HISTORY_DAYS))]
+        tripled.append(judge(scorer, profile, window.assign(amount=window["amount"] * 3), history)[0])
+        unwidened.append(judge(scorer, profile, window, history, fixed)[0])
+    return {"data": "simulated", "size": size, "where": where, "labels": True, "history": f"{HISTORY_DAYS} days before",
+            "windows": len(starts), "ok": unwidened.count("ok"), "warn": unwidened.count("warn"),
+            "drift": unwidened.count("drift"), "score_rows_judged_median": size, "reasons": [],
+            "variant": "fixed bands (widen_to_reference=False)",
+            "amount_x3_drift": tripled.count("drift")}
 
 
 def probe(work: Path) -> list[dict]:
@@ -151,6 +174,16 @@ def ulb(work: Path, draws: int, path: Path = ULB) -> list[dict]:
                           None) for s in starts]
             out.append(tally(rows, data="ULB subset (1,722 rows)", size=size, where="evenly spaced, overlapping",
                              labels=labels, history="none needed (no entity ids)", seconds=None))
+        from lepton_apps.monitor import DriftConfig
+
+        fixed = [judge(scorer, profile, df.iloc[s:s + size], None, DriftConfig(widen_to_reference=False))[0]
+                 for s in starts]
+        tripled = [judge(scorer, profile, df.iloc[s:s + size].assign(Amount=df["Amount"].iloc[s:s + size] * 3), None)[0]
+                   for s in starts]
+        out.append({"data": "ULB", "size": size, "where": "", "labels": True, "history": "", "windows": len(starts),
+                    "ok": fixed.count("ok"), "warn": fixed.count("warn"), "drift": fixed.count("drift"),
+                    "score_rows_judged_median": 0, "reasons": [], "variant": "fixed bands (widen_to_reference=False)",
+                    "amount_x3_drift": tripled.count("drift")})
     return out
 
 
@@ -159,6 +192,10 @@ def table(rows: list[dict]) -> str:
     lines = ["| data | window | where | labels | history | windows | ok | warn | drift | score judged on (median rows) |",
              "|---|---:|---|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
+        if "variant" in r:
+            lines.append(f"| ↳ same windows, {r['variant']} | | | | | {r['windows']} | {r['ok']} | {r['warn']} | "
+                         f"{r['drift']} | amount × 3: **{r['amount_x3_drift']} of {r['windows']} drift** |")
+            continue
         lines.append(f"| {r['data']} | {r['size']:,} | {r['where']} | {'yes' if r['labels'] else 'no'} | {r['history']} "
                      f"| {r['windows']} | {r['ok']} | {r['warn']} | {r['drift']} | {r['score_rows_judged_median']:,} |")
     return "\n".join(lines)
@@ -188,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run(Path(tmp), args.draws, args.quick, tuple(args.parts.split(",")))
     print(table(rows))
     for r in rows:
-        if r["warn"] or r["drift"]:
+        if (r["warn"] or r["drift"]) and "variant" not in r:
             print(f"- {r['data']} {r['size']:,} {r['where']} labels={r['labels']}: " + " | ".join(r["reasons"]))
     print(f"\n{time.perf_counter() - started:.0f} s")
     if args.json:

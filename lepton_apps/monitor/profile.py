@@ -86,7 +86,7 @@ MAX_CHUNKS = 200  # at most this many (evenly spaced) chunks of one size are mea
 def window_variation(values: np.ndarray, prof: Mapping[str, Any], *, sizes=CHUNK_SIZES) -> dict[str, Any]:
     """Return how much consecutive windows of the reference itself differ from the whole reference: for each chunk
     size in ``sizes`` that fits :data:`MIN_CHUNKS` times into ``values`` (in time order, NaN = missing), the level
-    ``mean + 3 std`` of the chunks' PSI and Wasserstein distance (in reference stds) — NannyML's default threshold
+    ``mean + 3 std`` of the chunks' PSI, Wasserstein distance (in reference stds) and KS statistic — NannyML's default threshold
     over reference chunks. Consecutive windows of real traffic are not independent draws: a day differs from the
     next, a fraud campaign moves a week, so ordinary windows vary more than sampling noise alone."""
     from scipy import stats
@@ -94,7 +94,7 @@ def window_variation(values: np.ndarray, prof: Mapping[str, Any], *, sizes=CHUNK
     values = np.asarray(values, dtype=np.float64)
     sample = np.asarray(prof.get("sample") or [], dtype=np.float64)
     std = prof.get("std") or 0.0
-    out: dict[str, list] = {"sizes": [], "psi": [], "wasserstein": [], "chunks": []}
+    out: dict[str, list] = {"sizes": [], "psi": [], "wasserstein": [], "ks": [], "chunks": []}
     if sample.size < 2 or not prof.get("counts"):
         return out
     for size in sizes:
@@ -102,7 +102,7 @@ def window_variation(values: np.ndarray, prof: Mapping[str, Any], *, sizes=CHUNK
         if n_chunks < MIN_CHUNKS:
             break
         starts = np.linspace(0, len(values) - size, min(n_chunks, MAX_CHUNKS)).astype(int)
-        psis, wds = [], []
+        psis, wds, kss = [], [], []
         for s in starts:
             chunk = values[s:s + size]
             finite = chunk[np.isfinite(chunk)]
@@ -110,22 +110,24 @@ def window_variation(values: np.ndarray, prof: Mapping[str, Any], *, sizes=CHUNK
                 continue
             psis.append(psi(prof["counts"], bin_counts(chunk, prof["edges"])))
             wds.append(float(stats.wasserstein_distance(sample, finite)) / (std if std > 0 else 1.0))
+            kss.append(float(stats.ks_2samp(sample, finite).statistic))
         if len(psis) < MIN_CHUNKS:
             break
         out["sizes"].append(size)
         out["chunks"].append(len(psis))
         out["psi"].append(float(np.mean(psis) + 3 * np.std(psis)))
         out["wasserstein"].append(float(np.mean(wds) + 3 * np.std(wds)))
+        out["ks"].append(float(np.mean(kss) + 3 * np.std(kss)))
     return out
 
 
 def variation_level(prof: Mapping[str, Any], kind: str, n: int) -> float | None:
-    """Return the reference's own variation level (``kind``: "psi" or "wasserstein") between consecutive windows of
+    """Return the reference's own variation level (``kind``: "psi", "wasserstein" or "ks") between consecutive windows of
     about ``n`` rows: the measured chunk size nearest ``n`` on a log scale (the largest measured one for a window
     larger than every chunk); None when the profile holds no such measurement (unordered references)."""
     var = prof.get("variation") or {}
     sizes = var.get("sizes") or []
-    if not sizes or n <= 0:
+    if not sizes or n <= 0 or kind not in var:
         return None
     i = int(np.argmin(np.abs(np.log(np.asarray(sizes, dtype=float)) - np.log(n))))
     return float(var[kind][i])
