@@ -27,6 +27,13 @@ Each measurement runs in a child process of its own, so its peak RSS is its own.
     .venv/bin/python bench/monitor_bench.py [--rows 1000000] [--images 10000] [--json out.json]
         [--evidently-python /tmp/evvenv/bin/python]   # also Evidently's DataDriftPreset, from a venv of its own
         [--parts tabular,embeddings,stored,images] [--medical-bundle DIR]
+    .venv/bin/python bench/monitor_bench.py --parts false-alarms [--json out.json]   # issue 25, ~15 min
+
+5. False alarms (``--parts false-alarms``, issue 25): how often ``monitor drift`` says warn or drift on windows drawn
+   from the reference's distribution at the sizes users send — finance 1,000 / 5,000 / 20,000 consecutive
+   transactions (simulated and ULB, middle of and after the training data, with and without labels;
+   ``bench/false_alarms_finance.py``), medical 200 / 1,000 images, support 500 / 5,000 questions
+   (``bench/false_alarms.py``), 20 windows per size.
 """
 from __future__ import annotations
 
@@ -313,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                                                "venv: its dependencies are large); also time its DataDriftPreset.")
     ap.add_argument("--rows-per-sample", type=int, default=100, help="rows of one stored monitoring sample (one "
                                                                          "predict request)")
-    ap.add_argument("--parts", default="tabular,embeddings,stored,images")
+    ap.add_argument("--parts", default="tabular,embeddings,stored,images",
+                    help="or false-alarms (alone): every domain's false alarms at realistic window sizes (issue 25)")
     ap.add_argument("--medical-data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "medical")
     ap.add_argument("--medical-bundle", type=Path, help="a medical bundle to embed with (default: train one on 500 "
                                                         "PneumoniaMNIST images into bench/results/, reused later)")
@@ -326,8 +334,30 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)  # the 1M-row database, the embeddings
 
 
+def run_false_alarms(args) -> int:
+    """Issue 25: the false alarms of every domain at the sizes users send (bench/false_alarms_finance.py for finance,
+    bench/false_alarms.py for medical and support), one markdown table each."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import false_alarms
+    import false_alarms_finance
+
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        rows["finance"] = false_alarms_finance.run(Path(tmp))
+        print(false_alarms_finance.table(rows["finance"]), flush=True)
+        data_root = args.medical_data.parent
+        rows["medical"] = false_alarms.medical_false_alarms(data_root, Path(tmp))
+        rows["support"] = false_alarms.support_false_alarms(data_root, Path(tmp))
+        print(false_alarms.table(rows["medical"] + rows["support"]), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1, default=str))
+    return 0
+
+
 def _run(args, work: Path) -> int:
     parts = set(args.parts.split(","))
+    if parts == {"false-alarms"}:
+        return run_false_alarms(args)
     results, setup = [], {}
     me = [sys.executable, __file__, "--_one"]
 
