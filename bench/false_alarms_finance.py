@@ -9,6 +9,7 @@ of consecutive transactions drawn from the distribution the model was trained on
   transactions before it (what ``monitor drift … --history FILE`` passes). Plus the first window right after the
   training data with no history at all (the bundle's saved history covers it), and the issue's own probe: 20,000
   rows from the middle of the demo table and its last 3,000 rows, on a bundle trained on that very table.
+* A small issuer (300 customers): 20 windows of 1,000 transactions after the training data (a known limit).
 * ULB (``../shared/data/fraud``, 1,722 real transactions over two days, no customer or terminal ids): the template
   trains on the whole subset; 20 windows of 1,000 consecutive rows at evenly spaced starts (they overlap: the file
   is too short for disjoint ones, and for 5,000 / 20,000 rows at all).
@@ -131,6 +132,31 @@ def shifted_and_unwidened(scorer, profile, df: pd.DataFrame, starts: list[int], 
             "amount_x3_drift": tripled.count("drift")}
 
 
+def small_population(work: Path, draws: int) -> list[dict]:
+    """A small issuer: 300 customers, 600 terminals, 110 days, trained on the first 60; 20 windows of 1,000
+    consecutive transactions after the training data. Each window sees the same few hundred customers again, whose
+    30-day counts change slowly, so windows weeks after training differ from the training data more than its own
+    consecutive windows did — reported, not tuned away."""
+    from lepton_apps.finance import FraudConfig, FraudScorer, train
+    from lepton_apps.finance.demo import simulate_transactions
+    from lepton_apps.monitor import Profile
+
+    df = simulate_transactions(300, 600, 110, seed=5).drop(columns=["scenario"])
+    df = df.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    cut = df["timestamp"].min().normalize() + pd.Timedelta(days=60)
+    bundle = train(FraudConfig(data="small", out=str(work / "small-bundle"), overwrite=True, threads=1),
+                   frame=df[df.timestamp < cut])
+    scorer, profile = FraudScorer.load(bundle, compiled="no"), Profile.load(Path(bundle) / "profile")
+    rows = []
+    for s in consecutive(df, int((df.timestamp < cut).sum()), 1_000, draws):
+        window = df.iloc[s:s + 1_000]
+        first = window["timestamp"].iloc[0]
+        rows.append(judge(scorer, profile, window,
+                          df[(df.timestamp < first) & (df.timestamp >= first - pd.Timedelta(days=HISTORY_DAYS))]))
+    return [tally(rows, data="simulated, 300 customers", size=1_000, where="after the training data", labels=True,
+                  history=f"{HISTORY_DAYS} days before", seconds=None)]
+
+
 def probe(work: Path) -> list[dict]:
     """The issue's probe: the demo table, a bundle trained on it, 20,000 rows from its middle and its last 3,000
     rows, without and with ``--history`` = the table itself."""
@@ -201,7 +227,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(work: Path, draws: int = 20, quick: bool = False, parts=("probe", "simulated", "ulb")) -> list[dict]:
+def run(work: Path, draws: int = 20, quick: bool = False, parts=("probe", "simulated", "ulb", "small")) -> list[dict]:
     """Run the chosen parts; return their rows."""
     rows = []
     if "probe" in parts:
@@ -210,6 +236,8 @@ def run(work: Path, draws: int = 20, quick: bool = False, parts=("probe", "simul
         rows += simulated(work, draws, quick=quick)
     if "ulb" in parts:
         rows += ulb(work, draws)
+    if "small" in parts:
+        rows += small_population(work, draws)
     return rows
 
 
@@ -218,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="Also write the rows as JSON here.")
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="A smaller simulated table (2,000 customers, 120 days).")
-    ap.add_argument("--parts", default="probe,simulated,ulb")
+    ap.add_argument("--parts", default="probe,simulated,ulb,small")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
