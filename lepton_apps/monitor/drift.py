@@ -29,6 +29,17 @@ measured in ``tests/test_monitor_drift.py``):
   window a healthy discrete or heavy-tailed feature reaches a Wasserstein of 0.1 std, and 20 buckets a
   Jensen–Shannon distance of 0.1, about once in 50 windows (measured); 0.15 is clear of that noise.
   The status of a large-window row is the worse of its two bands.
+* Bands widened to what the reference itself varies by (``widen_to_reference``, issue 25): a fixed band assumes a
+  window is an independent draw, and real windows are not. Where the profile measured how much *consecutive*
+  windows of the reference differ from the whole (finance, whose reference is in time order:
+  :func:`~lepton_apps.monitor.profile.window_variation`, mean + 3 std over chunks of 250 … 50,000 rows, NannyML's
+  reference-chunk threshold), or where a window of this size drawn from the reference itself reaches further by
+  sampling noise alone (:func:`sampling_level`, a seeded bootstrap), a large window's warn band is that level and
+  its drift band the level times the bands' own ratio; a small window's KS result stands only when its D also
+  exceeds the consecutive-window level. A distance in reference stds is not judged for a feature whose reference
+  spread rests on fewer than ``MIN_SPREAD_ROWS`` rows (PSI judges the share). Rows a domain marks as not
+  comparable (``judged``: finance rows without the history their 30-day features need) are left out and listed in
+  ``report.not_judged``, never reported as drift.
 * Categories: a value gets its own bucket when the reference saw it at least ``min_category_count`` (10)
   times, everything else (rarer values, new values) shares "(other)" — a rare value's reference share
   overstates its probability, and that bias alone would make chi-squared reject. PSI and Jensen–Shannon
@@ -225,6 +236,7 @@ SAMPLING_DRAWS = 50
 # all but a handful of reference rows (medical ``saturated_share``: 2 of 500 images above 0) has a std set by those
 # few, and a window's Wasserstein distance in that unit is noise; PSI over its bins judges the share instead.
 MIN_SPREAD_ROWS = 20
+SAMPLING_CAP = 10_000  # windows drawn at most this large: a larger window's noise is lower, so this errs on the safe side
 
 
 def sampling_level(ref: Mapping[str, Any], sample: np.ndarray, n: int, config: DriftConfig) -> dict[str, float]:
@@ -242,7 +254,7 @@ def sampling_level(ref: Mapping[str, Any], sample: np.ndarray, n: int, config: D
     std = ref.get("std") or 0.0
     psis, wds = [], []
     for _ in range(SAMPLING_DRAWS):
-        window = rng.choice(sample, size=n, replace=True)
+        window = rng.choice(sample, size=min(n, SAMPLING_CAP), replace=True)
         again = rng.choice(sample, size=len(sample), replace=True)
         psis.append(psi(rng.multinomial(n_ref, counts / n_ref), bin_counts(window, ref["edges"]), config.psi_epsilon))
         wds.append(float(stats.wasserstein_distance(again, window)) / (std if std > 0 else 1.0))
