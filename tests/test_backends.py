@@ -88,10 +88,14 @@ def test_medical_onnx_backend_gives_the_torch_probabilities_and_names_itself(med
         False, False, False, True]
 
 
-def test_medical_int8_refused_by_the_gate_keeps_fp32_says_why_and_remembers(med):
+def test_medical_int8_refused_by_the_gate_keeps_fp32_says_why_and_remembers(med, monkeypatch):
     from lepton_apps.io import cache_dir
     from lepton_apps.medical import MedicalClassifier
+    from lepton_apps.medical import export as mexport
 
+    # whether this tiny model's int8 export passes its gates depends on the CPU's int8 kernels (it passed on one
+    # machine of this kind, failed on another): the refusal is forced, and what follows it is what is tested
+    monkeypatch.setattr(mexport, "decisions_changed", lambda clf, a, b: 1.0)
     with pytest.warns(UserWarning, match=r"int8 refused, predicting with fp32 ONNX: the int8 model misses the "
                                          r"(accuracy|decision) gate"):
         clf = MedicalClassifier.load(med[0], device="cpu", backend="int8")
