@@ -80,7 +80,7 @@ def psi(expected: np.ndarray, actual: np.ndarray, epsilon: float = 1e-4) -> floa
 
 CHUNK_SIZES = (250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)
 MIN_CHUNKS = 4  # a chunk size is measured only when the reference holds at least this many chunks of it
-MAX_CHUNKS = 200  # at most this many (evenly spaced) chunks of one size are measured
+MAX_CHUNKS = 50  # at most this many (evenly spaced) chunks of one size are measured (4x fewer: 10.9 -> ~3 s on the demo)
 
 
 def window_variation(values: np.ndarray, prof: Mapping[str, Any], *, sizes=CHUNK_SIZES) -> dict[str, Any]:
