@@ -95,6 +95,8 @@ def test_finance_window_is_judged_on_rows_whose_history_and_labels_are_complete(
     assert (cold[:, scorer.spec.names.index("customer_nb_tx_30d")] < full.features["customer_nb_tx_30d"]).mean() > 0.5
     with pytest.raises(DataError, match="history"):
         scorer.monitor_window(middle, history=middle.head(0))
+    with pytest.raises(DataError, match=r"the history: the model needs the customer column .* \(in --history"):
+        scorer.monitor_window(middle, history=history.drop(columns=["customer_id"]))
     # new transactions without their labels: the fraud rates need labels older than the 7-day delay, which the
     # saved history has for a 5-day window
     unlabelled = scorer.monitor_window(new.drop(columns=["label"]))

@@ -195,7 +195,11 @@ def _history(scorer, stream: Stream, history: pd.DataFrame | None, window_labels
             raise DataError("the history has no transactions", where="--history",
                             fix="pass the transactions before the window (CSV / Parquet with the model's columns), "
                                 "or leave --history out")
-        hv = scorer.validate_table(history)
+        try:
+            hv = scorer.validate_table(history)
+        except DataError as exc:  # say that it is the history, not the window, that is wrong
+            raise DataError(f"the history: {exc.what}", where=f"--history ({exc.where})" if exc.where else
+                            "--history", fix=exc.fix) from None
         keep = hv.valid & (hv.seconds < first)
         frame = history.loc[keep].reset_index(drop=True)
         labels = hv.labels[keep] if hv.labels is not None else np.full(int(keep.sum()), -1, np.int8)
