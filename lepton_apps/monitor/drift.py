@@ -32,10 +32,10 @@ measured in ``tests/test_monitor_drift.py``):
 * Bands widened to what the reference itself varies by (``widen_to_reference``, issue 25): a fixed band assumes a
   window is an independent draw, and real windows are not. Where the profile measured how much *consecutive*
   windows of the reference differ from the whole (finance, whose reference is in time order:
-  :func:`~lepton_apps.monitor.profile.window_variation`, mean + 3 std over chunks of 250 … 50,000 rows, NannyML's
+  :func:`~lepton_apps.monitor.bands.window_variation`, mean + 3 std over chunks of 250 … 50,000 rows, NannyML's
   reference-chunk threshold), or where a window of this size drawn from the reference itself reaches further by
-  sampling noise alone (:func:`sampling_level`, a seeded bootstrap), a large window's warn band is that level and
-  its drift band the level times the bands' own ratio; a small window's KS result stands only when its D also
+  sampling noise alone (:func:`~lepton_apps.monitor.bands.sampling_level`, a seeded bootstrap), a large window's
+  warn band is that level and its drift band the level times the bands' own ratio; a small window's KS result stands only when its D also
   exceeds the consecutive-window level. A distance in reference stds is not judged for a feature whose reference
   spread rests on fewer than ``MIN_SPREAD_ROWS`` rows (PSI judges the share). Rows a domain marks as not
   comparable (``judged``: finance rows without the history their 30-day features need) are left out and listed in
@@ -77,7 +77,8 @@ from lepton_apps.config import LeptonConfig
 from lepton_apps.errors import DataError
 from lepton_apps.monitor.profile import (
     OTHER, Profile, bin_counts, categorical_strings, embedding_matrix, judged_values, numeric_values, psi,
-    score_columns, variation_level)
+    score_columns)
+from lepton_apps.monitor.bands import MIN_SPREAD_ROWS, sampling_level, variation_level, widened
 
 STATUSES = ("ok", "warn", "drift")
 NOT_TESTED = "n/a"
@@ -205,7 +206,7 @@ def compare_numeric(name: str, ref: Mapping[str, Any], values: np.ndarray, confi
         return row  # status after the correction over the whole report
     levels = {"psi": None, "wasserstein": None}
     if config.widen_to_reference:
-        noise = sampling_level(ref, sample, finite.size, config)
+        noise = sampling_level(ref, sample, finite.size, seed=config.seed, epsilon=config.psi_epsilon)
         for kind in levels:
             found = [v for v in (variation_level(ref, kind, finite.size), noise[kind]) if v is not None]
             levels[kind] = max(found) if found else None
@@ -229,45 +230,6 @@ def compare_numeric(name: str, ref: Mapping[str, Any], values: np.ndarray, confi
         row["reason"] = row["reason"][:-len(f" ({status})")] + (
             f"; bands widened to what windows of the reference itself vary by ({status})")
     return row
-
-
-SAMPLING_DRAWS = 50
-# A distance in reference stds needs a spread measured on more rows than this: a feature that is the same value in
-# all but a handful of reference rows (medical ``saturated_share``: 2 of 500 images above 0) has a std set by those
-# few, and a window's Wasserstein distance in that unit is noise; PSI over its bins judges the share instead.
-MIN_SPREAD_ROWS = 20
-SAMPLING_CAP = 10_000  # windows drawn at most this large: a larger window's noise is lower, so this errs on the safe side
-
-
-def sampling_level(ref: Mapping[str, Any], sample: np.ndarray, n: int, config: DriftConfig) -> dict[str, float]:
-    """Return the level (mean + 3 std over :data:`SAMPLING_DRAWS` seeded draws) that PSI and the Wasserstein distance
-    reach between the reference and a window of ``n`` rows drawn from the reference itself: the window drawn from
-    the reference sample, the reference's counts redrawn (multinomial) and its sample redrawn at its size. For most
-    features this is far below the bands; for a zero-inflated, heavy-tailed one (medical ``saturated_share``: almost
-    every image 0, a few large) a 1,000-image window reaches a Wasserstein distance of 0.3 std by chance alone, and
-    the bands must not call that drift."""
-    from scipy import stats
-
-    rng = np.random.default_rng(config.seed)
-    counts = np.asarray(ref["counts"], dtype=np.float64)
-    n_ref = int(counts.sum())
-    std = ref.get("std") or 0.0
-    psis, wds = [], []
-    for _ in range(SAMPLING_DRAWS):
-        window = rng.choice(sample, size=min(n, SAMPLING_CAP), replace=True)
-        again = rng.choice(sample, size=len(sample), replace=True)
-        psis.append(psi(rng.multinomial(n_ref, counts / n_ref), bin_counts(window, ref["edges"]), config.psi_epsilon))
-        wds.append(float(stats.wasserstein_distance(again, window)) / (std if std > 0 else 1.0))
-    return {"psi": float(np.mean(psis) + 3 * np.std(psis)), "wasserstein": float(np.mean(wds) + 3 * np.std(wds))}
-
-
-def widened(warn: float, drift: float, level: float | None) -> tuple[float, float]:
-    """Return the (warn, drift) bands of a distance, widened to the reference's own ``level`` of variation between
-    consecutive windows of the current size (:func:`~lepton_apps.monitor.profile.variation_level`) when that is
-    higher than ``warn``: warn at the level, drift at the level times ``drift / warn`` (the bands' own ratio)."""
-    if level is None or level <= warn:
-        return warn, drift
-    return level, level * drift / warn
 
 
 # ------------------------------------------------------------------------------------- categorical

@@ -31,6 +31,7 @@ import pandas as pd
 
 from lepton_apps.errors import DataError
 from lepton_apps.io import atomic_path, atomic_write_json
+from lepton_apps.monitor.bands import bin_counts, psi, window_variation  # noqa: F401 - bin_counts, psi: re-exported
 
 FORMAT_VERSION = 1
 PROFILE_FILE = "profile.json"
@@ -62,75 +63,6 @@ def numeric_values(values: Any, *, where: str) -> tuple[np.ndarray, dict[str, in
                         fix="pass numbers, or list the column as categorical") from None
     unparseable = int((~missing & numbers.isna()).sum())
     return arr, {"missing": int(missing.sum()), "unparseable": unparseable, "nonfinite": int(np.isinf(arr).sum())}
-
-
-def bin_counts(values: np.ndarray, edges: list[float] | np.ndarray) -> np.ndarray:
-    """Return the count of ``values`` in each bin ``(-inf, e0], (e0, e1], …, (e_last, inf)``; NaN is not counted."""
-    values = values[~np.isnan(values)]
-    return np.bincount(np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="left"),
-                       minlength=len(edges) + 1)
-
-
-def psi(expected: np.ndarray, actual: np.ndarray, epsilon: float = 1e-4) -> float:
-    """Return the population stability index of two count (or share) vectors over the same bins."""
-    e = np.maximum(np.asarray(expected, dtype=np.float64) / max(np.sum(expected), 1e-300), epsilon)
-    a = np.maximum(np.asarray(actual, dtype=np.float64) / max(np.sum(actual), 1e-300), epsilon)
-    return float(np.sum((a - e) * np.log(a / e)))
-
-
-CHUNK_SIZES = (250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)
-MIN_CHUNKS = 4  # a chunk size is measured only when the reference holds at least this many chunks of it
-MAX_CHUNKS = 50  # at most this many (evenly spaced) chunks of one size are measured (4x fewer: 10.9 -> ~3 s on the demo)
-
-
-def window_variation(values: np.ndarray, prof: Mapping[str, Any], *, sizes=CHUNK_SIZES) -> dict[str, Any]:
-    """Return how much consecutive windows of the reference itself differ from the whole reference: for each chunk
-    size in ``sizes`` that fits :data:`MIN_CHUNKS` times into ``values`` (in time order, NaN = missing), the level
-    ``mean + 3 std`` of the chunks' PSI, Wasserstein distance (in reference stds) and KS statistic — NannyML's default threshold
-    over reference chunks. Consecutive windows of real traffic are not independent draws: a day differs from the
-    next, a fraud campaign moves a week, so ordinary windows vary more than sampling noise alone."""
-    from scipy import stats
-
-    values = np.asarray(values, dtype=np.float64)
-    sample = np.asarray(prof.get("sample") or [], dtype=np.float64)
-    std = prof.get("std") or 0.0
-    out: dict[str, list] = {"sizes": [], "psi": [], "wasserstein": [], "ks": [], "chunks": []}
-    if sample.size < 2 or not prof.get("counts"):
-        return out
-    for size in sizes:
-        n_chunks = len(values) // size
-        if n_chunks < MIN_CHUNKS:
-            break
-        starts = np.linspace(0, len(values) - size, min(n_chunks, MAX_CHUNKS)).astype(int)
-        psis, wds, kss = [], [], []
-        for s in starts:
-            chunk = values[s:s + size]
-            finite = chunk[np.isfinite(chunk)]
-            if finite.size < 2:
-                continue
-            psis.append(psi(prof["counts"], bin_counts(chunk, prof["edges"])))
-            wds.append(float(stats.wasserstein_distance(sample, finite)) / (std if std > 0 else 1.0))
-            kss.append(float(stats.ks_2samp(sample, finite, method="asymp").statistic))  # D only: no exact p needed
-        if len(psis) < MIN_CHUNKS:
-            break
-        out["sizes"].append(size)
-        out["chunks"].append(len(psis))
-        out["psi"].append(float(np.mean(psis) + 3 * np.std(psis)))
-        out["wasserstein"].append(float(np.mean(wds) + 3 * np.std(wds)))
-        out["ks"].append(float(np.mean(kss) + 3 * np.std(kss)))
-    return out
-
-
-def variation_level(prof: Mapping[str, Any], kind: str, n: int) -> float | None:
-    """Return the reference's own variation level (``kind``: "psi", "wasserstein" or "ks") between consecutive windows of
-    about ``n`` rows: the measured chunk size nearest ``n`` on a log scale (the largest measured one for a window
-    larger than every chunk); None when the profile holds no such measurement (unordered references)."""
-    var = prof.get("variation") or {}
-    sizes = var.get("sizes") or []
-    if not sizes or n <= 0 or kind not in var:
-        return None
-    i = int(np.argmin(np.abs(np.log(np.asarray(sizes, dtype=float)) - np.log(n))))
-    return float(var[kind][i])
 
 
 def profile_numeric(values: Any, *, sample: int = 2000, bins: int = 10, seed: int = 0,
