@@ -84,6 +84,17 @@ def fired_rows(report) -> list[str]:
             for r in report.rows() if r["status"] in ("warn", "drift")]
 
 
+def closest(report, worst: dict) -> None:
+    """Fold into ``worst`` each tested row's statistic nearest its band: the smallest Holm-adjusted p (KS,
+    chi-squared), the largest PSI and distance (Wasserstein / std, Jensen–Shannon), the largest embedding AUC."""
+    for r in report.features + report.predictions + ([report.embeddings] if report.embeddings else []):
+        if r.get("p_adjusted") is not None:
+            worst[f"{r['name']} p_adj min"] = min(worst.get(f"{r['name']} p_adj min", 1.0), r["p_adjusted"])
+        for key in ("psi", "distance", "auc"):
+            if r.get(key) is not None and r.get("test") != "ks":
+                worst[f"{r['name']} {key} max"] = max(worst.get(f"{r['name']} {key} max", 0.0), r[key])
+
+
 def count(profile, win, *, domain: str, data: str, sizes, draws: int, reference: int) -> list[dict]:
     """Return one row per window size: ok / warn / drift counts of ``draws`` windows of the pool ``win``, the
     reasons of every window that was not ok, which report rows fired, and the seconds."""
@@ -92,12 +103,13 @@ def count(profile, win, *, domain: str, data: str, sizes, draws: int, reference:
     rows = []
     for size in sizes:
         picks, sampling = window_rows(len(win.features), size, draws)
-        statuses, reasons, fired = [], [], collections.Counter()
+        statuses, reasons, fired, worst = [], [], collections.Counter(), {}
         t0 = time.perf_counter()
         for d, idx in enumerate(picks):
             w = subset(win, idx)
             report = compare(profile, w.features, w.scores, w.embeddings)
             statuses.append(report.status)
+            closest(report, worst)
             if report.status != "ok":
                 reasons.append({"window": d, "status": report.status, "reasons": report.reasons})
                 fired.update(fired_rows(report))
@@ -106,6 +118,7 @@ def count(profile, win, *, domain: str, data: str, sizes, draws: int, reference:
                "reference_rows": reference, "ok": statuses.count("ok"), "warn": statuses.count("warn"),
                "drift": statuses.count("drift"), "goal_met": statuses.count("drift") == 0 and
                statuses.count("warn") <= len(picks) / 20, "fired": dict(fired), "reasons": reasons,
+               "closest": {k: float(f"{v:.3g}") for k, v in worst.items()},
                "seconds": round(seconds, 1)}
         say(f"{domain}/{data} size {size}: {row['ok']} ok, {row['warn']} warn, {row['drift']} drift "
             f"({seconds:.0f} s) {dict(fired) or ''}")
@@ -270,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         if "support" in domains:
             rows += support_false_alarms(args.data, work, draws=args.draws, demo=args.demo)
     print(table(rows))
+    for r in rows:
+        print(f"- closest to a band, {r['domain']} / {r['data']} / {r['size']:,}: {json.dumps(r['closest'])}")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
