@@ -17,7 +17,9 @@ nearest neighbour over all-MiniLM-L6-v2 embeddings of the KB texts with a fixed 
 ``answered_correct`` (share of in-scope questions answered with the right FAQ), ``handoff_recall``
 (share of out-of-scope questions handed off), ``top1`` (right FAQ ranked first, in scope) and
 ``answered_correct_at_default_recall`` (the baseline's threshold moved so that its hand-off recall
-matches the template's, on these test questions; for the template row, its own answered-correct).
+matches the template's, on these test questions; for the template row, its own answered-correct) and
+``oracle_at_0.90`` (the template row only: the best answered-correct any threshold on its confidence reaches
+at hand-off recall >= 0.90 on these test questions — an oracle ceiling beside the threshold it chose).
 
 ``--tune`` (development only): asks the ``val`` split + ``oos_train`` instead of ``test`` + ``oos_val``,
 KB alone, so that settings can be compared without looking at the reported test questions.
@@ -44,7 +46,7 @@ CLINC = Path("support") / "clinc150_dev"
 PER_INTENT = 20
 BASELINE_CUT = 0.5
 QUICK_DOMAINS = ("kitchen_and_dining", "travel", "small_talk")
-METRICS = ("answered_correct", "handoff_recall", "top1", "answered_correct_at_default_recall")
+METRICS = ("answered_correct", "handoff_recall", "top1", "answered_correct_at_default_recall", "oracle_at_0.90")
 
 
 def say(text: str) -> None:
@@ -103,6 +105,7 @@ def baseline(encoder, kb: pd.DataFrame, test: pd.DataFrame, recall: float) -> di
     gold = test["faq_id"].to_numpy()
     m = decision_metrics(list(top), cos < BASELINE_CUT, list(top), gold)
     oos = gold == ""
+    m["oracle_at_0.90"] = float("nan")
     t = threshold_for_recall(cos[oos], np.zeros(oos.sum(), dtype=bool), recall)
     m["answered_correct_at_default_recall"] = decision_metrics(list(top), cos < t, list(top), gold)["answered_correct"]
     return m
@@ -148,12 +151,15 @@ def run_one(data: dict, domain: str, intents: list[str], seed: int, size: str, t
     m = decision_metrics([r.faq_id for r in replies], np.array([r.handoff for r in replies]),
                          [r.sources[0].faq_id if r.sources else None for r in replies], gold)
     m["answered_correct_at_default_recall"] = m["answered_correct"]
+    from lepton_apps.support.evaluate import ceiling
+
+    m["oracle_at_0.90"] = ceiling(replies, gold, 0.9)["oracle_answered_correct"]
     t0 = time.perf_counter()
     b = baseline(plain_encoder(), kb, test, m["handoff_recall"])
     b_seconds = time.perf_counter() - t0
     calib = record["calibration"]
     say(f"{domain:<20} seed {seed} {size:<7} default: answered-correct {m['answered_correct']:.3f} "
-        f"recall {m['handoff_recall']:.3f} top1 {m['top1']:.3f} ({seconds:.0f} s; clf_w {calib['classifier_weight']}, "
+        f"recall {m['handoff_recall']:.3f} top1 {m['top1']:.3f} oracle@0.90 {m['oracle_at_0.90']:.3f} ({seconds:.0f} s; clf_w {calib['classifier_weight']}, "
         f"dense_w {calib['fusion_weight']}, oos {calib['out_of_scope_source']}, dropped "
         f"{calib.get('general_oos_dropped', 0)}) | baseline: {b['answered_correct']:.3f} / {b['handoff_recall']:.3f}, "
         f"at same recall {b['answered_correct_at_default_recall']:.3f}")

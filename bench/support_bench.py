@@ -11,7 +11,8 @@ Measures in one run, on CPU unless a GPU is present:
    confidence + intent/sentiment heads) for knowledge bases of 1,000 and 100,000 entries: the 66 real
    demo FAQs plus synthetic filler entries (template-made texts for BM25; random unit vectors as their
    embeddings, since encoding 100k filler texts would only measure the encoder again). The 100k KB is
-   above the ANN threshold, so it is searched through FAISS HNSW.
+   above the ANN threshold, so it is searched through FAISS HNSW. ``--reranker``: the same with the second
+   stage (a cross-encoder re-scoring the top 5 on ONNX Runtime) on.
 
     .venv/bin/python bench/support_bench.py [--repeats 3] [--queries 300] [--json out.json]
 """
@@ -123,7 +124,7 @@ def with_filler(bot: SupportAssistant, n_entries: int, seed: int = 0) -> Support
     index = FaqIndex(np.concatenate([bot.index.embeddings, emb]), owner, texts, ann_threshold=bot.settings.ann_threshold)
     build_s = time.perf_counter() - t
     clone = SupportAssistant(bot.encoder, kb, index, bot.confidence, bot.settings, bot.intent_head, bot.intent_labels,
-                             bot.sentiment_head, bot.sentiment_labels, version="bench")
+                             bot.sentiment_head, bot.sentiment_labels, version="bench", reranker=bot.reranker)
     clone.index_build_seconds = build_s
     return clone
 
@@ -159,6 +160,8 @@ def main(argv=None) -> int:
                     help="intra-op threads (torch and ONNX Runtime) for the one-question-at-a-time latency runs; "
                          "0 = the default, every core (1 is what each worker of a multi-process server would use)")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--reranker", action="store_true", help="latency with the second stage on (the demo built with "
+                                                           "reranker: on, re-ranking on ONNX Runtime on a CPU)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     result = {"torch_threads": torch.get_num_threads()}
@@ -166,11 +169,13 @@ def main(argv=None) -> int:
         result["throughput"] = throughput(args.repeats, [int(b) for b in args.batch_sizes.split(",")])
         print(json.dumps(result["throughput"], indent=2), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        bot, _ = build(demo_config(tmp))
+        bot, _ = build(demo_config(tmp, **({"reranker": "on"} if args.reranker else {})))
+    if bot.reranker is not None and not torch.cuda.is_available():
+        bot.reranker.use_onnx()
     questions = [r["question"] for r in json.loads((PACKAGE / FILES["questions"]).read_text())["records"]]
     if args.latency_threads:
         torch.set_num_threads(args.latency_threads)
-    result["latency"] = {"threads": torch.get_num_threads()}
+    result["latency"] = {"threads": torch.get_num_threads(), "second_stage": bot.reranker is not None}
     for size in map(int, args.sizes.split(",")):
         big = with_filler(bot, size)
         res = {"entries": len(big.kb), "index": big.index.kind, "index_build_s": round(big.index_build_seconds, 1),

@@ -16,7 +16,11 @@ this data; input embeddings frozen), then the same with the halves swapped (fine
 on the full task's 34,334 training pairs, accuracy 73.7 / AUC 0.768 (see ../shared/data/README.md).
 
     .venv/bin/python bench/support_zh.py [--pairs ../shared/data/support/afqmc_dev_part/pairs.jsonl] [--seed 0]
-        [--json out.json] [--no-finetune] [--loss cosent|mnrl] [--halves AB,BA]
+        [--json out.json] [--no-finetune] [--loss cosent|mnrl] [--halves AB,BA] [--cross-encoder | --only-cross-encoder]
+
+``--cross-encoder``: also the template's second-stage cross-encoder (``apps/support/reranker.py``, initialised from
+multilingual-e5-small) trained on one half's labelled pairs and scored on the other — the model that re-scores the
+top FAQs and whose probability joins the hand-off's confidence when ``reranker: on``.
 """
 from __future__ import annotations
 
@@ -89,6 +93,31 @@ def finetune(encoder, s1, s2, y, part: np.ndarray, seed: int, loss: str) -> dict
             **summary}
 
 
+def cross_encoder(s1, s2, y, fit: np.ndarray, held: np.ndarray, seed: int) -> dict:
+    """Train the template's second-stage cross-encoder (``reranker.train_reranker`` on multilingual-e5-small, the
+    template's default epochs / learning rate / batch / pair cap) on the labelled pairs of ``fit``; return ROC-AUC of
+    its probability on ``held`` and the accuracy there at the cut that is best on ``fit``."""
+    from lepton_apps.metrics import roc_auc
+    from lepton_apps.support.config import SupportConfig
+    from lepton_apps.support.encoder import resolve_encoder_path
+    from lepton_apps.support.reranker import train_reranker
+
+    d = SupportConfig(kb="-")
+    t0 = time.perf_counter()
+    model, summary = train_reranker(resolve_encoder_path("multilingual"), [(s1[i], s2[i], float(y[i])) for i in fit],
+                                    epochs=d.reranker_epochs, lr=d.reranker_lr, batch_size=d.reranker_batch_size,
+                                    seed=seed, max_pairs=d.reranker_max_pairs)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    p = model.probabilities(list(s1), list(s2))
+    seconds = time.perf_counter() - t0
+    cut = best_threshold(p[fit], y[fit])
+    return {"roc_auc": round(float(roc_auc(y[held], p[held])), 4), "held_out_n": int(len(held)),
+            "accuracy": round(float(((p[held] >= cut).astype(int) == y[held]).mean()), 4), "threshold": round(cut, 4),
+            "majority": round(float(max(y[held].mean(), 1 - y[held].mean())), 4),
+            "pairs_per_s": round(len(s1) / seconds, 1), "train_seconds": round(train_s, 1), "training": summary}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS)
@@ -97,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loss", choices=("cosent", "mnrl"), default="cosent",
                     help="cosent: all labelled pairs of the half (default); mnrl: its matching pairs, in-batch negatives")
     ap.add_argument("--halves", default="AB,BA", help="fine-tune/measure runs, e.g. AB (fit A, measure B) or AB,BA")
+    ap.add_argument("--cross-encoder", action="store_true",
+                    help="also: the template's second-stage cross-encoder trained on one half, measured on the other")
+    ap.add_argument("--only-cross-encoder", action="store_true", help="the cross-encoder runs only")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if not args.pairs.is_file():
@@ -108,11 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     order = np.random.default_rng(args.seed).permutation(len(y))
     halves = {"A": np.sort(order[: len(y) // 2]), "B": np.sort(order[len(y) // 2:])}
     rows = []
-    for name in ("all-MiniLM-L6-v2", "multilingual"):
+    for name in () if args.only_cross_encoder else ("all-MiniLM-L6-v2", "multilingual"):
         enc = SentenceEncoder(name)
         rows.append({**measure(f"{name} zero-shot", enc, s1, s2, y, halves["A"], halves["B"]), "measured_on": "B"})
         print(json.dumps(rows[-1], ensure_ascii=False), file=sys.stderr, flush=True)
-    if not args.no_finetune:
+    if args.cross_encoder or args.only_cross_encoder:
+        for fit, held in (tuple(run) for run in args.halves.split(",")):
+            seed_everything(args.seed)
+            rows.append({"encoder": f"cross-encoder (the template's re-ranker) trained on {fit}", "measured_on": held,
+                         **cross_encoder(s1, s2, y, halves[fit], halves[held], args.seed)})
+            print(json.dumps(rows[-1], ensure_ascii=False), file=sys.stderr, flush=True)
+    if not args.no_finetune and not args.only_cross_encoder:
         for fit, held in (tuple(run) for run in args.halves.split(",")):
             seed_everything(args.seed)
             enc = SentenceEncoder("multilingual")

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .index import FaqIndex
+from .index import FaqIndex, top_gap
 from .model import CLASSIFIER_FEATURES, FEATURES, ConfidenceModel, retrieval_features, train_faq_classifier
 
 GENERAL_OOS = Path(__file__).with_name("general_oos.json")
@@ -45,6 +45,12 @@ def general_oos_questions(language: str = "en") -> list[str]:
     ``language`` (en: 565, zh: 448; English for a language without its own set)."""
     path = GENERAL_OOS_BY_LANGUAGE.get(language, GENERAL_OOS)
     return [q["text"] for q in json.loads(path.read_text(encoding="utf-8"))["questions"]]
+
+
+def general_oos_topics(language: str = "en") -> dict[str, str]:
+    """Return text -> topic of the shipped general out-of-scope questions in ``language``."""
+    path = GENERAL_OOS_BY_LANGUAGE.get(language, GENERAL_OOS)
+    return {q["text"]: q.get("topic", "") for q in json.loads(path.read_text(encoding="utf-8"))["questions"]}
 
 
 @dataclasses.dataclass
@@ -231,15 +237,20 @@ PRIOR_MARGIN = 0.015  # the fixed default before the margin was chosen per build
 
 def choose_margin(queries: list[CalibQuery], index: FaqIndex, weight: float, clf_weight: float, k: int,
                   target_recall: float, use_classifier: bool, target_precision: float | None = None,
-                  recall_confidence: float = 0.0, grid: tuple[float, ...] = MARGIN_GRID):
+                  recall_confidence: float = 0.0, grid: tuple[float, ...] = MARGIN_GRID, hits: list | None = None,
+                  extra_features: tuple[str, ...] = ()):
     """Return (margin, confidence model, threshold, summary) of the ambiguity margin in ``grid`` whose hand-off
     (fitted by :func:`fit_handoff` for the same recall goals) answers the most in-scope calibration queries
-    correctly; ties go to the margin nearest :data:`PRIOR_MARGIN`. The summary lists every margin tried."""
-    hits = [index.rank_rows(q.scores, k, weight, q.clf, clf_weight) for q in queries]  # the same for every margin
+    correctly; ties go to the margin nearest :data:`PRIOR_MARGIN`. The summary lists every margin tried.
+    ``hits``: each query's ranked hits when a second stage re-ranked them (then ``extra_features`` name its
+    confidence features); else the first stage's."""
+    if hits is None:   # the same for every margin
+        hits = [index.rank_rows(q.scores, k, weight, q.clf, clf_weight) for q in queries]
     tried = []
     for margin in grid:
         model, threshold, summary = fit_handoff(queries, index, weight, clf_weight, k, target_recall, margin,
-                                                use_classifier, target_precision, recall_confidence, hits=hits)
+                                                use_classifier, target_precision, recall_confidence, hits=hits,
+                                                extra_features=extra_features)
         tried.append((summary.get("val_answered_correct") or 0.0, -abs(margin - PRIOR_MARGIN), margin, model,
                       threshold, summary))
     best = max(tried, key=lambda t: (round(t[0], 6), t[1]))
@@ -251,7 +262,8 @@ def choose_margin(queries: list[CalibQuery], index: FaqIndex, weight: float, clf
 def fit_handoff(queries: list[CalibQuery], index: FaqIndex, weight: float, clf_weight: float, k: int,
                 target_recall: float, margin: float, use_classifier: bool,
                 target_precision: float | None = None,
-                recall_confidence: float = 0.0, hits: list | None = None) -> tuple[ConfidenceModel, float, dict]:
+                recall_confidence: float = 0.0, hits: list | None = None,
+                extra_features: tuple[str, ...] = ()) -> tuple[ConfidenceModel, float, dict]:
     """Return (confidence model, hand-off threshold for ``target_recall`` on out-of-scope queries, summary).
 
     The confidence model is a logistic regression P(top FAQ right) on the retrieval (and classifier)
@@ -263,13 +275,13 @@ def fit_handoff(queries: list[CalibQuery], index: FaqIndex, weight: float, clf_w
     With ``target_precision``, the threshold is raised when
     needed until the answered calibration queries reach that precision too.
     """
-    names = CLASSIFIER_FEATURES if use_classifier else FEATURES
+    names = (CLASSIFIER_FEATURES if use_classifier else FEATURES) + tuple(extra_features)
     if hits is None:  # each query's ranked hits (choose_margin passes them, computed once)
         hits = [index.rank_rows(q.scores, k, weight, q.clf, clf_weight) for q in queries]
     gold = np.array([q.gold for q in queries])
     correct = np.array([h[0].row == g for h, g in zip(hits, gold)]) & (gold >= 0)
     oos = gold < 0
-    ambiguous = np.array([len(h) > 1 and h[0].score - h[1].score < margin for h in hits])
+    ambiguous = np.array([top_gap(h) < margin for h in hits])
     feats = np.array([retrieval_features(h, names) for h in hits])
     note = None
     if correct.any() and oos.any():

@@ -33,6 +33,8 @@ def train(kb: Optional[Path] = typer.Argument(None, help="FAQ knowledge base (CS
           encoder: Optional[str] = typer.Option(None, help="Encoder: auto (by the KB's language; default), all-MiniLM-L6-v2, "
                                                             "multilingual, a local folder or a cached HF id."),
           finetune: bool = typer.Option(False, "--finetune", help="Fine-tune the bi-encoder on the KB's paraphrase pairs."),
+          reranker: bool = typer.Option(False, "--reranker", help="Train the second stage: a cross-encoder that re-scores "
+                                                                 "the top FAQs (minutes on a CPU; see the README)."),
           intent_backbone: Optional[str] = typer.Option(None, help="frozen (head on embeddings, fast) or finetune "
                                                                    "(AutoModelForSequenceClassification; needs --intent-data)."),
           register: Optional[str] = typer.Option(None, help="Also register the bundle under this name.")):
@@ -47,6 +49,7 @@ def train(kb: Optional[Path] = typer.Argument(None, help="FAQ knowledge base (CS
              "sentiment_data": sentiment_data, "encoder": encoder, "intent_backbone": intent_backbone}
     overrides = {k: str(v) if v is not None else None for k, v in flags.items()}
     overrides["finetune_encoder"] = True if finetune else None
+    overrides["reranker"] = "on" if reranker else None
     cfg = SupportConfig.from_yaml_and_overrides(config, overrides)
 
     def progress(stage: str, fraction: float) -> None:

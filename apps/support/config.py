@@ -52,6 +52,17 @@ class SupportConfig(LeptonConfig):
     faq_classifier: Literal["auto", "on", "off"] = Field(
         "auto", description="linear classifier over the FAQ ids on the embeddings of the KB's paraphrases (and labelled "
                             "val questions), fused with dense + BM25; auto = when the median FAQ has 3+ texts")
+    reranker: Literal["auto", "on", "off"] = Field(
+        "off", description="second stage: a cross-encoder trained from the KB re-scores the top rerank_k FAQs and its "
+                           "probability joins the hand-off's confidence (on / --reranker); auto = when the FAQ "
+                           "classifier is on and 40+ in-scope calibration queries exist. Off by default: on CLINC150 "
+                           "it did not beat the first stage (apps/support/README.md, 'Second stage')")
+    rerank_k: int = Field(5, ge=2, le=10, description="FAQs the second stage re-scores per question (at most top_k)")
+    reranker_epochs: int = Field(4, ge=1, description="epochs of cross-encoder training")
+    reranker_lr: float = Field(8e-5, gt=0, description="peak learning rate of cross-encoder training")
+    reranker_batch_size: int = Field(32, ge=2)
+    reranker_max_pairs: int = Field(6_000, ge=10, description="most (question, FAQ) training pairs (a seeded sample "
+                                    "beyond): bounds the build time of a large KB")
     classifier_l2: float = Field(1e-3, gt=0, description="L2 penalty of the FAQ classifier (mean cross-entropy + l2 * |W|^2)")
     top_k: int = Field(5, ge=1, le=50)
     fusion_weight: float | None = Field(None, ge=0, le=1, description="weight of the dense score (1-w for BM25); None = chosen on validation")

@@ -64,7 +64,7 @@ def evaluate_assistant(assistant, questions, k: int = 5) -> tuple[dict, pd.DataF
         m["intent_accuracy"] = float(np.mean([a == b for a, b in pairs]))
         m["intent_macro_f1"] = float(f1_score(y, p, average="macro", zero_division=0))
     margin = assistant.settings.ambiguity_margin
-    ambiguous = [len(r.sources) > 1 and r.sources[0].score - r.sources[1].score < margin for r in replies]
+    ambiguous = [len(r.sources) > 1 and _gap(r.sources) < margin for r in replies]
     details = q.assign(predicted=[r.faq_id for r in replies], top1=[rk[0] if rk else None for rk in ranked],
                        rank=rank, confidence=conf, ambiguous=ambiguous, unusable=[not r.sources for r in replies],
                        handoff=handoff, handoff_reason=[r.handoff_reason for r in replies],
@@ -76,6 +76,12 @@ def evaluate_assistant(assistant, questions, k: int = 5) -> tuple[dict, pd.DataF
                "confidence_calibration.png": plot_calibration(correct.astype(int), conf,
                                                               title="Confidence vs. top-1 correct")}
     return m, details, figures
+
+
+def _gap(sources) -> float:
+    """How far the first source leads the second on the score that ranked them (the re-ranker's when it ran)."""
+    first, second = ((s.score if s.rerank is None else s.rerank) for s in sources[:2])
+    return first - second
 
 
 def summary(assistant, metrics: dict, details: pd.DataFrame | None = None) -> str:
@@ -113,6 +119,26 @@ def tradeoff_table(details: pd.DataFrame, points: int | None = 41) -> pd.DataFra
     correct = (details["top1"].to_numpy() == gold) & (gold != "")
     always = details["ambiguous"].to_numpy(bool) | details["unusable"].to_numpy(bool)
     return tradeoff_curve(details["confidence"].to_numpy(float), correct, gold == "", always, points=points)
+
+
+def ceiling(replies, gold, target: float = 0.9) -> dict:
+    """Return the oracle ceiling of a hand-off on labelled questions: the best answered-correct that any threshold
+    on the replies' confidence reaches at hand-off recall >= ``target`` — thresholds tried on these questions
+    themselves, which no build can do; the gap to the bundle's own threshold shows whether the confidence signal or
+    its calibration limits it. ``gold``: each question's FAQ id ('' = out of scope)."""
+    from .calibration import tradeoff_curve
+
+    gold = np.asarray(gold, dtype=object)
+    correct = np.array([bool(r.sources) and r.sources[0].faq_id == g for r, g in zip(replies, gold)]) & (gold != "")
+    always = np.array([r.handoff and r.handoff_code != "low_confidence" for r in replies])
+    curve = tradeoff_curve(np.array([r.confidence for r in replies], dtype=float), correct, gold == "", always,
+                           points=None)
+    ok = curve[curve["handoff_recall"] >= target - 1e-12]
+    if not len(ok):
+        return {"oracle_answered_correct": float("nan"), "oracle_threshold": float("nan"), "oracle_recall": float("nan")}
+    best = ok.loc[ok["answered_correct"].idxmax()]
+    return {"oracle_answered_correct": float(best["answered_correct"]), "oracle_threshold": float(best["threshold"]),
+            "oracle_recall": float(best["handoff_recall"])}
 
 
 def plot_tradeoff(table: pd.DataFrame, threshold: float):

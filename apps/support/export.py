@@ -135,6 +135,47 @@ def convert_head(head) -> bytes:
     return buf.getvalue()
 
 
+RERANKER_FILE = "reranker.onnx"
+RERANKER_CHECK_PAIRS = 256
+
+
+def reranker_check_pairs(assistant) -> tuple[list[str], list[str]]:
+    """Return (queries, FAQ documents) to compare the exported re-ranker with PyTorch: KB texts, each with its own
+    FAQ and with the next FAQ (a right and a wrong pair), at most :data:`RERANKER_CHECK_PAIRS` pairs."""
+    from .index import Hit
+
+    index = assistant.index
+    queries, docs = [], []
+    for i, text in enumerate(index.texts[:RERANKER_CHECK_PAIRS // 2]):
+        for row in (int(index.owner[i]), (int(index.owner[i]) + 1) % max(index.n_rows, 1)):
+            queries.append(text)
+            docs.append(assistant.document(text, Hit(row, 0.0, 0.0, 0.0, 0.0, int(index.starts[row]))))
+    return queries, docs
+
+
+def check_reranker(assistant, data: bytes, tolerance: float, out) -> dict:
+    """Return the card entry of the exported re-ranker after checking its probabilities against PyTorch's on
+    :func:`reranker_check_pairs` (ExportError beyond ``tolerance``)."""
+    rr = assistant.reranker
+    queries, docs = reranker_check_pairs(assistant)
+    reference = rr.probabilities(queries, docs)
+    session = inference_session(data)
+    enc = rr._tokenize(queries, docs, tensors="np")
+    logits = session.run(None, {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()})[0].reshape(-1)
+    diff = float(np.abs(1.0 / (1.0 + np.exp(-logits.astype(np.float64))) - reference).max())
+    if diff > tolerance:
+        raise ExportError(f"the exported re-ranker's probabilities differ from PyTorch's by up to {diff:.3g}, more "
+                          f"than the tolerance {tolerance:.3g}; nothing was written", where=str(out),
+                          fix="report this conversion problem; keep using the source bundle")
+    return {"file": RERANKER_FILE, "precision": "fp32 (in an int8 export too: only the encoder is quantised, behind "
+                                                "the retrieval gate)",
+            "inputs": [i.name for i in session.get_inputs()], "output": "logit [batch]; P = sigmoid(logit)",
+            "pair": "tokenizer/ on (question, FAQ document), truncating the document to "
+                    f"{rr.max_length} tokens; document = FAQ question | best-matched KB text",
+            "check": {"data": f"{len(queries)} (KB text, FAQ) pairs, right and wrong", "tolerance": tolerance,
+                      "max_abs_diff_probability": diff}}
+
+
 INT8_METHODS = ("dynamic", "static")
 CALIBRATION_TEXTS = 256
 
@@ -375,6 +416,11 @@ def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None,
         for name, data in head_bytes.items():
             (tmp / f"{name}.onnx").write_bytes(data)
             files[f"heads/{name}.onnx"] = tmp / f"{name}.onnx"
+        if assistant.reranker is not None and assistant.settings.rerank_k:
+            data = assistant.reranker.to_onnx()
+            card["reranker"] = check_reranker(assistant, data, tolerance, out)
+            (tmp / RERANKER_FILE).write_bytes(data)
+            files[RERANKER_FILE] = tmp / RERANKER_FILE
         inputs = lambda session: {OUTPUT_NAME: encode_with_session(session, enc, texts)}  # noqa: E731
         if not int8:
             return write_export(out, model=fp32, source=source, precision="fp32", inputs=inputs,

@@ -29,6 +29,21 @@ class Hit:
     lexical_raw: float
     text_index: int
     clf: float = 0.0
+    rerank: float | None = None   # the second stage's P(this FAQ answers the question), when it ran
+    final: float | None = None    # what the second stage ranked by: v * rerank + (1 - v) * score
+
+
+def rank_score(hit: Hit) -> float:
+    """Return the score a hit was ranked by: the second stage's when it ran, else the fused score."""
+    return hit.score if hit.final is None else hit.final
+
+
+def top_gap(hits: list[Hit]) -> float:
+    """Return how far the first hit leads the second on the score that ranked them (the re-ranker's when it
+    ran, else the fused score); infinite with fewer than two hits."""
+    if len(hits) < 2:
+        return float("inf")
+    return rank_score(hits[0]) - rank_score(hits[1])
 
 
 def _tokenize(texts: list[str]) -> list[list[str]]:

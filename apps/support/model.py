@@ -287,6 +287,8 @@ def train_faq_classifier(embeddings: np.ndarray, rows: np.ndarray, n_rows: int, 
 FEATURES = ("fused_top1", "dense_top1", "dense_margin", "fused_margin", "lexical_top1")
 # with an FAQ classifier: its probability of the top FAQ and the gap to the second
 CLASSIFIER_FEATURES = FEATURES + ("clf_top1", "clf_margin")
+# with the second stage (reranker.py): the cross-encoder's probability of the top FAQ and the gap to the second
+RERANK_FEATURES = ("rerank_top1", "rerank_margin")
 
 
 def retrieval_features(hits, names: tuple[str, ...] | list[str] = FEATURES) -> np.ndarray:
@@ -296,10 +298,12 @@ def retrieval_features(hits, names: tuple[str, ...] | list[str] = FEATURES) -> n
     h1 = hits[0]
     h2 = hits[1] if len(hits) > 1 else None
     clf2 = max((h.clf for h in hits[1:]), default=0.0)
+    rr2 = max(((h.rerank or 0.0) for h in hits[1:]), default=0.0)
     values = {"fused_top1": h1.score, "dense_top1": h1.dense, "dense_margin": h1.dense - (h2.dense if h2 else 0.0),
               "fused_margin": h1.score - (h2.score if h2 else 0.0),
               "lexical_top1": h1.lexical_raw / (1.0 + h1.lexical_raw),
-              "clf_top1": h1.clf, "clf_margin": h1.clf - clf2}
+              "clf_top1": h1.clf, "clf_margin": h1.clf - clf2,
+              "rerank_top1": h1.rerank or 0.0, "rerank_margin": (h1.rerank or 0.0) - rr2}
     return np.array([values[n] for n in names], dtype=np.float64)
 
 

@@ -75,7 +75,7 @@ def _open_feedback(db_url: str | None, home: str | None, legacy: str | None):
 
 
 THUMB_UP, THUMB_DOWN = ":material/thumb_up:", ":material/thumb_down:"
-SOURCE_COLUMNS = ("faq_id", "score", "dense", "lexical", "matched_text", "question")
+SOURCE_COLUMNS = ("faq_id", "score", "rerank", "dense", "lexical", "matched_text", "question")  # rerank: 2nd stage
 
 
 def render_reply(i: int, turn: dict, store, t: dict[str, str]) -> None:
@@ -109,8 +109,10 @@ def render_reply(i: int, turn: dict, store, t: dict[str, str]) -> None:
             with st.expander(t["sources"].format(n=len(r["sources"]))):
                 import pandas as pd
 
-                frame = pd.DataFrame(r["sources"])[list(SOURCE_COLUMNS)]
-                st.dataframe(frame.rename(columns={c: t[f"col_{c}"] for c in SOURCE_COLUMNS}), hide_index=True)
+                columns = [c for c in SOURCE_COLUMNS if c != "rerank" or any(s.get("rerank") is not None
+                                                                             for s in r["sources"])]
+                frame = pd.DataFrame(r["sources"])[columns]
+                st.dataframe(frame.rename(columns={c: t[f"col_{c}"] for c in columns}), hide_index=True)
         rated = turn.get("rated")
         if store is None:
             st.caption(t["rating_off"])

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lepton_apps.predictor import Evaluation, Explanation, MonitorWindow, PredictRequest, Predictor, Result
 
-from .index import FaqIndex, Hit
+from .index import FaqIndex, Hit, rank_score, top_gap
 from .model import NEUTRAL, ConfidenceModel, EmbeddingHead
 from .text import detect_language, truncate
 
@@ -44,6 +44,7 @@ class Source(BaseModel):
     answer: str
     url: str = ""
     classifier: float = 0.0
+    rerank: float | None = None   # the second stage's P(this FAQ answers the question), when the bundle has one
 
 
 class Answer(Result):
@@ -120,6 +121,8 @@ class Settings:
     classifier_weight: float = 0.0   # b in: score = b * P(FAQ | question) + (1 - b) * fused (with an FAQ classifier)
     kb_language: str = "en"          # the knowledge base's language (majority of its texts)
     handoff_messages: dict[str, str] = dataclasses.field(default_factory=dict)  # language -> hand-off text
+    rerank_k: int = 0                # the second stage re-scores this many of the top FAQs (0: no second stage)
+    rerank_weight: float = 1.0       # v in: final = v * P(re-ranker) + (1 - v) * score, what the top-k is ordered by
 
     def handoff_message(self, language: str | None) -> str:
         """Return the hand-off text for a message in ``language`` (else the KB's language, else English)."""
@@ -189,8 +192,9 @@ class SupportAssistant(Predictor):
                  intent_head: EmbeddingHead | None = None, intent_labels: Sequence[str] = (),
                  sentiment_head: EmbeddingHead | None = None, sentiment_labels: Sequence[str] = (),
                  version: str = "", batch_size: int | None = None, intent_model: tuple | None = None,
-                 faq_head: EmbeddingHead | None = None, calibration: dict | None = None):
+                 faq_head: EmbeddingHead | None = None, calibration: dict | None = None, reranker=None):
         self.encoder = encoder
+        self.reranker = reranker   # reranker.Reranker (the second stage) or None
         self.kb = kb.reset_index(drop=True)
         self.index = index
         self.confidence = confidence
@@ -274,9 +278,16 @@ class SupportAssistant(Predictor):
         faq_head = None
         if bundle.has("faq_classifier.json"):
             faq_head = head_from_state(bundle.load_json("faq_classifier.json"), bundle.load_torch("faq_classifier.safetensors"))
+        from . import reranker as second_stage
+        from .encoder import resolve_encoder_path
+
+        rr = second_stage.load(bundle, resolve_encoder_path(enc_cfg["name"])) if settings.rerank_k else None
+        if rr is not None and chosen in ("onnx", "int8") and on == "cpu" and export is None:
+            rr.use_onnx()   # ONNX Runtime fp32 as the encoder's own ONNX path (an export folder brings its own)
         bot = cls(encoder, kb, index, confidence, settings, intent[0], intent[1], sentiment[0], sentiment[1],
                   version=f"{bundle.path.name}@{bundle.metadata.get('created', '')}", intent_model=intent_model,
-                  faq_head=faq_head, calibration=bundle.load_json("retrieval.json").get("calibration", {}))
+                  faq_head=faq_head, calibration=bundle.load_json("retrieval.json").get("calibration", {}),
+                  reranker=rr)
         if via_export:
             bot._use_export(bundle, backend, export, "int8" if chosen == "int8" else "fp32")
         return bot
@@ -305,6 +316,10 @@ class SupportAssistant(Predictor):
                 return
         device = self.encoder.policy.device.type
         self.encoder.use_session(found.session(providers_for(device)), backend_label("onnx", found))
+        if self.reranker is not None and (found.path / "reranker.onnx").is_file():
+            from lepton_apps.export import inference_session
+
+            self.reranker._session = inference_session(found.path / "reranker.onnx", providers_for(device))
 
     @property
     def calibration_source(self) -> str:
@@ -329,6 +344,7 @@ class SupportAssistant(Predictor):
                    else self._classify(self.intent_head, self.intent_labels, embs))
         sentiments = self._classify(self.sentiment_head, self.sentiment_labels, embs)
         faq_probs = self.faq_probabilities(embs)
+        hits = self._hits([cleaned[i][0] for i in live], embs, faq_probs)
         out: list[Answer] = []
         pos = {i: j for j, i in enumerate(live)}
         for i, (text, truncated, problem) in enumerate(cleaned):
@@ -341,11 +357,28 @@ class SupportAssistant(Predictor):
                                   language=language))
                 continue
             j = pos[i]
-            hits = self.index.search(embs[j], text, self.settings.top_k, self.settings.fusion_weight,
-                                     faq_probs[j] if faq_probs is not None else None, self.settings.classifier_weight)
-            out.append(self._decide(text, truncated, hits, intents[j] if intents else None,
+            out.append(self._decide(text, truncated, hits[j], intents[j] if intents else None,
                                     sentiments[j] if sentiments else None))
         return out, embs, live
+
+    def _hits(self, texts: list[str], embs: np.ndarray, faq_probs: np.ndarray | None) -> list[list[Hit]]:
+        """Return each question's ranked FAQs: the first stage's top-k, re-scored and re-ordered by the second
+        stage (one cross-encoder pass over every question's top ``rerank_k``) when the bundle has one."""
+        s = self.settings
+        hits = [self.index.search(embs[j], text, s.top_k, s.fusion_weight,
+                                  faq_probs[j] if faq_probs is not None else None, s.classifier_weight)
+                for j, text in enumerate(texts)]
+        if self.reranker is None or not s.rerank_k:
+            return hits
+        top = self.reranker.rerank(texts, [h[:s.rerank_k] for h in hits], self.document, s.rerank_weight)
+        return [t + h[s.rerank_k:] for t, h in zip(top, hits)]
+
+    def document(self, query: str, hit: Hit) -> str:
+        """Return the FAQ's side of a (question, FAQ) pair for the second stage (:func:`reranker.faq_document`)."""
+        from .reranker import faq_document
+
+        matched = self.index.texts[hit.text_index] if hit.text_index >= 0 else ""
+        return faq_document(self._rows[hit.row][1], matched, query)
 
     def faq_probabilities(self, embs: np.ndarray) -> np.ndarray | None:
         """Return the FAQ classifier's P(KB row | question) for each embedding (n, n_rows), or None without one."""
@@ -386,12 +419,13 @@ class SupportAssistant(Predictor):
         elif conf < s.threshold:
             reason = f"low confidence ({conf:.2f} < {s.threshold:.2f}): probably not covered by the knowledge base"
             code, detail = "low_confidence", {"confidence": conf, "threshold": float(s.threshold)}
-        elif len(hits) > 1 and hits[0].score - hits[1].score < s.ambiguity_margin:
+        elif top_gap(hits) < s.ambiguity_margin:
+            first, second = (rank_score(h) for h in hits[:2])
             reason = (f"ambiguous: '{sources[0].faq_id}' and '{sources[1].faq_id}' match almost equally "
-                      f"({hits[0].score:.3f} vs {hits[1].score:.3f})")
+                      f"({first:.3f} vs {second:.3f})")
             code = "ambiguous"
-            detail = {"first": sources[0].faq_id, "second": sources[1].faq_id, "first_score": float(hits[0].score),
-                      "second_score": float(hits[1].score), "margin": float(s.ambiguity_margin)}
+            detail = {"first": sources[0].faq_id, "second": sources[1].faq_id, "first_score": float(first),
+                      "second_score": float(second), "margin": float(s.ambiguity_margin)}
         language = detect_language(text)
         reply = Answer(question=text, answer=s.handoff_message(language) if reason else sources[0].answer,
                        faq_id=None if reason else sources[0].faq_id, confidence=conf, handoff=reason is not None,
@@ -429,7 +463,8 @@ class SupportAssistant(Predictor):
         return Source(faq_id=faq_id, question=question,
                       matched_text=self.index.texts[hit.text_index] if hit.text_index >= 0 else "",
                       score=round(hit.score, 4), dense=round(hit.dense, 4), lexical=round(hit.lexical, 4),
-                      answer=answer, url=url, classifier=round(hit.clf, 4))
+                      answer=answer, url=url, classifier=round(hit.clf, 4),
+                      rerank=None if hit.rerank is None else round(hit.rerank, 4))
 
     def evaluate(self, data: Any = None, *, out: str | Path | None = None, sentiment: str | Path | None = None) -> Evaluation:
         """Return answered-correct and hand-off recall at the bundle's threshold, top-1, MRR, recall@k, coverage,
@@ -466,14 +501,16 @@ class SupportAssistant(Predictor):
         features = {}
         if problem is None:
             emb = self.encoder.encode([clean])
-            probs = self.faq_probabilities(emb)
-            hits = self.index.search(emb[0], clean, self.settings.top_k, self.settings.fusion_weight,
-                                     probs[0] if probs is not None else None, self.settings.classifier_weight)
+            hits = self._hits([clean], emb, self.faq_probabilities(emb))[0]
             features = dict(zip(self.confidence.features, map(float, self.confidence.features_of(hits))))
         w, b = self.settings.fusion_weight, self.settings.classifier_weight
         fusion = f"score = {w:.2f} * dense + {1 - w:.2f} * lexical"
         if self.faq_head is not None:
             fusion = f"score = {b:.2f} * classifier + {1 - b:.2f} * ({w:.2f} * dense + {1 - w:.2f} * lexical)"
+        if self.reranker is not None and self.settings.rerank_k:
+            v = self.settings.rerank_weight
+            fusion += (f"; second stage: a cross-encoder re-scores the top {self.settings.rerank_k} (rerank = P(the "
+                       f"FAQ answers)), ordered by {v:.1f} * rerank + {1 - v:.1f} * score")
         return SupportExplanation(model_version=self.version, reply=reply, fusion=fusion, confidence_features=features,
                                   threshold=self.settings.threshold, ambiguity_margin=self.settings.ambiguity_margin,
                                   index=self.index.kind, sources=reply.sources)

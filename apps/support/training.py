@@ -29,8 +29,8 @@ from lepton_apps.errors import DataError
 from .config import DEFAULT_ENCODER, SupportConfig, choose_encoder
 from .data import kb_texts, read_kb, read_labelled, read_questions
 from .index import FaqIndex
-from .model import (finetune_biencoder, head_config, read_labelled_pairs, train_escalation_head, train_faq_classifier,
-                    train_head)
+from .model import (RERANK_FEATURES, finetune_biencoder, head_config, read_labelled_pairs, train_escalation_head,
+                    train_faq_classifier, train_head)
 from .predict import SupportAssistant, Settings
 from .text import kb_language, tokenizer_info
 
@@ -87,6 +87,38 @@ def use_faq_classifier(mode: str, owner: list[int]) -> bool:
         return mode == "on"
     counts = np.bincount(np.asarray(owner, dtype=np.int64))
     return bool(len(counts)) and float(np.median(counts)) >= 3
+
+
+MIN_RERANK_QUERIES = 40   # in-scope calibration queries below which the second stage is not trained (auto)
+
+
+def use_reranker(mode: str, use_classifier: bool, queries) -> bool:
+    """Whether to train the second stage: "on", or "auto" when the FAQ classifier is on (the KB has paraphrases to
+    learn from) and there are at least :data:`MIN_RERANK_QUERIES` in-scope calibration queries."""
+    if mode != "auto":
+        return mode == "on"
+    return use_classifier and sum(q.gold >= 0 for q in queries) >= MIN_RERANK_QUERIES
+
+
+def second_stage(cfg: SupportConfig, encoder, index: FaqIndex, kb: pd.DataFrame, queries, language: str,
+                 weight: float, clf_weight: float, oos_source: str):
+    """Train the re-ranker (:func:`reranker.fit_second_stage`) on the calibration queries, with the shipped
+    general out-of-scope questions as negatives even when the user's own calibrate the hand-off."""
+    from .calibration import CalibQuery, general_oos_topics
+    from .reranker import fit_second_stage
+
+    topics = general_oos_topics(language)
+    extra = []
+    if "general-oos" not in oos_source:   # the shipped set is not among the calibration queries: train on it
+        general = list(topics)
+        emb = encoder.encode(general, batch_size=cfg.batch_size)
+        extra = [CalibQuery(t, index.row_scores(e, t), None, -1, "general-oos-training") for t, e in zip(general, emb)]
+    return fit_second_stage(
+        queries, index, kb["question"].tolist(), weight=weight, clf_weight=clf_weight,
+        top_k=cfg.top_k, rerank_k=min(cfg.rerank_k, cfg.top_k), topics=topics, extra_negatives=extra,
+        encoder_path=encoder.path, epochs=cfg.reranker_epochs, lr=cfg.reranker_lr,
+        batch_size=cfg.reranker_batch_size, max_pairs=cfg.reranker_max_pairs, seed=cfg.seed, device=cfg.device,
+        precision=cfg.precision, progress=cfg.progress)
 
 
 def _split(q: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -166,21 +198,31 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
         use_kb=use_kb, l2=cfg.classifier_l2, seed=cfg.seed)
     weight, clf_weight, w_table, b_table = choose_weights(queries, index, use_classifier, cfg.fusion_weight)
     queries, dropped = drop_covered_general_oos(queries, index, weight, clf_weight, cfg.general_oos_nearest)
+    stage2, rerank_k, rerank_weight, calib_queries, calib_hits, extra = None, 0, 1.0, queries, None, ()
+    if use_reranker(cfg.reranker, use_classifier, queries):
+        say("training the re-ranker (second stage)", 0.55)
+        stage2 = second_stage(cfg, encoder, index, kb, queries, language, weight, clf_weight, oos_source)
+        rerank_k, rerank_weight = stage2.summary["rerank_k"], stage2.summary["rerank_weight"]
+        calib_queries, calib_hits, extra = stage2.queries, stage2.hits, RERANK_FEATURES
+        record["reranker"] = stage2.summary
     if cfg.ambiguity_margin is None:
         margin, confidence, threshold, calib = choose_margin(
-            queries, index, weight, clf_weight, cfg.top_k, cfg.target_handoff_recall, use_classifier,
-            cfg.target_precision, cfg.handoff_recall_confidence)
+            calib_queries, index, weight, clf_weight, cfg.top_k, cfg.target_handoff_recall, use_classifier,
+            cfg.target_precision, cfg.handoff_recall_confidence, hits=calib_hits, extra_features=extra)
     else:
         margin = cfg.ambiguity_margin
-        confidence, threshold, calib = fit_handoff(queries, index, weight, clf_weight, cfg.top_k,
+        confidence, threshold, calib = fit_handoff(calib_queries, index, weight, clf_weight, cfg.top_k,
                                                    cfg.target_handoff_recall, margin, use_classifier,
-                                                   cfg.target_precision, cfg.handoff_recall_confidence)
+                                                   cfg.target_precision, cfg.handoff_recall_confidence,
+                                                   hits=calib_hits, extra_features=extra)
     record["calibration"] = {**calib, **fit_summary, **dropped, "fusion_weight": weight, "weight_grid_top1": w_table,
                              "classifier_weight": clf_weight, "classifier_weight_grid_top1": b_table,
                              "faq_classifier": use_classifier, "leave_one_out": use_kb,
                              "out_of_scope_source": oos_source, "target_precision": cfg.target_precision,
-                             "n_user_out_of_scope": len(user_oos),
-                             "calibration_source": describe_calibration(len(user_oos), fit_summary, dropped, use_kb)}
+                             "n_user_out_of_scope": len(user_oos), "second_stage": bool(rerank_k),
+                             "calibration_source": describe_calibration(len(user_oos), fit_summary, dropped, use_kb)
+                             + (f"; with the second stage, only the {len(calib_queries)} of them held out of the "
+                                "re-ranker's training" if stage2 else "")}
     faq_head = None
     if use_classifier:
         answerable = (val_q["faq_id"] != "").to_numpy()
@@ -195,7 +237,8 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
                         escalation_threshold=cfg.escalation_threshold or 0.5,   # replaced when a sentiment head is trained
                         teams=dict(cfg.teams),
                         ann_threshold=cfg.ann_threshold, classifier_weight=clf_weight, kb_language=language,
-                        handoff_messages=dict(cfg.handoff_messages))
+                        handoff_messages=dict(cfg.handoff_messages), rerank_k=rerank_k,
+                        rerank_weight=rerank_weight)
     record["text"] = {"kb_language": language, **tokenizer_info()}
 
     say("training the intent classifier", 0.65)
@@ -248,7 +291,8 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
                                  intent.head if intent else None, intent.labels if intent else (),
                                  sentiment.head if sentiment else None, sentiment.labels if sentiment else (),
                                  version="(in training)", batch_size=cfg.batch_size, intent_model=intent_model,
-                                 faq_head=faq_head, calibration=record["calibration"])
+                                 faq_head=faq_head, calibration=record["calibration"],
+                                 reranker=stage2.reranker if stage2 else None)
     record["intent_model"] = intent_model
     record["faq_head"] = faq_head
     record["intent_result"], record["sentiment_result"] = intent, sentiment
@@ -332,6 +376,10 @@ def write_bundle(assistant: SupportAssistant, record: dict, out: str | Path, ove
         w.save_json("retrieval.json", {"settings": record["settings"].__dict__, "confidence": record["confidence"].to_dict(),
                                        "calibration": record["calibration"]})
         w.save_json("encoder.json", record["encoder"])
+        if assistant.reranker is not None:
+            from . import reranker
+
+            reranker.save(assistant.reranker, w)
         if record.get("profile") is not None:
             record["profile"].save(w.file("profile/profile.json").parent)
             w.save_json("profile/info.json", record["profile_info"])
