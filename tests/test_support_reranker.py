@@ -210,3 +210,11 @@ def test_reranker_runs_on_onnx_runtime_by_default_on_a_cpu(reranked):
     a, b = auto.answer_batch(questions), torch_bot.answer_batch(questions)
     assert [x.faq_id for x in a] == [x.faq_id for x in b]
     assert np.allclose([x.sources[0].rerank for x in a], [x.sources[0].rerank for x in b], atol=1e-4)
+
+
+def test_auto_trains_the_second_stage_only_with_validation_questions():
+    from lepton_apps.support.training import use_reranker
+
+    assert use_reranker("auto", True, True)
+    assert not use_reranker("auto", True, False) and not use_reranker("auto", False, True)
+    assert use_reranker("on", False, False) and not use_reranker("off", True, True)

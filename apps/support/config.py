@@ -55,8 +55,9 @@ class SupportConfig(LeptonConfig):
     reranker: Literal["auto", "on", "off"] = Field(
         "off", description="second stage: a cross-encoder trained from the KB re-scores the top rerank_k FAQs and its "
                            "probability joins the hand-off's confidence (on / --reranker); auto = when the FAQ "
-                           "classifier is on and 40+ in-scope calibration queries exist. Off by default: on CLINC150 "
-                           "it did not beat the first stage (apps/support/README.md, 'Second stage')")
+                           "classifier is on and labelled validation questions are given (30+ in scope, 50+ out of "
+                           "scope). Off by default: it gained only with validation questions, at 20-100x the build "
+                           "time (apps/support/README.md, 'Second stage')")
     rerank_k: int = Field(5, ge=2, le=10, description="FAQs the second stage re-scores per question (at most top_k)")
     reranker_epochs: int = Field(4, ge=1, description="epochs of cross-encoder training")
     reranker_lr: float = Field(8e-5, gt=0, description="peak learning rate of cross-encoder training")

@@ -16,12 +16,15 @@ A part of every kind of query is held out of that training (:func:`holdout`): th
 is fitted on those queries only, so its threshold sees scores of questions the re-ranker never learned from.
 An FAQ's text in a pair is its question plus the text of it that the first stage matched best
 (:func:`faq_document`). Its probability and the gap to the runner-up join the confidence model's features
-(``rerank_top1``, ``rerank_margin``); the top-k is re-ordered by it.
+(``rerank_top1``, ``rerank_margin``); the top-k is re-ordered by ``v * rerank + (1 - v) * fused score``, ``v``
+chosen for top-1 on the held-out queries (0 keeps the first stage's order).
+
+Measured (apps/support/README.md, "Second stage"): it gains with the user's labelled validation questions and
+hardly with the KB alone, at 20-100x the build time, so ``reranker`` is off by default.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 import threading
 import zlib
@@ -235,10 +238,9 @@ def training_pairs(queries: Sequence, hits: Sequence[list], document: Callable, 
     ``faq_texts(row)``: the texts of a KB row."""
     rng = np.random.default_rng(seed)
 
-    def views(q, row: int, first: str | None, n: int) -> list[str]:
-        others = [t for t in faq_texts(row) if t != q.text and t != first]
-        picks = [others[i] for i in rng.permutation(len(others))[:n]]
-        return [faq_document(kb_question(row), t, q.text) for t in ([first] if first is not None else []) + picks]
+    def views(q, row: int, n: int) -> list[str]:   # the FAQ with n of its texts (never the query), at random
+        others = [t for t in faq_texts(row) if t != q.text]
+        return [faq_document(kb_question(row), others[i], q.text) for i in rng.permutation(len(others))[:n]]
 
     pairs = []
     for q, hs in zip(queries, hits):
@@ -246,11 +248,11 @@ def training_pairs(queries: Sequence, hits: Sequence[list], document: Callable, 
             gold_hit = next((h for h in hs if h.row == q.gold), None)
             if gold_hit is not None:
                 pairs += [(q.text, document(q.text, gold_hit), 1.0)]
-                pairs += [(q.text, d, 1.0) for d in views(q, q.gold, None, EXTRA_VIEWS)]
+                pairs += [(q.text, d, 1.0) for d in views(q, q.gold, EXTRA_VIEWS)]
             else:
-                pairs += [(q.text, d, 1.0) for d in views(q, q.gold, None, EXTRA_VIEWS + 1)]
+                pairs += [(q.text, d, 1.0) for d in views(q, q.gold, EXTRA_VIEWS + 1)]
             for h in [h for h in hs if h.row != q.gold][:NEGATIVES]:
-                pairs += [(q.text, document(q.text, h), 0.0)] + [(q.text, d, 0.0) for d in views(q, h.row, None, 1)]
+                pairs += [(q.text, document(q.text, h), 0.0)] + [(q.text, d, 0.0) for d in views(q, h.row, 1)]
         else:
             pairs += [(q.text, document(q.text, h), 0.0) for h in hs[:OOS_NEGATIVES]]
     return pairs
@@ -266,7 +268,7 @@ def train_reranker(encoder_path: str, pairs: list[tuple[str, str, float]], *, ep
                    progress: bool = False) -> tuple[Reranker, dict]:
     """Return (the cross-encoder fine-tuned on ``pairs`` with binary cross-entropy, a summary).
 
-    At most ``max_pairs`` pairs (a seeded sample, positives kept in proportion) per run; the input word
+    At most ``max_pairs`` pairs (a seeded uniform sample beyond); the input word
     embeddings stay frozen (the same as the shipped encoder's: not stored twice, and a vocabulary of 250k rows
     is most of a small model's weights)."""
     from transformers import AutoTokenizer
@@ -312,10 +314,6 @@ def load(bundle, encoder_path: str) -> Reranker | None:
         return None
     return Reranker.from_state(bundle.load_json(FILES[1]), bundle.load_torch(FILES[0]), encoder_path)
 
-
-def describe(info: dict) -> str:
-    """One line on how the re-ranker was trained (for logs and explanations)."""
-    return json.dumps({k: info[k] for k in ("pairs", "positives", "epochs", "steps", "seconds") if k in info})
 
 
 # ---------------------------------------------------------------------- at build time

@@ -89,15 +89,13 @@ def use_faq_classifier(mode: str, owner: list[int]) -> bool:
     return bool(len(counts)) and float(np.median(counts)) >= 3
 
 
-MIN_RERANK_QUERIES = 40   # in-scope calibration queries below which the second stage is not trained (auto)
-
-
-def use_reranker(mode: str, use_classifier: bool, queries) -> bool:
+def use_reranker(mode: str, use_classifier: bool, enough_val: bool) -> bool:
     """Whether to train the second stage: "on", or "auto" when the FAQ classifier is on (the KB has paraphrases to
-    learn from) and there are at least :data:`MIN_RERANK_QUERIES` in-scope calibration queries."""
+    learn from) and the user gave labelled validation questions (30+ in scope, 50+ out of scope) — where it was
+    measured to gain (apps/support/README.md, "Second stage")."""
     if mode != "auto":
         return mode == "on"
-    return use_classifier and sum(q.gold >= 0 for q in queries) >= MIN_RERANK_QUERIES
+    return use_classifier and enough_val
 
 
 def second_stage(cfg: SupportConfig, encoder, index: FaqIndex, kb: pd.DataFrame, queries, language: str,
@@ -199,7 +197,7 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     weight, clf_weight, w_table, b_table = choose_weights(queries, index, use_classifier, cfg.fusion_weight)
     queries, dropped = drop_covered_general_oos(queries, index, weight, clf_weight, cfg.general_oos_nearest)
     stage2, rerank_k, rerank_weight, calib_queries, calib_hits, extra = None, 0, 1.0, queries, None, ()
-    if use_reranker(cfg.reranker, use_classifier, queries):
+    if use_reranker(cfg.reranker, use_classifier, enough_val):
         say("training the re-ranker (second stage)", 0.55)
         stage2 = second_stage(cfg, encoder, index, kb, queries, language, weight, clf_weight, oos_source)
         rerank_k, rerank_weight = stage2.summary["rerank_k"], stage2.summary["rerank_weight"]
