@@ -319,7 +319,7 @@ class SupportAssistant(Predictor):
         if self.reranker is not None and (found.path / "reranker.onnx").is_file():
             from lepton_apps.export import inference_session
 
-            self.reranker._session = inference_session(found.path / "reranker.onnx", providers_for(device))
+            self.reranker.use_session(inference_session(found.path / "reranker.onnx", providers_for(device)))
 
     @property
     def calibration_source(self) -> str:

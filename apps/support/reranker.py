@@ -74,6 +74,14 @@ class CrossEncoder(torch.nn.Module):
         return self.head(pooled).squeeze(-1)
 
 
+def order(hits: list, weight: float) -> list:
+    """Return re-scored ``hits`` with ``final`` = ``weight`` * rerank + (1 - ``weight``) * score set, highest first
+    (a stable sort: ties keep the first stage's order)."""
+    for h in hits:
+        h.final = float(weight * h.rerank + (1.0 - weight) * h.score)
+    return sorted(hits, key=lambda h: -h.final)
+
+
 def _layers(backbone) -> list:
     """Return the Transformer blocks of a BERT-like backbone (empty when it has another layout)."""
     encoder = getattr(backbone, "encoder", None)
@@ -142,8 +150,11 @@ class Reranker:
         out = [[dataclasses.replace(h) for h in hits] for hits in hits_per_query]
         for (qi, hi), p in zip(where, probs):
             out[qi][hi].rerank = float(p)
-            out[qi][hi].final = float(weight * p + (1.0 - weight) * out[qi][hi].score)
-        return [sorted(hits, key=lambda h: -h.final) for hits in out]
+        return [order(hits, weight) for hits in out]
+
+    def use_session(self, session) -> None:
+        """Score pairs with an ONNX Runtime ``session`` of :meth:`to_onnx`'s graph (None: PyTorch again)."""
+        self._session = session
 
     # ------------------------------------------------------------------ ONNX
     def to_onnx(self) -> bytes:
@@ -179,7 +190,7 @@ class Reranker:
         path = cache_dir("support-onnx") / f"reranker-{digest.hexdigest()[:32]}.onnx"
         if not path.is_file():
             atomic_write_bytes(path, self.to_onnx())
-        self._session = inference_session(path, providers)
+        self.use_session(inference_session(path, providers))
 
     # ------------------------------------------------------------------ storage
     def state_to_save(self) -> dict:
@@ -361,10 +372,7 @@ def fit_second_stage(queries: list, index, questions: Sequence[str], *, weight: 
     table = {v: float(np.mean([max(top[i], key=lambda h: v * h.rerank + (1 - v) * h.score).row == calib[i].gold
                                 for i in answerable])) if answerable else 0.0 for v in WEIGHT_GRID}
     weight_2 = min(WEIGHT_GRID, key=lambda v: (-round(table[v], 6), v))
-    top = [sorted(hs, key=lambda h: -(weight_2 * h.rerank + (1 - weight_2) * h.score)) for hs in top]
-    for hs in top:
-        for h in hs:
-            h.final = float(weight_2 * h.rerank + (1 - weight_2) * h.score)
+    top = [order(hs, weight_2) for hs in top]
     calib_hits = [t + h[rerank_k:] for t, h in zip(top, first)]
     kinds = sorted({q.source for q in queries})
     summary.update({"rerank_k": rerank_k, "rerank_weight": weight_2, "rerank_weight_grid_top1": table,
