@@ -125,15 +125,36 @@ def plain_encoder():
 
 
 def run_one(data: dict, domain: str, intents: list[str], seed: int, size: str, tune: bool,
-            overrides: dict | None = None) -> list[dict]:
-    """Return the default and baseline rows of one (domain, seed, setting)."""
+            overrides: dict | None = None, variants: dict[str, dict] | None = None) -> list[dict]:
+    """Return the default (or each of ``variants``: method name -> SupportConfig values) and baseline rows of
+    one (domain, seed, setting); the baseline is measured once, at the first method's hand-off recall."""
+    kb = domain_kb(data, intents, seed)
+    test = questions(data, intents, "val", "oos_train") if tune else questions(data, intents, "test", "oos_val")
+    base = {"domain": DOMAIN, "dataset": f"clinc150/{domain}", "size": size, "seed": seed}
+    rows, first = [], None
+    for method, values in (variants or {"default": overrides or {}}).items():
+        m, seconds, calib = template_row(data, kb, intents, test, seed, size, values)
+        first = first or m
+        rows.append({**base, "method": method, "seconds": seconds, **m})
+        say(f"{domain:<20} seed {seed} {size:<7} {method}: answered-correct {m['answered_correct']:.3f} "
+            f"recall {m['handoff_recall']:.3f} top1 {m['top1']:.3f} oracle@0.90 {m['oracle_at_0.90']:.3f} "
+            f"({seconds:.0f} s; clf_w {calib['classifier_weight']}, dense_w {calib['fusion_weight']}, "
+            f"oos {calib['out_of_scope_source']}, dropped {calib.get('general_oos_dropped', 0)})")
+    t0 = time.perf_counter()
+    b = baseline(plain_encoder(), kb, test, first["handoff_recall"])
+    say(f"{domain:<20} seed {seed} {size:<7} baseline: {b['answered_correct']:.3f} / {b['handoff_recall']:.3f}, "
+        f"at the same recall {b['answered_correct_at_default_recall']:.3f}")
+    return rows + [{**base, "method": "baseline", "seconds": time.perf_counter() - t0, **b}]
+
+
+def template_row(data: dict, kb: pd.DataFrame, intents: list[str], test: pd.DataFrame, seed: int, size: str,
+                 overrides: dict) -> tuple[dict, float, dict]:
+    """Return (metrics, build seconds, calibration record) of the template built with ``overrides``."""
     import tempfile
 
     from lepton_apps.support.config import SupportConfig
     from lepton_apps.support.training import build
 
-    kb = domain_kb(data, intents, seed)
-    test = questions(data, intents, "val", "oos_train") if tune else questions(data, intents, "test", "oos_val")
     with tempfile.TemporaryDirectory(prefix="robust-support-") as tmp:
         kb_path = Path(tmp) / "kb.json"
         kb_path.write_text(json.dumps(kb.to_dict(orient="records")))
@@ -154,22 +175,11 @@ def run_one(data: dict, domain: str, intents: list[str], seed: int, size: str, t
     from lepton_apps.support.evaluate import ceiling
 
     m["oracle_at_0.90"] = ceiling(replies, gold, 0.9)["oracle_answered_correct"]
-    t0 = time.perf_counter()
-    b = baseline(plain_encoder(), kb, test, m["handoff_recall"])
-    b_seconds = time.perf_counter() - t0
-    calib = record["calibration"]
-    say(f"{domain:<20} seed {seed} {size:<7} default: answered-correct {m['answered_correct']:.3f} "
-        f"recall {m['handoff_recall']:.3f} top1 {m['top1']:.3f} oracle@0.90 {m['oracle_at_0.90']:.3f} ({seconds:.0f} s; clf_w {calib['classifier_weight']}, "
-        f"dense_w {calib['fusion_weight']}, oos {calib['out_of_scope_source']}, dropped "
-        f"{calib.get('general_oos_dropped', 0)}) | baseline: {b['answered_correct']:.3f} / {b['handoff_recall']:.3f}, "
-        f"at same recall {b['answered_correct_at_default_recall']:.3f}")
-    base = {"domain": DOMAIN, "dataset": f"clinc150/{domain}", "size": size, "seed": seed}
-    return [{**base, "method": "default", "seconds": seconds, **m},
-            {**base, "method": "baseline", "seconds": b_seconds, **b}]
+    return m, seconds, record["calibration"]
 
 
 def run(quick: bool, seeds: list[int], data_root: Path, domains: list[str] | None = None,
-        tune: bool = False, overrides: dict | None = None) -> list[dict]:
+        tune: bool = False, overrides: dict | None = None, variants: dict[str, dict] | None = None) -> list[dict]:
     """Return one row per (domain, setting, method, seed) on CLINC150 (empty when the data is absent)."""
     loaded = load_clinc(data_root)
     if loaded is None:
@@ -182,7 +192,7 @@ def run(quick: bool, seeds: list[int], data_root: Path, domains: list[str] | Non
     for domain in names:
         for seed in seeds:
             for size in sizes:
-                rows += run_one(data, domain, domain_map[domain], seed, size, tune, overrides)
+                rows += run_one(data, domain, domain_map[domain], seed, size, tune, overrides, variants)
     return rows
 
 
@@ -243,6 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tune", action="store_true", help="development: ask val + oos_train instead of test + oos_val")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="development: a SupportConfig value other than the default (YAML syntax), repeatable")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,KEY=VALUE",
+                        help="compare: a method named NAME built with these SupportConfig values (YAML; NAME: alone = "
+                             "the defaults), repeatable; all variants and the baseline run on the same questions")
     parser.add_argument("--scale", type=int, default=0, metavar="N_FAQ",
                         help="instead: time the default build on a synthetic KB of N_FAQ FAQs x 21 texts")
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
@@ -255,8 +268,15 @@ def main(argv: list[str] | None = None) -> None:
     import yaml
 
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    variants = None
+    if args.variant:
+        variants = {}
+        for item in args.variant:
+            name, _, values = item.partition(":")
+            variants[name] = {**overrides, **{k: yaml.safe_load(v) for k, v in
+                                              (kv.split("=", 1) for kv in values.split(",") if kv)}}
     rows = run(args.quick, [int(s) for s in args.seeds.split(",")], args.data_root,
-               args.domains.split(",") if args.domains else None, args.tune, overrides)
+               args.domains.split(",") if args.domains else None, args.tune, overrides, variants)
     if not rows:
         return
     with pd.option_context("display.width", 250, "display.max_rows", 200, "display.max_columns", 20):

@@ -220,12 +220,23 @@ def test_support_backends_name_themselves_and_agree(demo_bundle, tmp_path):  # n
     assert max(abs(x.confidence - y.confidence) for x, y in zip(a, c)) < 1e-4
 
 
-def test_support_int8_backend_is_the_gated_export(demo_bundle):  # noqa: F811
+@pytest.fixture(scope="module")
+def fused_demo_bundle(tmp_path_factory):
+    """The demo bundle without the Mahalanobis feature: its int8 export passes the gate. (With it, the
+    demo's int8 export hands off one out-of-scope question fewer than fp32 — recall 0.80 against 0.85 on
+    20 on this machine — and is refused with fp32 ONNX and a warning, the path the medical test above forces.)"""
+    from lepton_apps.support.demo import demo_config
+    from lepton_apps.support.training import train
+
+    return train(demo_config(tmp_path_factory.mktemp("support-fused"), distance_score="off"))
+
+
+def test_support_int8_backend_is_the_gated_export(fused_demo_bundle):
     from lepton_apps.support import SupportAssistant
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # the demo's int8 passes its gate: no refusal warning
-        bot = SupportAssistant.load(demo_bundle, device="cpu", backend="int8")
+        warnings.simplefilter("error", UserWarning)  # this bundle's int8 passes its gate: no refusal warning
+        bot = SupportAssistant.load(fused_demo_bundle, device="cpu", backend="int8")
     assert bot.backend == "onnx-int8" and bot.backend_note is None
     assert bot.encoder.session_label == "onnx-int8" and bot.encoder.describe()["answered_by"] == "onnx-int8"
     reply = bot.answer("I lost my card")

@@ -15,7 +15,7 @@ from lepton_apps.support.review import apply_accepted, collect_candidates, next_
 # Questions the demo assistant misses (checked in the tests that rely on it).
 WALLET = "my wallet got nicked with everything in it"        # handed off; an agent answers with lost-card
 DELETE = "bin my profile and all my data with nimbus"        # answered with open-account: rated down
-CASHPOINT = "the cashpoint did not hand out the notes"       # handed off; the agent's FAQ: atm-cash-not-received
+CASHPOINT = "the hole in the wall took my money but gave me nothing"     # handed off; the agent's FAQ: atm-cash-not-received
 
 
 @pytest.fixture(autouse=True)

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .distance import DistanceScorer, attach
 from .index import FaqIndex, top_gap
 from .model import CLASSIFIER_FEATURES, FEATURES, ConfidenceModel, retrieval_features, train_faq_classifier
 
@@ -62,6 +63,11 @@ class CalibQuery:
     clf: np.ndarray | None    # P(row | query) from a classifier that did not see the query
     gold: int
     source: str               # kb-paraphrase | val | user-oos | general-oos
+    dist: np.ndarray | None = None   # Mahalanobis distance to each FAQ, from a scorer that did not see the query
+
+    def hits(self, index: FaqIndex, k: int, weight: float, clf_weight: float) -> list:
+        """Return the query's top-``k`` first-stage hits (with their FAQs' distances when scored)."""
+        return attach(index.rank_rows(self.scores, k, weight, self.clf, clf_weight), self.dist)
 
 
 def text_folds(owner: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
@@ -78,17 +84,21 @@ def text_folds(owner: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
 def cross_fitted_queries(index: FaqIndex, kb_emb: np.ndarray, val: pd.DataFrame, val_emb: np.ndarray,
                          row_of: dict[str, int], oos_texts: list[str], oos_emb: np.ndarray,
                          oos_sources: list[str], *,
-                         use_classifier: bool, use_kb: bool, l2: float, seed: int,
+                         use_classifier: bool, use_kb: bool, l2: float, seed: int, use_distance: bool = False,
+                         kb_queries: np.ndarray | None = None,
                          progress: Callable[[str], None] | None = None) -> tuple[list[CalibQuery], dict]:
     """Return (calibration queries, summary) scored by leave-one-out retrieval and cross-fitted classifiers.
 
     ``val``: the user's validation questions (``faq_id`` '' = out of scope: these must already be in
     ``oos_texts`` when wanted); ``oos_sources``: "user-oos" or "general-oos" for each out-of-scope
-    text. ``use_kb``: score the KB's own texts as in-scope queries.
+    text. ``use_kb``: score the KB's own texts as in-scope queries. ``use_distance``: give each query its
+    distances to the FAQs from a :class:`~.distance.DistanceScorer` fitted without its fold. ``kb_queries``: which
+    KB texts may be queries (a fine-tuned encoder's training texts are not: they are no longer unseen).
     """
     rng = np.random.default_rng(seed)
     owner = index.owner
     t_fold = text_folds(owner, FOLDS, seed)
+    kb_ok = np.ones(len(owner), dtype=bool) if kb_queries is None else np.asarray(kb_queries, dtype=bool)
     answerable = np.flatnonzero((val["faq_id"] != "").to_numpy()) if len(val) else np.array([], dtype=np.int64)
     v_rows = np.array([row_of[f] for f in val["faq_id"].iloc[answerable]], dtype=np.int64)
     v_fold = rng.integers(FOLDS, size=len(answerable))
@@ -98,39 +108,50 @@ def cross_fitted_queries(index: FaqIndex, kb_emb: np.ndarray, val: pd.DataFrame,
         if runs and scored >= MAX_SCORED:
             break
         runs.append(f)
-        scored += int((t_fold == f).sum()) * use_kb + int((v_fold == f).sum())
+        scored += int(((t_fold == f) & kb_ok).sum()) * use_kb + int((v_fold == f).sum())
     budget = max(1, MAX_SCORED // len(runs))
     queries: list[CalibQuery] = []
     oos_fold = np.array([runs[i % len(runs)] for i in range(len(oos_texts))], dtype=np.int64)
     for f in runs:
         if progress:
             progress(f"calibration fold {f + 1}/{len(runs)}")
-        head = None
+        head, scorer = None, None
+        train_x = np.concatenate([kb_emb[t_fold != f], val_emb[answerable[v_fold != f]]])
+        train_y = np.concatenate([owner[t_fold != f], v_rows[v_fold != f]])
         if use_classifier:
-            train_x = np.concatenate([kb_emb[t_fold != f], val_emb[answerable[v_fold != f]]])
-            train_y = np.concatenate([owner[t_fold != f], v_rows[v_fold != f]])
             head = train_faq_classifier(train_x, train_y, index.n_rows, l2=l2)
-        kb_idx = np.flatnonzero(t_fold == f) if use_kb else np.array([], dtype=np.int64)
+        if use_distance:
+            scorer = DistanceScorer.fit(train_x, train_y, index.n_rows)
+        kb_idx = np.flatnonzero((t_fold == f) & kb_ok) if use_kb else np.array([], dtype=np.int64)
         if len(kb_idx) > budget:
             kb_idx = np.sort(rng.choice(kb_idx, budget, replace=False))
         v_idx = answerable[v_fold == f]
         o_idx = np.flatnonzero(oos_fold == f)
-        probs = {}
-        if head is not None:
-            for name, emb in (("kb", kb_emb[kb_idx]), ("val", val_emb[v_idx]), ("oos", oos_emb[o_idx])):
+        probs, dists = {}, {}
+        for name, emb in (("kb", kb_emb[kb_idx]), ("val", val_emb[v_idx]), ("oos", oos_emb[o_idx])):
+            if head is not None:
                 probs[name] = head.predict_proba(emb) if len(emb) else np.zeros((0, index.n_rows))
+            if scorer is not None:
+                dists[name] = scorer.distances(emb) if len(emb) else np.zeros((0, index.n_rows))
+
+        def of(name, j):
+            return (probs[name][j] if head else None), (dists[name][j] if scorer else None)
+
         for j, i in enumerate(kb_idx):
             mask = np.zeros(len(index.texts), dtype=bool)
             mask[i] = True
+            clf, dist = of("kb", j)
             queries.append(CalibQuery(index.texts[i], index.row_scores(kb_emb[i], index.texts[i], mask),
-                                      probs["kb"][j] if head else None, int(owner[i]), "kb-paraphrase"))
+                                      clf, int(owner[i]), "kb-paraphrase", dist))
         for j, i in enumerate(v_idx):
             text = val["question"].iloc[i]
-            queries.append(CalibQuery(text, index.row_scores(val_emb[i], text), probs["val"][j] if head else None,
-                                      row_of[val["faq_id"].iloc[i]], "val"))
+            clf, dist = of("val", j)
+            queries.append(CalibQuery(text, index.row_scores(val_emb[i], text), clf, row_of[val["faq_id"].iloc[i]],
+                                      "val", dist))
         for j, i in enumerate(o_idx):
-            queries.append(CalibQuery(oos_texts[i], index.row_scores(oos_emb[i], oos_texts[i]),
-                                      probs["oos"][j] if head else None, -1, oos_sources[i]))
+            clf, dist = of("oos", j)
+            queries.append(CalibQuery(oos_texts[i], index.row_scores(oos_emb[i], oos_texts[i]), clf, -1,
+                                      oos_sources[i], dist))
     summary = {"folds_run": len(runs), "folds": FOLDS, "n_in_scope": int(sum(q.gold >= 0 for q in queries)),
                "n_val_in_scope": int(len(answerable)),
                "n_out_of_scope_scored": int(len(oos_texts)),
@@ -245,7 +266,7 @@ def choose_margin(queries: list[CalibQuery], index: FaqIndex, weight: float, clf
     ``hits``: each query's ranked hits when a second stage re-ranked them (then ``extra_features`` name its
     confidence features); else the first stage's."""
     if hits is None:   # the same for every margin
-        hits = [index.rank_rows(q.scores, k, weight, q.clf, clf_weight) for q in queries]
+        hits = [q.hits(index, k, weight, clf_weight) for q in queries]
     tried = []
     for margin in grid:
         model, threshold, summary = fit_handoff(queries, index, weight, clf_weight, k, target_recall, margin,
@@ -277,7 +298,7 @@ def fit_handoff(queries: list[CalibQuery], index: FaqIndex, weight: float, clf_w
     """
     names = (CLASSIFIER_FEATURES if use_classifier else FEATURES) + tuple(extra_features)
     if hits is None:  # each query's ranked hits (choose_margin passes them, computed once)
-        hits = [index.rank_rows(q.scores, k, weight, q.clf, clf_weight) for q in queries]
+        hits = [q.hits(index, k, weight, clf_weight) for q in queries]
     gold = np.array([q.gold for q in queries])
     correct = np.array([h[0].row == g for h, g in zip(hits, gold)]) & (gold >= 0)
     oos = gold < 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lepton_apps.config import LeptonConfig
 
@@ -58,6 +58,12 @@ class SupportConfig(LeptonConfig):
                            "classifier is on and labelled validation questions are given (30+ in scope, 50+ out of "
                            "scope). Off by default: it gained only with validation questions, at 20-100x the build "
                            "time (apps/support/README.md, 'Second stage')")
+    distance_score: Literal["off", "mahalanobis"] = Field(
+        "mahalanobis", description="mahalanobis: the question's Mahalanobis distance to the FAQs' paraphrase clouds "
+                                   "(shared, shrunk covariance; cross-fitted in calibration) joins the hand-off's "
+                                   "confidence features (apps/support/README.md, 'Confidence signals'); off: without")
+    finetune_hard_negatives: bool = Field(True, description="bi-encoder fine-tuning: each pair also carries the nearest "
+                                          "text of another FAQ (mined with the encoder before tuning) as a negative")
     rerank_k: int = Field(5, ge=2, le=10, description="FAQs the second stage re-scores per question (at most top_k)")
     reranker_epochs: int = Field(4, ge=1, description="epochs of cross-encoder training")
     reranker_lr: float = Field(8e-5, gt=0, description="peak learning rate of cross-encoder training")
@@ -100,6 +106,15 @@ class SupportConfig(LeptonConfig):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     seed: int = 0
     progress: bool = True
+
+    @field_validator("faq_classifier", "reranker", "distance_score", mode="before")
+    @classmethod
+    def _yaml_switches(cls, value, info):
+        """YAML reads an unquoted on / off as true / false: take them as the switch's own words."""
+        if isinstance(value, bool):
+            on = "mahalanobis" if info.field_name == "distance_score" else "on"
+            return on if value else "off"
+        return value
 
     @model_validator(mode="after")
     def _pairs_need_finetuning(self):

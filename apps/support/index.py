@@ -31,6 +31,7 @@ class Hit:
     clf: float = 0.0
     rerank: float | None = None   # the second stage's P(this FAQ answers the question), when it ran
     final: float | None = None    # what the second stage ranked by: v * rerank + (1 - v) * score
+    distance: float | None = None  # Mahalanobis distance of the question to this FAQ (distance.py), when scored
 
 
 def rank_score(hit: Hit) -> float:

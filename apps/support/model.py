@@ -289,6 +289,8 @@ FEATURES = ("fused_top1", "dense_top1", "dense_margin", "fused_margin", "lexical
 CLASSIFIER_FEATURES = FEATURES + ("clf_top1", "clf_margin")
 # with the second stage (reranker.py): the cross-encoder's probability of the top FAQ and the gap to the second
 RERANK_FEATURES = ("rerank_top1", "rerank_margin")
+# with the distance scorer (distance.py): the top FAQ's Mahalanobis distance and how much nearer another candidate is
+DISTANCE_FEATURES = ("maha_top1", "maha_gap")
 
 
 def retrieval_features(hits, names: tuple[str, ...] | list[str] = FEATURES) -> np.ndarray:
@@ -299,11 +301,13 @@ def retrieval_features(hits, names: tuple[str, ...] | list[str] = FEATURES) -> n
     h2 = hits[1] if len(hits) > 1 else None
     clf2 = max((h.clf for h in hits[1:]), default=0.0)
     rr2 = max(((h.rerank or 0.0) for h in hits[1:]), default=0.0)
+    d1 = h1.distance or 0.0
     values = {"fused_top1": h1.score, "dense_top1": h1.dense, "dense_margin": h1.dense - (h2.dense if h2 else 0.0),
               "fused_margin": h1.score - (h2.score if h2 else 0.0),
               "lexical_top1": h1.lexical_raw / (1.0 + h1.lexical_raw),
               "clf_top1": h1.clf, "clf_margin": h1.clf - clf2,
-              "rerank_top1": h1.rerank or 0.0, "rerank_margin": (h1.rerank or 0.0) - rr2}
+              "rerank_top1": h1.rerank or 0.0, "rerank_margin": (h1.rerank or 0.0) - rr2,
+              "maha_top1": d1, "maha_gap": d1 - min((h.distance or 0.0 for h in hits), default=0.0)}
     return np.array([values[n] for n in names], dtype=np.float64)
 
 
@@ -362,22 +366,47 @@ class _PairScorer(torch.nn.Module):
         self._encoder = encoder
         self.scale = scale
 
-    def forward(self, a_input_ids, a_attention_mask, p_input_ids, p_attention_mask, **extra):
-        a = self._encoder.forward_features({"input_ids": a_input_ids, "attention_mask": a_attention_mask,
-                                            **{k[2:]: v for k, v in extra.items() if k.startswith("a_")}})
-        p = self._encoder.forward_features({"input_ids": p_input_ids, "attention_mask": p_attention_mask,
-                                            **{k[2:]: v for k, v in extra.items() if k.startswith("p_")}})
+    def forward(self, **batch):
+        def side(prefix):
+            return self._encoder.forward_features({k[2:]: v for k, v in batch.items() if k.startswith(prefix)})
+
+        a, p = side("a_"), side("p_")
+        if any(k.startswith("n_") for k in batch):   # hard negatives: one more column per pair
+            p = torch.cat([p, side("n_")])
         return a @ p.T * self.scale
 
 
 def _mnrl_loss(scores: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
-    """In-batch-negatives cross-entropy; other pairs of the same FAQ are masked out (not negatives)."""
+    """In-batch-negatives cross-entropy; other pairs of the same FAQ are masked out (not negatives).
+
+    With hard negatives, ``scores`` is (n, 2n) (positives, then each pair's hard negative) and ``owners`` is
+    (n, 2): each pair's FAQ and its negative's FAQ; the anchor side sees every positive and every negative."""
     n = scores.shape[0]
-    same = owners[:, None] == owners[None, :]
-    eye = torch.eye(n, dtype=torch.bool, device=scores.device)
-    scores = scores.float().masked_fill(same & ~eye, float("-inf"))
+    owners = owners.to(scores.device)
+    rows = owners if owners.dim() == 1 else owners[:, 0]
+    cols = owners if owners.dim() == 1 else torch.cat([owners[:, 0], owners[:, 1]])
+    same = rows[:, None] == cols[None, :]
+    own = torch.zeros_like(same)
+    own[:, :n] = torch.eye(n, dtype=torch.bool, device=scores.device)
+    scores = scores.float().masked_fill(same & ~own, float("-inf"))
     target = torch.arange(n, device=scores.device)
-    return (torch.nn.functional.cross_entropy(scores, target) + torch.nn.functional.cross_entropy(scores.T, target)) / 2
+    back = scores[:, :n].T   # each positive against every anchor
+    return (torch.nn.functional.cross_entropy(scores, target) + torch.nn.functional.cross_entropy(back, target)) / 2
+
+
+def mine_hard_negatives(embeddings: np.ndarray, owner: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Return, for each text, the index of the most similar text of another FAQ (-1 when there is none);
+    exact, in chunks of rows (memory ``chunk`` x n)."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    owner = np.asarray(owner)
+    out = np.full(len(emb), -1, dtype=np.int64)
+    for s in range(0, len(emb), chunk):
+        sims = emb[s:s + chunk] @ emb.T
+        sims[owner[s:s + chunk, None] == owner[None, :]] = -np.inf
+        best = sims.argmax(1)
+        ok = np.isfinite(sims[np.arange(len(best)), best])
+        out[s:s + chunk] = np.where(ok, best, -1)
+    return out
 
 
 def kb_pairs(texts: list[str], owner: list[int], seed: int, max_pairs: int | None = None) -> list[tuple[str, str, int]]:
@@ -458,14 +487,15 @@ FREEZE_VOCAB = 100_000  # bi-encoder fine-tuning leaves a larger vocabulary's in
 
 def finetune_biencoder(encoder, texts: list[str], owner: list[int], *, epochs: int, lr: float, batch_size: int,
                        seed: int, precision: str = "auto", progress: bool = False, max_pairs: int | None = None,
-                       labelled_pairs: list[tuple[str, str, int]] | None = None,
+                       labelled_pairs: list[tuple[str, str, int]] | None = None, hard_negatives: bool = False,
                        callback: Callable[[dict], None] | None = None) -> dict:
     """Fine-tune ``encoder`` in place on sampled paraphrase pairs of the KB (:func:`kb_pairs`); return a summary.
 
     Without ``labelled_pairs`` the loss is in-batch negatives (:func:`_mnrl_loss`). With them — (question,
     question, 1 = same meaning / 0 = not) pairs such as a team's reviewed duplicates and near-misses — the
     KB's pairs join them as matching pairs and the loss is CoSENT (:func:`_cosent_loss`), which learns from
-    the non-matching pairs too.
+    the non-matching pairs too. ``hard_negatives`` (in-batch loss only): each pair also carries the text of
+    another FAQ nearest to its anchor under the encoder before tuning (:func:`mine_hard_negatives`).
 
     A vocabulary of more than :data:`FREEZE_VOCAB` rows (multilingual-e5-small: 250,037 x 384, 80 % of its
     weights) keeps its input embeddings frozen: a few hundred pairs touch a tiny share of the rows, and
@@ -477,6 +507,14 @@ def finetune_biencoder(encoder, texts: list[str], owner: list[int], *, epochs: i
         rng.shuffle(pairs)
     if len(pairs) < 2:
         return {"skipped": "the KB has no paraphrases to learn from", "pairs": len(pairs)}
+    negatives = None
+    if hard_negatives and not labelled_pairs:
+        at = {(t, int(o)): i for i, (t, o) in enumerate(zip(texts, owner))}
+        near = mine_hard_negatives(encoder.encode(list(texts)), np.asarray(owner))
+        negatives = {(a, o): (texts[near[at[a, o]]], int(owner[near[at[a, o]]])) for a, _, o in pairs
+                     if near[at[a, o]] >= 0}
+        if len(negatives) < len(pairs):   # a KB of one FAQ has nothing to contrast
+            negatives = None
     embeddings = encoder.model.get_input_embeddings()
     freeze = embeddings is not None and embeddings.weight.shape[0] > FREEZE_VOCAB
     if freeze:
@@ -488,6 +526,10 @@ def finetune_biencoder(encoder, texts: list[str], owner: list[int], *, epochs: i
         out = {f"a_{k}": v for k, v in a.items()}
         out.update({f"p_{k}": v for k, v in p.items()})
         out["labels"] = torch.tensor([b[2] for b in batch])
+        if negatives is not None:
+            n = encoder.tokenize([negatives[b[0], b[2]][0] for b in batch])
+            out.update({f"n_{k}": v for k, v in n.items()})
+            out["labels"] = torch.tensor([[b[2], negatives[b[0], b[2]][1]] for b in batch])
         return out
 
     scorer = _PairScorer(encoder)
@@ -504,7 +546,8 @@ def finetune_biencoder(encoder, texts: list[str], owner: list[int], *, epochs: i
         encoder.model.eval()
         if freeze:
             embeddings.weight.requires_grad_(True)
-    return {"pairs": len(pairs), "loss": "cosent" if labelled_pairs else "in-batch negatives",
+    return {"pairs": len(pairs), "loss": ("cosent" if labelled_pairs else "in-batch + hard negatives"
+                                          if negatives is not None else "in-batch negatives"),
             "labelled_pairs": len(labelled_pairs or []), "epochs": result.epochs_run, "steps": result.global_step,
             "input_embeddings": "frozen" if freeze else "trained",
             "final_train_loss": result.history[-1]["train_loss"], "first_train_loss": result.history[0]["train_loss"],

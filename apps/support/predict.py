@@ -192,9 +192,11 @@ class SupportAssistant(Predictor):
                  intent_head: EmbeddingHead | None = None, intent_labels: Sequence[str] = (),
                  sentiment_head: EmbeddingHead | None = None, sentiment_labels: Sequence[str] = (),
                  version: str = "", batch_size: int | None = None, intent_model: tuple | None = None,
-                 faq_head: EmbeddingHead | None = None, calibration: dict | None = None, reranker=None):
+                 faq_head: EmbeddingHead | None = None, calibration: dict | None = None, reranker=None,
+                 distance=None):
         self.encoder = encoder
         self.reranker = reranker   # reranker.Reranker (the second stage) or None
+        self.distance = distance   # distance.DistanceScorer (Mahalanobis evidence for the hand-off) or None
         self.kb = kb.reset_index(drop=True)
         self.index = index
         self.confidence = confidence
@@ -282,12 +284,17 @@ class SupportAssistant(Predictor):
         from .encoder import resolve_encoder_path
 
         rr = second_stage.load(bundle, resolve_encoder_path(enc_cfg["name"])) if settings.rerank_k else None
+        distance = None
+        if bundle.has("distance.safetensors"):
+            from .distance import DistanceScorer
+
+            distance = DistanceScorer.from_state(bundle.load_torch("distance.safetensors"))
         if rr is not None and chosen in ("onnx", "int8") and on == "cpu" and export is None:
             rr.use_onnx()   # ONNX Runtime fp32 as the encoder's own ONNX path (an export folder brings its own)
         bot = cls(encoder, kb, index, confidence, settings, intent[0], intent[1], sentiment[0], sentiment[1],
                   version=f"{bundle.path.name}@{bundle.metadata.get('created', '')}", intent_model=intent_model,
                   faq_head=faq_head, calibration=bundle.load_json("retrieval.json").get("calibration", {}),
-                  reranker=rr)
+                  reranker=rr, distance=distance)
         if via_export:
             bot._use_export(bundle, backend, export, "int8" if chosen == "int8" else "fp32")
         return bot
@@ -368,6 +375,11 @@ class SupportAssistant(Predictor):
         hits = [self.index.search(embs[j], text, s.top_k, s.fusion_weight,
                                   faq_probs[j] if faq_probs is not None else None, s.classifier_weight)
                 for j, text in enumerate(texts)]
+        if self.distance is not None and len(texts):
+            from .distance import attach
+
+            for h, d in zip(hits, self.distance.distances(embs)):
+                attach(h, d)
         if self.reranker is None or not s.rerank_k:
             return hits
         top = self.reranker.rerank(texts, [h[:s.rerank_k] for h in hits], self.document, s.rerank_weight)

@@ -354,11 +354,11 @@ def fit_second_stage(queries: list, index, questions: Sequence[str], *, weight: 
     def faq_texts(row: int) -> list[str]:
         return index.texts[index.starts[row]:(index.starts[row + 1] if row + 1 < index.n_rows else None)]
 
-    hits = [index.rank_rows(q.scores, top_k, weight, q.clf, clf_weight) for q in queries]
+    hits = [q.hits(index, top_k, weight, clf_weight) for q in queries]
     held = holdout(queries, topics, seed)
     train_q = [q for q, m in zip(queries, held) if not m] + list(extra_negatives)
     train_h = ([h for h, m in zip(hits, held) if not m]
-               + [index.rank_rows(q.scores, top_k, weight, q.clf, clf_weight) for q in extra_negatives])
+               + [q.hits(index, top_k, weight, clf_weight) for q in extra_negatives])
     pairs = training_pairs(train_q, [h[:rerank_k] for h in train_h], document, faq_texts, lambda row: questions[row],
                            seed)
     model, summary = train_reranker(encoder_path, pairs, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,

@@ -29,7 +29,7 @@ from lepton_apps.errors import DataError
 from .config import DEFAULT_ENCODER, SupportConfig, choose_encoder
 from .data import kb_texts, read_kb, read_labelled, read_questions
 from .index import FaqIndex
-from .model import (RERANK_FEATURES, finetune_biencoder, head_config, read_labelled_pairs, train_escalation_head,
+from .model import (DISTANCE_FEATURES, RERANK_FEATURES, finetune_biencoder, head_config, read_labelled_pairs, train_escalation_head,
                     train_faq_classifier, train_head)
 from .predict import SupportAssistant, Settings
 from .text import kb_language, tokenizer_info
@@ -119,6 +119,22 @@ def second_stage(cfg: SupportConfig, encoder, index: FaqIndex, kb: pd.DataFrame,
         precision=cfg.precision, progress=cfg.progress)
 
 
+FINETUNE_HOLDOUT = 0.3   # share of each FAQ's paraphrases kept out of bi-encoder tuning to calibrate on (KB alone)
+
+
+def finetune_holdout(owner: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """Return a mask of KB texts held out of bi-encoder fine-tuning: ``share`` of the paraphrases of each FAQ
+    with 3+ texts, never its first text (the FAQ's question), at least one text left to tune on."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(owner), dtype=bool)
+    for row in np.unique(owner):
+        idx = np.flatnonzero(owner == row)
+        if len(idx) >= 3:
+            n = min(len(idx) - 2, max(1, int(round(share * len(idx)))))
+            held[rng.choice(idx[1:], n, replace=False)] = True
+    return held
+
+
 def _split(q: pd.DataFrame, name: str) -> pd.DataFrame:
     return q[q["split"] == name].reset_index(drop=True)
 
@@ -155,15 +171,28 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     encoder = SentenceEncoder(encoder_name, device=cfg.device, precision=cfg.precision)
     record: dict = {"metrics": {}, "encoder": {"name": encoder_name, "chosen_for": f"{cfg.encoder} ({language} KB)",
                                                "stored_in_bundle": False, "max_length": encoder.max_length}}
+    from .calibration import MIN_USER_OOS
+
+    n_val_in = int((val["faq_id"] != "").sum()) if val is not None else 0
+    n_val_oos = int((val["faq_id"] == "").sum()) if val is not None else 0
+    enough_val = n_val_in >= 30 and n_val_oos >= MIN_USER_OOS
+    kb_queries = None   # KB texts that may calibrate as unseen queries (all, unless the encoder is tuned on them)
     if cfg.finetune_encoder:
         say("fine-tuning the bi-encoder", 0.1)
         before = dense_retrieval_metrics(encoder, texts, owner, ids, test) if test is not None else {}
         labelled = read_labelled_pairs(cfg.finetune_pairs) if cfg.finetune_pairs else None
-        summary = finetune_biencoder(encoder, texts, owner, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
+        tune = np.ones(len(texts), dtype=bool)
+        if not enough_val:   # the KB's paraphrases calibrate: hold some out of the tuning, unseen
+            tune = ~finetune_holdout(np.asarray(owner), FINETUNE_HOLDOUT, cfg.seed)
+            kb_queries = ~tune
+        summary = finetune_biencoder(encoder, [t for t, m in zip(texts, tune) if m],
+                                     [o for o, m in zip(owner, tune) if m], epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
                                      batch_size=cfg.finetune_batch_size, seed=cfg.seed, precision=cfg.precision,
-                                     progress=cfg.progress, max_pairs=cfg.finetune_max_pairs, labelled_pairs=labelled)
+                                     progress=cfg.progress, max_pairs=cfg.finetune_max_pairs, labelled_pairs=labelled,
+                                     hard_negatives=cfg.finetune_hard_negatives)
         after = dense_retrieval_metrics(encoder, texts, owner, ids, test) if test is not None else {}
-        record["finetune"] = {**summary, "test_dense_before": before, "test_dense_after": after}
+        record["finetune"] = {**summary, "test_dense_before": before, "test_dense_after": after,
+                              "held_out_for_calibration": int((~tune).sum())}
         record["encoder"]["stored_in_bundle"] = "skipped" not in summary
         if before and after:
             record["metrics"].update(finetune_top1_before=before["top1_accuracy"], finetune_top1_after=after["top1_accuracy"])
@@ -173,7 +202,7 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     index = FaqIndex(kb_emb, owner, texts, ann_threshold=cfg.ann_threshold)
 
     say("calibrating retrieval and hand-off", 0.5)
-    from .calibration import (MIN_USER_OOS, choose_margin, choose_weights, cross_fitted_queries,
+    from .calibration import (choose_margin, choose_weights, cross_fitted_queries,
                               drop_covered_general_oos, fit_handoff, general_oos_questions)
 
     val_q = val if val is not None else pd.DataFrame({"question": [], "faq_id": []})
@@ -188,20 +217,21 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
         oos_emb = np.concatenate([oos_emb, encoder.encode(general, batch_size=cfg.batch_size)])
         oos_source = "user-oos+general-oos" if user_oos else "general-oos"
     oos_sources = ["user-oos"] * len(user_oos) + ["general-oos"] * (len(oos_texts) - len(user_oos))
-    enough_val = (val_q["faq_id"] != "").sum() >= 30 and len(user_oos) >= MIN_USER_OOS
     # after fine-tuning on the KB pairs, the KB's paraphrases are no longer unseen: use them only if needed
     use_kb = not (record["encoder"]["stored_in_bundle"] and enough_val)
+    use_distance = cfg.distance_score == "mahalanobis"
     queries, fit_summary = cross_fitted_queries(
         index, kb_emb, val_q, val_emb, row_of, oos_texts, oos_emb, oos_sources, use_classifier=use_classifier,
-        use_kb=use_kb, l2=cfg.classifier_l2, seed=cfg.seed)
+        use_kb=use_kb, l2=cfg.classifier_l2, seed=cfg.seed, use_distance=use_distance, kb_queries=kb_queries)
     weight, clf_weight, w_table, b_table = choose_weights(queries, index, use_classifier, cfg.fusion_weight)
     queries, dropped = drop_covered_general_oos(queries, index, weight, clf_weight, cfg.general_oos_nearest)
-    stage2, rerank_k, rerank_weight, calib_queries, calib_hits, extra = None, 0, 1.0, queries, None, ()
+    stage2, rerank_k, rerank_weight, calib_queries, calib_hits = None, 0, 1.0, queries, None
+    extra = DISTANCE_FEATURES if use_distance else ()
     if use_reranker(cfg.reranker, use_classifier, enough_val):
         say("training the re-ranker (second stage)", 0.55)
         stage2 = second_stage(cfg, encoder, index, kb, queries, language, weight, clf_weight, oos_source)
         rerank_k, rerank_weight = stage2.summary["rerank_k"], stage2.summary["rerank_weight"]
-        calib_queries, calib_hits, extra = stage2.queries, stage2.hits, RERANK_FEATURES
+        calib_queries, calib_hits, extra = stage2.queries, stage2.hits, extra + RERANK_FEATURES
         record["reranker"] = stage2.summary
     if cfg.ambiguity_margin is None:
         margin, confidence, threshold, calib = choose_margin(
@@ -230,6 +260,16 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
         record["faq_classifier"] = {"model": "linear softmax over FAQ ids on the encoder's embeddings (L-BFGS)",
                                     "l2": cfg.classifier_l2, "n_train": int(len(kb_emb) + answerable.sum()),
                                     "n_kb_texts": int(len(kb_emb)), "n_val_questions": int(answerable.sum())}
+    distance = None
+    if use_distance:
+        from .distance import DistanceScorer
+
+        answerable = (val_q["faq_id"] != "").to_numpy()
+        distance = DistanceScorer.fit(np.concatenate([kb_emb, val_emb[answerable]]),
+                                      np.concatenate([owner, [row_of[f] for f in val_q["faq_id"][answerable]]]),
+                                      len(ids))
+        record["distance"] = {"model": "class-conditional Gaussian, shared Ledoit-Wolf covariance (Mahalanobis)",
+                              "shrinkage": round(distance.shrinkage, 4), "n_train": int(len(kb_emb) + answerable.sum())}
     settings = Settings(fusion_weight=weight, threshold=threshold, ambiguity_margin=margin,
                         top_k=cfg.top_k, max_query_chars=cfg.max_query_chars,
                         escalation_threshold=cfg.escalation_threshold or 0.5,   # replaced when a sentiment head is trained
@@ -290,7 +330,7 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
                                  sentiment.head if sentiment else None, sentiment.labels if sentiment else (),
                                  version="(in training)", batch_size=cfg.batch_size, intent_model=intent_model,
                                  faq_head=faq_head, calibration=record["calibration"],
-                                 reranker=stage2.reranker if stage2 else None)
+                                 reranker=stage2.reranker if stage2 else None, distance=distance)
     record["intent_model"] = intent_model
     record["faq_head"] = faq_head
     record["intent_result"], record["sentiment_result"] = intent, sentiment
@@ -374,6 +414,11 @@ def write_bundle(assistant: SupportAssistant, record: dict, out: str | Path, ove
         w.save_json("retrieval.json", {"settings": record["settings"].__dict__, "confidence": record["confidence"].to_dict(),
                                        "calibration": record["calibration"]})
         w.save_json("encoder.json", record["encoder"])
+        if assistant.distance is not None:
+            import torch
+
+            w.save_torch("distance.safetensors", {k: torch.from_numpy(v) for k, v in assistant.distance.state().items()})
+            w.save_json("distance.json", record.get("distance", {}))
         if assistant.reranker is not None:
             from . import reranker
 
