@@ -26,6 +26,7 @@ KB alone, so that settings can be compared without looking at the reported test 
 
     .venv/bin/python bench/robust_support.py [--quick] [--seeds 0,1,2] [--domains travel,home] [--json out.json]
     .venv/bin/python bench/robust_support.py --scale 1000    # default build time, synthetic 1,000-FAQ x 21-text KB
+    .venv/bin/python bench/robust_support.py --variant fused:distance_score=off --variant maha:   # methods side by side
 """
 from __future__ import annotations
 
@@ -217,8 +218,9 @@ def synthetic_kb(n_faq: int, n_para: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def scale_check(n_faq: int = 1000, n_para: int = 20) -> dict:
-    """Return the wall time of the default build on a synthetic KB of ``n_faq`` x (1 + ``n_para``) texts."""
+def scale_check(n_faq: int = 1000, n_para: int = 20, overrides: dict | None = None) -> dict:
+    """Return the wall time of the default build (or with ``overrides``) on a synthetic KB of ``n_faq`` x
+    (1 + ``n_para``) texts."""
     import tempfile
 
     from lepton_apps.support.config import SupportConfig
@@ -229,13 +231,15 @@ def scale_check(n_faq: int = 1000, n_para: int = 20) -> dict:
     with tempfile.TemporaryDirectory(prefix="robust-support-scale-") as tmp:
         (Path(tmp) / "kb.json").write_text(json.dumps(kb.to_dict(orient="records")))
         t0 = time.perf_counter()
-        _, record = build(SupportConfig(kb=str(Path(tmp) / "kb.json"), out=str(Path(tmp) / "b"), progress=False),
+        _, record = build(SupportConfig(kb=str(Path(tmp) / "kb.json"), out=str(Path(tmp) / "b"), progress=False,
+                                        **(overrides or {})),
                           progress=lambda stage, f: stages.append((stage, round(time.perf_counter() - t0, 1))))
         seconds = time.perf_counter() - t0
     for stage, at in stages:
         say(f"scale {n_faq}x{n_para + 1}: {at:7.1f} s  {stage}")
     calib = record["calibration"]
     return {"n_faq": n_faq, "n_texts": n_faq * (n_para + 1), "seconds": round(seconds, 1), "stages": stages,
+            "overrides": overrides or {}, "finetune": record.get("finetune", {}).get("seconds"),
             "faq_classifier": calib["faq_classifier"], "folds_run": calib["folds_run"], "n_in_scope": calib["n_in_scope"]}
 
 
@@ -262,12 +266,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.scale:
-        print(json.dumps(scale_check(args.scale), indent=1))
-        return
     import yaml
 
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    if args.scale:
+        print(json.dumps(scale_check(args.scale, overrides=overrides), indent=1))
+        return
     variants = None
     if args.variant:
         variants = {}

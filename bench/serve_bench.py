@@ -16,6 +16,11 @@ write cost per request is measured on SQLite and on a throw-away PostgreSQL (``-
 
     .venv/bin/python bench/serve_bench.py [--domains support,medical,finance] [--clients 16] [--requests 400]
     .venv/bin/python bench/serve_bench.py --domains "" --audit-rows 1000     # the audit cost alone
+    .venv/bin/python bench/serve_bench.py --domains support --pin 0:1   # server on CPU 0, load generator on CPU 1
+
+``--pin SERVER:CLIENT`` (comma-separated CPU ids each side) pins every server process (and its model's
+threads: ``OMP_NUM_THREADS``) away from the load generator, so that the generator's own Python work does
+not take the server's cores; without it both share all cores.
 
 The models are built fresh in a temporary folder: the support demo KB (real MiniLM), a medical
 demo model (EfficientNet-Lite0, 64 px, 1 epoch) and a fraud model on simulated transactions.
@@ -150,13 +155,32 @@ async def drive(url: str, bodies: list[dict], n: int, clients: int, token: str =
             "p99_ms": float(np.percentile(lat, 99)), "failures": failures}
 
 
+def parse_pin(pin: str | None) -> tuple[set[int], set[int]] | None:
+    """Return (server CPUs, load-generator CPUs) from ``SERVER:CLIENT`` (e.g. ``0:1`` or ``0,1:2,3``), or None."""
+    if not pin:
+        return None
+    server, _, client = pin.partition(":")
+    cpus = ({int(c) for c in server.split(",")}, {int(c) for c in client.split(",")})
+    have = os.sched_getaffinity(0)
+    if not all(cpus) or not (cpus[0] | cpus[1]) <= have:
+        raise SystemExit(f"--pin {pin}: give SERVER:CLIENT CPU ids from this machine's {sorted(have)}")
+    return cpus
+
+
 def measure(domain: str, bundle: str, bodies: list[dict], mode: str, args, db: str, token: str) -> dict:
     import urllib.request
 
     port = free_port()
+    pin = parse_pin(args.pin)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if pin:
+        env["OMP_NUM_THREADS"] = str(len(pin[0]))
     proc = subprocess.Popen([sys.executable, __file__, "--_serve", mode, domain, bundle, str(port),
-                             str(args.max_batch), str(args.max_wait_ms), db], env=env)
+                             str(args.max_batch), str(args.max_wait_ms), db], env=env,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, pin[0])) if pin else None)
+    mine = os.sched_getaffinity(0)
+    if pin:
+        os.sched_setaffinity(0, pin[1])
     try:
         deadline = time.time() + 300
         while True:
@@ -174,9 +198,10 @@ def measure(domain: str, bundle: str, bodies: list[dict], mode: str, args, db: s
         single = asyncio.run(drive(url, bodies, args.single, 1, token))
         loaded = asyncio.run(drive(url, bodies, args.requests, args.clients, token))
     finally:
+        os.sched_setaffinity(0, mine)
         proc.terminate()
         proc.wait(timeout=30)
-    return {"domain": domain, "mode": mode, "single_p50_ms": single["p50_ms"], "single_p99_ms": single["p99_ms"],
+    return {"domain": domain, "mode": mode, "pin": args.pin or "", "single_p50_ms": single["p50_ms"], "single_p99_ms": single["p99_ms"],
             "concurrent_requests_per_s": loaded["requests_per_s"], "concurrent_p50_ms": loaded["p50_ms"],
             "concurrent_p99_ms": loaded["p99_ms"], "failures": single["failures"] + loaded["failures"]}
 
@@ -256,8 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--audit-rows", type=int, default=500, help="audit rows written per database (0: skip)")
+    ap.add_argument("--pin", default=None, metavar="SERVER:CLIENT",
+                    help="CPU ids for the servers and for the load generator, e.g. 0:1 (default: both share all)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    parse_pin(args.pin)
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
     rows, audit = [], []
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:

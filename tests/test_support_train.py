@@ -74,8 +74,9 @@ def test_finetuning_with_labelled_pairs_uses_cosent_and_pairs_need_finetuning(tm
     pd.DataFrame({"question1": ["topic cards help", "topic cards help", "loans please", "fees 4 please"],
                   "question2": ["need info cards", "topic loans help", "need info loans", "app 5 please"],
                   "label": [1, 0, 1, 0]}).to_csv(pairs, index=False)
-    with pytest.raises((ConfigError, ValueError), match="finetune_encoder: true"):
-        SupportConfig(kb=str(kb), finetune_pairs=str(pairs))
+    with pytest.raises((ConfigError, ValueError), match="finetune_encoder: on"):
+        SupportConfig(kb=str(kb), finetune_pairs=str(pairs))                                  # off by default
+    assert SupportConfig(kb=str(kb), finetune_pairs=str(pairs), finetune_encoder="auto").finetune_encoder == "auto"
     path = train(SupportConfig(kb=str(kb), out=str(tmp_path / "bundle"), encoder=tiny_encoder_dir, finetune_encoder=True,
                                finetune_pairs=str(pairs), finetune_epochs=3, finetune_batch_size=8, finetune_lr=1e-3,
                                device="cpu", progress=False))
@@ -240,3 +241,33 @@ def test_intent_backbone_finetuning_with_transformers_round_trips(tmp_path, tiny
     with pytest.raises(Exception, match="needs intent_data"):
         train(SupportConfig(kb=str(kb), encoder=tiny_encoder_dir, intent_backbone="finetune",
                             out=str(tmp_path / "b2"), progress=False))
+
+
+def test_finetuning_auto_tunes_a_small_vocabulary_encoder_on_a_kb_with_paraphrases():
+    from lepton_apps.support.training import use_finetuning
+
+    three = [0, 0, 0, 1, 1, 1]
+    assert use_finetuning("auto", 30_522, three)                     # MiniLM, 3 texts per FAQ
+    assert not use_finetuning("auto", 250_037, three)                # multilingual-e5-small: bundle too large
+    assert not use_finetuning("auto", 30_522, [0, 1, 2, 2])          # too few paraphrases to pair
+    assert use_finetuning("auto", 30_522, [0, 1, 2, 2], labelled_pairs=True)
+    assert use_finetuning("on", 250_037, [0]) and not use_finetuning("off", 30_522, three)
+
+
+def test_fast_build_flag_turns_off_the_slow_stages_and_refuses_to_mix(tmp_path, tiny_encoder_dir):
+    from typer.testing import CliRunner
+
+    from lepton_apps.bundle import load_bundle
+    from lepton_apps.support.cli import cli
+
+    kb = _small_kb(tmp_path)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"encoder: {tiny_encoder_dir}\nfinetune_encoder: on\nreranker: on\n")
+    bad = CliRunner().invoke(cli, ["train", str(kb), "--fast", "--reranker"])
+    assert bad.exit_code != 0 and "--fast" in str(bad.exception or bad.output)
+    out = tmp_path / "bundle"
+    ok = CliRunner().invoke(cli, ["train", str(kb), "--config", str(cfg), "--fast", "--out", str(out)])
+    assert ok.exit_code == 0, ok.output
+    config = load_bundle(out).training_config
+    assert (config["finetune_encoder"], config["reranker"]) == ("off", "off")
+    assert not (out / "encoder").exists()

@@ -89,6 +89,17 @@ def use_faq_classifier(mode: str, owner: list[int]) -> bool:
     return bool(len(counts)) and float(np.median(counts)) >= 3
 
 
+def use_finetuning(mode: str, vocab_rows: int, owner: list[int], labelled_pairs: bool = False) -> bool:
+    """Return whether to fine-tune the bi-encoder: "on", "off", or "auto" = when the encoder's vocabulary has at
+    most :data:`~.model.FREEZE_VOCAB` rows (MiniLM; a tuned multilingual-e5-small bundle would weigh ~470 MB) and the
+    median FAQ has 3+ texts to pair (or labelled pairs are given)."""
+    if mode != "auto":
+        return mode == "on"
+    from .model import FREEZE_VOCAB
+
+    return vocab_rows <= FREEZE_VOCAB and (labelled_pairs or use_faq_classifier("auto", owner))
+
+
 def use_reranker(mode: str, use_classifier: bool, enough_val: bool) -> bool:
     """Whether to train the second stage: "on", or "auto" when the FAQ classifier is on (the KB has paraphrases to
     learn from) and the user gave labelled validation questions (30+ in scope, 50+ out of scope) — where it was
@@ -177,7 +188,9 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     n_val_oos = int((val["faq_id"] == "").sum()) if val is not None else 0
     enough_val = n_val_in >= 30 and n_val_oos >= MIN_USER_OOS
     kb_queries = None   # KB texts that may calibrate as unseen queries (all, unless the encoder is tuned on them)
-    if cfg.finetune_encoder:
+    vocab = encoder.model.get_input_embeddings()
+    if use_finetuning(cfg.finetune_encoder, vocab.weight.shape[0] if vocab is not None else 0, owner,
+                      bool(cfg.finetune_pairs)):
         say("fine-tuning the bi-encoder", 0.1)
         before = dense_retrieval_metrics(encoder, texts, owner, ids, test) if test is not None else {}
         labelled = read_labelled_pairs(cfg.finetune_pairs) if cfg.finetune_pairs else None
