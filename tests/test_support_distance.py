@@ -139,6 +139,7 @@ def test_demo_build_uses_the_distance_in_its_confidence_and_explains_it(distance
     assert record["distance"]["n_train"] > len(assistant.kb)
     ex = assistant.explain("How do I open an account?")
     assert ex.confidence_features["maha_top1"] > 0
+    assert "Mahalanobis" in ex.fusion
     far = assistant.explain("What is the boiling point of tungsten?")
     assert far.confidence_features["maha_top1"] > ex.confidence_features["maha_top1"]
 

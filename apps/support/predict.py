@@ -523,6 +523,9 @@ class SupportAssistant(Predictor):
             v = self.settings.rerank_weight
             fusion += (f"; second stage: a cross-encoder re-scores the top {self.settings.rerank_k} (rerank = P(the "
                        f"FAQ answers)), ordered by {v:.1f} * rerank + {1 - v:.1f} * score")
+        if self.distance is not None:
+            fusion += ("; confidence also reads maha_top1, the question's Mahalanobis distance to the top FAQ's "
+                       "paraphrases (per dimension; ~1 inside an FAQ's cloud, larger off it), and maha_gap")
         return SupportExplanation(model_version=self.version, reply=reply, fusion=fusion, confidence_features=features,
                                   threshold=self.settings.threshold, ambiguity_margin=self.settings.ambiguity_margin,
                                   index=self.index.kind, sources=reply.sources)
