@@ -265,11 +265,12 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
                              + (f"; with the second stage, only the {len(calib_queries)} of them held out of the "
                                 "re-ranker's training" if stage2 else "")}
     faq_head = None
+    # every labelled text: the KB's questions and paraphrases and the answerable val questions, with their FAQ rows
+    answerable = (val_q["faq_id"] != "").to_numpy()
+    labelled_x = np.concatenate([kb_emb, val_emb[answerable]])
+    labelled_y = np.concatenate([owner, [row_of[f] for f in val_q["faq_id"][answerable]]])
     if use_classifier:
-        answerable = (val_q["faq_id"] != "").to_numpy()
-        faq_head = train_faq_classifier(np.concatenate([kb_emb, val_emb[answerable]]),
-                                        np.concatenate([owner, [row_of[f] for f in val_q["faq_id"][answerable]]]),
-                                        len(ids), l2=cfg.classifier_l2)
+        faq_head = train_faq_classifier(labelled_x, labelled_y, len(ids), l2=cfg.classifier_l2)
         record["faq_classifier"] = {"model": "linear softmax over FAQ ids on the encoder's embeddings (L-BFGS)",
                                     "l2": cfg.classifier_l2, "n_train": int(len(kb_emb) + answerable.sum()),
                                     "n_kb_texts": int(len(kb_emb)), "n_val_questions": int(answerable.sum())}
@@ -277,12 +278,9 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     if use_distance:
         from .distance import DistanceScorer
 
-        answerable = (val_q["faq_id"] != "").to_numpy()
-        distance = DistanceScorer.fit(np.concatenate([kb_emb, val_emb[answerable]]),
-                                      np.concatenate([owner, [row_of[f] for f in val_q["faq_id"][answerable]]]),
-                                      len(ids))
+        distance = DistanceScorer.fit(labelled_x, labelled_y, len(ids))
         record["distance"] = {"model": "class-conditional Gaussian, shared Ledoit-Wolf covariance (Mahalanobis)",
-                              "shrinkage": round(distance.shrinkage, 4), "n_train": int(len(kb_emb) + answerable.sum())}
+                              "shrinkage": round(distance.shrinkage, 4), "n_train": int(len(labelled_y))}
     settings = Settings(fusion_weight=weight, threshold=threshold, ambiguity_margin=margin,
                         top_k=cfg.top_k, max_query_chars=cfg.max_query_chars,
                         escalation_threshold=cfg.escalation_threshold or 0.5,   # replaced when a sentiment head is trained
