@@ -128,7 +128,7 @@ def distance_build(tmp_path_factory):
     from lepton_apps.support.training import build, write_bundle
 
     work = tmp_path_factory.mktemp("support-distance")
-    cfg = demo_config(work, "en", distance_score="mahalanobis")
+    cfg = demo_config(work, "en")         # the defaults: the distance, and the tuned encoder (auto on MiniLM)
     assistant, record = build(cfg)
     return assistant, record, write_bundle(assistant, record, cfg.out)
 
@@ -137,6 +137,7 @@ def test_demo_build_uses_the_distance_in_its_confidence_and_explains_it(distance
     assistant, record, _ = distance_build
     assert set(DISTANCE_FEATURES) <= set(assistant.confidence.features)
     assert record["distance"]["n_train"] > len(assistant.kb)
+    assert record["config"].finetune_encoder == "auto" and "finetune" in record   # the default tunes MiniLM
     ex = assistant.explain("How do I open an account?")
     assert ex.confidence_features["maha_top1"] > 0
     assert "Mahalanobis" in ex.fusion

@@ -81,10 +81,11 @@ def reranked(tmp_path_factory):
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     work = tmp_path_factory.mktemp("support-rerank")
-    cfg = demo_config(work, reranker="on", reranker_max_pairs=1200, reranker_epochs=2)
+    # the second stage over the frozen first stage, whose misses the hand-off test relies on
+    cfg = demo_config(work, reranker="on", reranker_max_pairs=1200, reranker_epochs=2, finetune_encoder="off")
     assistant, record = build(cfg)
     bundle = write_bundle(assistant, record, work / "bundle-rerank")
-    plain, plain_record = build(demo_config(work))
+    plain, plain_record = build(demo_config(work, finetune_encoder="off"))
     return assistant, record, bundle, work, plain, write_bundle(plain, plain_record, work / "bundle-plain")
 
 

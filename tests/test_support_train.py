@@ -75,7 +75,7 @@ def test_finetuning_with_labelled_pairs_uses_cosent_and_pairs_need_finetuning(tm
                   "question2": ["need info cards", "topic loans help", "need info loans", "app 5 please"],
                   "label": [1, 0, 1, 0]}).to_csv(pairs, index=False)
     with pytest.raises((ConfigError, ValueError), match="finetune_encoder: on"):
-        SupportConfig(kb=str(kb), finetune_pairs=str(pairs))                                  # off by default
+        SupportConfig(kb=str(kb), finetune_pairs=str(pairs), finetune_encoder="off")
     assert SupportConfig(kb=str(kb), finetune_pairs=str(pairs), finetune_encoder="auto").finetune_encoder == "auto"
     path = train(SupportConfig(kb=str(kb), out=str(tmp_path / "bundle"), encoder=tiny_encoder_dir, finetune_encoder=True,
                                finetune_pairs=str(pairs), finetune_epochs=3, finetune_batch_size=8, finetune_lr=1e-3,
@@ -211,7 +211,9 @@ def test_kb_alone_calibrates_on_the_shipped_set_and_the_bundle_says_so(tmp_path,
     assert calib["calibration_source"].startswith("the general out-of-scope set shipped with the template (")
     assert calib["calibration_source"].endswith("+ held-out KB paraphrases")
     assert calib["general_oos_total"] >= 500 and calib["n_out_of_scope"] == calib["general_oos_used"]
-    assert calib["n_in_scope"] == 24                      # every KB text, held out once (5-fold cross-fitting)
+    # the tuned encoder (auto) learned 70 % of each FAQ's paraphrases: the rest calibrate, each held out once
+    held = json.loads((path / "finetune.json").read_text())["held_out_for_calibration"]
+    assert 0 < held < 24 and calib["n_in_scope"] == held
     assert SupportAssistant.load(path, device="cpu").calibration_source == calib["calibration_source"]
 
 
