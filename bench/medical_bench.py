@@ -72,7 +72,7 @@ def template_infer(backbone: str, n: int, size: int, batch: int, device: str) ->
 
     from lepton_apps.device import DevicePolicy
     from lepton_apps.medical.model import MedicalNet, create_backbone
-    from lepton_apps.medical.predict import predict_logits
+    from lepton_apps.medical.model import predict_logits
 
     policy = DevicePolicy.resolve(device)
     model = policy.prepare_model(MedicalNet(create_backbone(backbone, 2))).eval()

@@ -30,7 +30,7 @@ def evaluate_checkpoint(cfg) -> tuple[dict, dict]:
 
     from lepton_apps.medical.evaluate import build_report, calibrate
     from lepton_apps.medical.model import build_network
-    from lepton_apps.medical.predict import predict_logits
+    from lepton_apps.medical.model import predict_logits
     from lepton_apps.medical.training import prepare_data
 
     run = Path(cfg.out).with_name(Path(cfg.out).name + "-run")

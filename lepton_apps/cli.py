@@ -441,6 +441,7 @@ def audit_export(out: Path = typer.Option(..., "--out", "-o", help="Output .parq
 
     Example: lepton-apps audit export --since 2026-12-01 --out audit.parquet
     """
+    from lepton_apps.config import parse_time
     from lepton_apps.errors import ConfigError
     from lepton_apps.io import atomic_path
     from lepton_apps.store import Store
@@ -452,20 +453,6 @@ def audit_export(out: Path = typer.Option(..., "--out", "-o", help="Output .parq
     with atomic_path(out) as tmp:
         frame.to_parquet(tmp, index=False) if out.suffix.lower() == ".parquet" else frame.to_csv(tmp, index=False)
     typer.echo(f"{len(frame)} audit rows -> {out}")
-
-
-def parse_time(text: str | None, flag: str):
-    """Return the datetime of an ISO time given on the command line (None for None); ConfigError naming ``flag``."""
-    import datetime as dt
-
-    from lepton_apps.errors import ConfigError
-
-    if text is None:
-        return None
-    try:
-        return dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"cannot read {text!r} as a time", where=flag, fix="use ISO format, e.g. 2026-12-01T08:00") from None
 
 
 def _audit_batch(domain: str, model: str, predictor, source: Path, res, seconds: float, home) -> None:

@@ -103,3 +103,15 @@ def config_error_from(exc: ValidationError, cls: type[BaseModel], source: str) -
             problems.append(f"'{key}': {err['msg']} (got {err.get('input')!r})")
     valid = ", ".join(cls.model_fields)
     return ConfigError("; ".join(problems), where=f"{source} ({cls.__name__})", fix=f"valid keys are: {valid}")
+
+
+def parse_time(text: str | None, flag: str):
+    """Return the datetime of an ISO time given on the command line (None for None); ConfigError naming ``flag``."""
+    import datetime as dt
+
+    if text is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as a time", where=flag, fix="use ISO format, e.g. 2026-12-01T08:00") from None

@@ -60,6 +60,10 @@ class DomainSpec:
                  stays cheap to import.
     predictor:   ``"package.module:Class"`` of the domain's predictor (``Class.load(bundle_dir)``), or
                  None; imported on first use by :meth:`predictor_class`.
+    backend_export: ``"package.module:function"`` of ``function(bundle_dir, out, precision) -> Path``, which writes
+                 the checked ONNX export (``precision`` fp32 or int8) that the predictor's ONNX backend loads;
+                 :func:`lepton_apps.export.cached_export` calls it on first use, so the predictor never imports
+                 its exporter (the exporter checks its output against the predictor); None without one.
     headline_metrics: metric keys the hub shows for this domain's bundles.
     evaluate:    the data and options of the domain's ``evaluate`` verb (:class:`EvaluateSpec`), or None
                  when the predictor has no ``evaluate``.
@@ -81,6 +85,7 @@ class DomainSpec:
     icon: str = ":material/apps:"
     build_demo: str | None = None
     predictor: str | None = None
+    backend_export: str | None = None
     headline_metrics: tuple[str, ...] = ()
     evaluate: EvaluateSpec | None = None
     live_metrics: str | None = None
@@ -99,6 +104,11 @@ class DomainSpec:
     def predictor_class(self) -> type | None:
         """Return the predictor class named by ``predictor`` (imported now), or None if the domain has none."""
         return None if self.predictor is None else _import_object(self.predictor, self.name, "predictor")
+
+    def backend_exporter(self) -> Callable[..., Path] | None:
+        """Return the function named by ``backend_export`` (imported now), or None if the domain has none."""
+        return None if self.backend_export is None else _import_object(self.backend_export, self.name,
+                                                                        "backend_export")
 
 
 def _import_object(ref: str, domain: str, field: str) -> Any:

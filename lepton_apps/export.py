@@ -321,6 +321,18 @@ def providers_for(device_type: str) -> list[str]:
     return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available] + ["CPUExecutionProvider"]
 
 
+def _backend_exporter(bundle: Bundle) -> Callable[..., Any]:
+    """Return the ``backend_export`` function of the domain that made ``bundle``; ExportError when it has none."""
+    from lepton_apps.domains import available_domains
+
+    spec = available_domains().get(bundle.domain)
+    build = spec.backend_exporter() if spec is not None else None
+    if build is None:
+        raise ExportError(f"the {bundle.domain!r} domain has no ONNX export for its backends", where=str(bundle.path),
+                          fix="use the torch backend")
+    return build
+
+
 def bundle_checksum(bundle: Bundle) -> str:
     """Return the checksum an export's card records for its source bundle (sha256 of bundle.json)."""
     return "sha256:" + sha256_file(bundle.path / "bundle.json")
@@ -348,13 +360,13 @@ def export_for(bundle: Bundle, path: str | os.PathLike, backend: str | None = No
     return export
 
 
-def cached_export(bundle: Bundle, precision: str, build: Callable[[Path], Any]) -> Export:
+def cached_export(bundle: Bundle, precision: str) -> Export:
     """Return the ``precision`` export of ``bundle`` from the per-machine cache, building it on first use.
 
-    ``build(folder)`` is the domain's export (with ``overwrite=True``) writing to ``folder``; its check and,
-    for int8, its accuracy gate apply as for the ``export`` command. A refusal (ExportError) is remembered
-    beside the folder with its message and raised again on later loads without re-measuring; delete the
-    ``.refused.json`` file (or the cache) to try again."""
+    The build is the domain's ``backend_export`` (:class:`~lepton_apps.domains.DomainSpec`) writing to the
+    cache folder; its check and, for int8, its accuracy gate apply as for the ``export`` command. A refusal
+    (ExportError) is remembered beside the folder with its message and raised again on later loads without
+    re-measuring; delete the ``.refused.json`` file (or the cache) to try again."""
     from lepton_apps.io import cache_dir
 
     key = f"{bundle.domain}-{bundle_checksum(bundle).split(':')[1][:24]}-{precision}"
@@ -370,7 +382,7 @@ def cached_export(bundle: Bundle, precision: str, build: Callable[[Path], Any]) 
         raise ExportError(record["message"] + f" (measured {record.get('created', '?')}; delete {refused} to measure "
                           "again)", where=str(bundle.path), fix=record.get("fix") or "use the fp32 backend")
     try:
-        build(folder)
+        _backend_exporter(bundle)(bundle.path, folder, precision)
     except ExportError as exc:
         refused.write_text(json.dumps({"message": exc.what, "fix": exc.fix, "created": _dt.datetime.now(
             _dt.timezone.utc).isoformat(timespec="seconds"), "libraries": _export_library_versions()}, indent=2) + "\n",

@@ -157,3 +157,125 @@ def test_a_missing_dependency_is_told_apart_from_a_wrong_module_path(tmp_path, m
     with pytest.raises(LeptonError) as err:
         wrong.demo_builder()
     assert err.value.fix.startswith("correct the module path"), err.value.fix
+
+
+# --------------------------------------------------------------------------- the module graph: no circles, stages
+# The layout (docs/DESIGN.md, "Rooms"): each domain's rooms in stages, lowest first. A room imports only rooms of
+# its own stage or of a lower one, and no import circle exists anywhere (computed below from the modules' own
+# imports, those inside functions included). A new room must be given its stage here and in the design notes.
+STAGES = ("config", "data", "features", "model", "evaluate", "monitoring", "predict", "training", "export", "tools",
+          "interface")
+ROOMS = {
+    "medical": {"config": "config", "data": "data", "imageio": "data", "patients": "data", "pixelcache": "data",
+                "augment": "features", "stream": "features", "model": "model", "evaluate": "evaluate",
+                "monitoring": "monitoring", "predict": "predict", "training": "training", "export": "export",
+                "demo": "tools", "check": "tools", "deid": "tools", "cli": "interface", "page": "interface"},
+    "finance": {"config": "config", "data": "data", "split": "data", "features": "features", "state": "features",
+                "model": "model", "mlp": "model", "compiled": "model", "evaluate": "evaluate",
+                "monitoring": "monitoring", "predict": "predict", "training": "training", "export": "export",
+                "demo": "tools", "cli": "interface", "page": "interface"},
+    "support": {"config": "config", "data": "data", "text": "data", "multilingual": "features",
+                "encoder": "features", "index": "features", "model": "model", "distance": "model",
+                "reranker": "model", "calibration": "model", "evaluate": "evaluate", "monitoring": "monitoring",
+                "predict": "predict", "training": "training", "export": "export", "demo": "tools",
+                "review": "tools", "feedback": "tools", "cli": "interface", "page": "interface",
+                "page_texts": "interface"},
+}
+
+
+def package_modules() -> dict[str, Path]:
+    """{module name: file} of the core (lepton_apps/) and the domains (apps/<d>/ installed as lepton_apps.<d>)."""
+    found = {}
+    roots = [(ROOT / "lepton_apps", "lepton_apps")] + [(ROOT / "apps" / d, f"lepton_apps.{d}") for d in DOMAINS]
+    for base, prefix in roots:
+        for f in sorted(base.rglob("*.py")):
+            parts = [p for p in f.relative_to(base).with_suffix("").parts if p != "__init__"]
+            found[".".join([prefix, *parts])] = f
+    return found
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """{module: the package modules it imports}; ``from pkg import name`` counts as importing ``pkg.name`` when
+    that is a module, else ``pkg``."""
+    graph = {}
+    for name, f in modules.items():
+        package = name if f.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for mod in imported_modules(f.read_text(encoding="utf-8"), package):
+            while mod and mod not in modules:
+                mod = mod.rpartition(".")[0]
+            if mod and mod != name:
+                targets.add(mod)
+        # importing pkg.sub also runs pkg/__init__: only what is named counts here, the faces are checked below
+        graph[name] = {t for t in targets if not (t in name.split(".") or name.startswith(t + "."))}
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Return the strongly connected components of more than one module (Tarjan, iterative)."""
+    index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = counter[0]; counter[0] += 1; stack.append(root); on.add(root)  # noqa: E702
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter[0]; counter[0] += 1; stack.append(w); on.add(w)  # noqa: E702
+                    work.append((w, iter(sorted(graph.get(w, ())))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop(); on.discard(w); comp.append(w)  # noqa: E702
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return out
+
+
+def test_the_cycle_finder_finds_a_planted_circle_and_nothing_else():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert import_circles(graph) == [["a", "b", "c"]]
+    assert import_circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle_anywhere_in_the_package():
+    graph = import_graph(package_modules())
+    assert len(graph) > 80
+    assert import_circles(graph) == [], "import circles (each a list of modules that import each other)"
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_every_room_has_a_stage_and_imports_only_its_own_or_lower_stages(domain):
+    modules = package_modules()
+    prefix = f"lepton_apps.{domain}."
+    rooms = {m[len(prefix):] for m in modules if m.startswith(prefix)}
+    assert rooms == set(ROOMS[domain]), ("rooms without a stage (add them to ROOMS and the design notes' table): "
+                                         f"{sorted(rooms - set(ROOMS[domain]))}; gone: {sorted(set(ROOMS[domain]) - rooms)}")
+    graph = import_graph(modules)
+    upward = []
+    for room, stage in ROOMS[domain].items():
+        for target in graph[prefix + room]:
+            if target.startswith(prefix):
+                other = target[len(prefix):]
+                if STAGES.index(ROOMS[domain][other]) > STAGES.index(stage):
+                    upward.append(f"{room} ({stage}) imports {other} ({ROOMS[domain][other]})")
+            elif target == f"lepton_apps.{domain}":
+                upward.append(f"{room} imports the package face lepton_apps.{domain} (import the room itself)")
+    assert upward == []
+
+
+def test_the_shared_rooms_exist_in_every_domain():
+    shared = set.intersection(*(set(r) for r in ROOMS.values()))
+    assert shared >= {"config", "data", "model", "evaluate", "monitoring", "predict", "training", "export", "demo",
+                      "cli", "page"}

@@ -79,7 +79,7 @@ def test_multilabel_npz_trains_and_predicts_independent_sigmoids(tmp_path):
     pixels = np.stack([clf.preprocess(a) for a in images])
     probs = clf.predict_pixels(pixels)
     assert probs.shape == (6, 3) and ((probs >= 0) & (probs <= 1)).all()
-    logits = __import__("lepton_apps.medical.predict", fromlist=["predict_logits"]).predict_logits(
+    logits = __import__("lepton_apps.medical.model", fromlist=["predict_logits"]).predict_logits(
         clf.model, pixels, clf.policy)
     np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits / clf.temperature)), atol=1e-5)  # sigmoids, not softmax
     results = clf.predict(list(images))

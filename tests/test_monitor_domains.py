@@ -292,7 +292,7 @@ def test_support_window_counts_messages_that_are_not_questions(demo_bundle):  # 
 
 
 def test_script_of_tells_writing_systems_apart():
-    from lepton_apps.support.predict import script_of
+    from lepton_apps.support.monitoring import script_of
 
     assert script_of("how do I open an account?") == "latin"
     assert script_of("Wie eröffne ich ein Konto?") == "latin"

@@ -5,7 +5,19 @@ from typing import Literal, Optional
 
 from lepton_apps.config import LeptonConfig
 
-from .data import Schema
+
+class Schema(LeptonConfig):
+    """Which column plays which role. None = look for a common name; "" = the table has none."""
+
+    id: Optional[str] = None
+    timestamp: Optional[str] = None
+    amount: Optional[str] = None
+    customer: Optional[str] = None
+    terminal: Optional[str] = None
+    label: Optional[str] = None
+    categorical: Optional[list[str]] = None
+    exclude: list[str] = []
+    missing_values: list[str] = ["?", "", "NA", "N/A", "null"]
 
 
 class FraudConfig(LeptonConfig):

@@ -19,8 +19,9 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from lepton_apps.config import LeptonConfig
 from lepton_apps.errors import DataError
+
+from .config import Schema
 
 ROLES = ("id", "timestamp", "amount", "customer", "terminal", "label")
 CANDIDATES = {
@@ -34,20 +35,6 @@ CANDIDATES = {
 TRUE_WORDS = {"1", "true", "yes", "y", "fraud", "t"}
 FALSE_WORDS = {"0", "false", "no", "n", "legit", "legitimate", "f"}
 IGNORED_BY_DEFAULT = ("scenario", "tx_fraud_scenario", "TX_FRAUD_SCENARIO", "Unnamed: 0", "")
-
-
-class Schema(LeptonConfig):
-    """Which column plays which role. None = look for a common name; "" = the table has none."""
-
-    id: Optional[str] = None
-    timestamp: Optional[str] = None
-    amount: Optional[str] = None
-    customer: Optional[str] = None
-    terminal: Optional[str] = None
-    label: Optional[str] = None
-    categorical: Optional[list[str]] = None
-    exclude: list[str] = []
-    missing_values: list[str] = ["?", "", "NA", "N/A", "null"]
 
 
 @dataclasses.dataclass

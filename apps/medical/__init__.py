@@ -44,6 +44,7 @@ DOMAIN = DomainSpec(
     icon=":material/radiology:",
     build_demo="lepton_apps.medical.demo:build_demo",
     predictor="lepton_apps.medical.predict:MedicalClassifier",
+    backend_export="lepton_apps.medical.export:backend_export",
     headline_metrics=("roc_auc", "sensitivity", "specificity"),
     live_metrics="lepton_apps.medical.evaluate:live_metrics",
     primary_metric="roc_auc",

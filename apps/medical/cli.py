@@ -33,7 +33,7 @@ def train_cmd(data: Optional[str] = typer.Argument(None, help="Folder root/<clas
     Example: lepton-apps medical train xrays/ --epochs 10 --backbone resnet18 --register xray-v1
     """
     from .config import MedicalConfig
-    from .evaluate_data import summary
+    from .evaluate import summary
     from .training import train
 
     overrides = {"data": data, "out": str(out) if out else None, "backbone": backbone, "epochs": epochs,

@@ -18,7 +18,7 @@ import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from lepton_apps.errors import ConfigError, DataError
 
 from .imageio import SUFFIXES, prepare, to_channels, resize
 from .pixelcache import PixelCache
+
+if TYPE_CHECKING:
+    from .config import MedicalConfig
 
 Task = Literal["binary", "multiclass", "multilabel"]
 SPLITS = ("train", "val", "test")
@@ -424,3 +427,54 @@ def _group_split(rows: np.ndarray, strat: np.ndarray, groups: np.ndarray, fracti
         warnings.simplefilter("ignore")  # "least populated class has only k members" is expected for tiny sets
         rest_idx, held_idx = next(folds.split(rows, strat[rows], groups[rows]))
     return np.sort(rows[held_idx]), np.sort(rows[rest_idx])
+
+
+def model_pixels(clf, md, where: str, verb: str):
+    """Return ``load_pixels`` of labelled data ``md`` as the classifier ``clf`` sees it (its size and channels, its
+    class order); DataError naming ``where`` when a label is not one of the model's classes (what ``verb`` needs)."""
+    unknown = sorted({n for lab in md.table["label"] for n in str(lab).split("|") if n} - set(clf.label_names))
+    if unknown:
+        raise DataError(f"labels {unknown[:5]} are not classes of the model {clf.label_names}", where=where,
+                        fix=f"{verb} on data with the model's classes")
+    md.label_names = clf.label_names
+    return load_pixels(md, clf.image_size, clf.channels)
+
+
+def open_for_training(cfg: MedicalConfig) -> tuple[MedicalData, np.ndarray, int, int]:
+    """Return ``(data, split per row, channels, image size)``; raises DataError for empty class folders or one class."""
+    md = open_data(cfg.data, cfg.patient_id_pattern)
+    empty = [p for p in md.problems if "holds no" in p]
+    if empty:
+        raise DataError("; ".join(empty), where=md.source, fix="add images to the folder or remove it")
+    if len(md.label_names) < 2:
+        raise DataError(f"only one class ({md.label_names}) was found", where=md.source,
+                        fix="a classifier needs at least two classes")
+    split = assign_splits(md, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    channels = infer_channels(md) if cfg.channels == "auto" else int(cfg.channels)
+    return md, split, channels, cfg.image_size or auto_image_size(md)
+
+
+def usable_split(md: MedicalData, split: np.ndarray, errors: dict[int, str], cfg: MedicalConfig) -> np.ndarray:
+    """Return ``split`` with unreadable rows marked ``"unreadable"``.
+
+    Raises DataError for unreadable files (unless ``skip_unreadable``) and for train /
+    validation splits that cannot be trained on.
+    """
+    keep = np.ones(len(md.table), dtype=bool)
+    if errors:
+        if not cfg.skip_unreadable:
+            shown = "; ".join(list(errors.values())[:3])
+            raise DataError(f"{len(errors)} of {len(md.table)} images cannot be read: {shown}", where=md.source,
+                            fix="remove or repair them (see 'lepton-apps medical check DATA'), "
+                                "or set skip_unreadable: true")
+        keep[list(errors)] = False
+    for name in ("train", "val"):
+        rows = keep & (split == name)
+        if not rows.any():
+            raise DataError(f"the {name} split is empty", where=md.source,
+                            fix="add images, or lower val_fraction / test_fraction less aggressively")
+    val_y = md.targets()[keep & (split == "val")]
+    if md.task != "multilabel" and len(np.unique(val_y)) < 2:
+        raise DataError("the validation split holds a single class, so AUC is undefined", where=md.source,
+                        fix="add images of every class or raise val_fraction")
+    return np.where(keep, split, "unreadable")

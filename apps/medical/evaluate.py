@@ -8,12 +8,14 @@ stored temperature and threshold.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lepton_apps import metrics as M
+from lepton_apps.errors import DataError
 
 
 def probabilities(logits: np.ndarray, task: str, temperature: float = 1.0) -> np.ndarray:
@@ -209,3 +211,52 @@ def live_metrics(items) -> dict[str, Any]:
         predicted = lab["probabilities"].map(lambda p: max(p, key=p.get))
         out["accuracy"] = float((predicted.to_numpy() == truth.to_numpy()).mean())
     return out
+
+
+def evaluate_classifier(clf, data: str | os.PathLike, *, split: str | None = None,
+                        out: str | os.PathLike | None = None, n_boot: int = 1000) -> dict[str, Any]:
+    """Return the evaluation report of a loaded classifier on ``data`` (optionally one split); write it
+    (``report.json``) and the plots to ``out``.
+
+    The bundle's temperature and operating point are used as stored (fitted on its validation
+    data), so the numbers say how the deployed model behaves. Unreadable images are refused.
+    """
+    from lepton_apps.io import atomic_write_json
+
+    from .data import model_pixels, open_data
+    from .model import predict_logits
+
+    md = open_data(data)
+    if split:
+        keep = (md.table["split"] == split).to_numpy()
+        md.table = md.table[keep].reset_index(drop=True)
+        if md.arrays is not None:
+            md.arrays = md.arrays[keep]
+        if md.table.empty:
+            raise DataError(f"no rows in split {split!r}", where=str(data), fix="use train, val or test")
+    pixels, errors = model_pixels(clf, md, str(data), "evaluate")
+    if errors:
+        raise DataError(f"{len(errors)} images cannot be read: {list(errors.values())[0]}", where=str(data),
+                        fix="run 'lepton-apps medical check' and remove or repair them")
+    y = md.targets()
+    logits = predict_logits(clf.model, pixels, clf.policy)
+    calibration = clf.calibration
+    report = build_report(logits, y, clf.task, clf.label_names, calibration, split=split or "all", n_boot=n_boot)
+    report["model_version"] = clf.model_version
+    if out:
+        out = Path(out)
+        save_plots(logits, y, clf.task, clf.label_names, calibration, out)
+        atomic_write_json(out / "report.json", report)
+    return report
+
+
+def summary(r: dict) -> str:
+    """Return one line with the headline numbers of a report (AUC with its CI, the operating point, ECE)."""
+    ci = r.get("roc_auc_ci") or [float("nan")] * 2
+    text = f"{r['split']} (n={r['n']}): AUC {r['roc_auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    if r["task"] == "binary":
+        text += (f", accuracy {r['accuracy']:.3f}, sensitivity {r['sensitivity']:.3f}, "
+                 f"specificity {r['specificity']:.3f} at threshold {r['threshold']:.3f} ({r['operating_point']})")
+    else:
+        text += f", accuracy {r['accuracy']:.3f}"
+    return text + f"; ECE {r['ece_before']:.3f} -> {r['ece_after']:.3f} after temperature scaling"

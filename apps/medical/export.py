@@ -46,6 +46,9 @@ import numpy as np
 from lepton_apps.errors import ConfigError, DataError, require
 from lepton_apps.export import ExportError, inference_session, write_export
 
+from .data import model_pixels
+from .predict import INPUT_NAME, MedicalClassifier, run_session
+
 #: max abs difference in probabilities between the fp32 ONNX model and PyTorch (see the module docstring)
 TOLERANCE = 1e-4
 #: the int8 model may lose at most this much validation AUC against the fp32 ONNX model
@@ -55,9 +58,7 @@ MAX_DECISIONS_CHANGED = 0.02   # share of check images whose decision at the ope
 CALIBRATION_IMAGES = 200
 SYNTHETIC_IMAGES = 64
 OPSET = 17
-INPUT_NAME = "pixels"
 OUTPUTS = ("logits", "probabilities")
-BATCH = 64
 
 
 def exportable_module(clf):
@@ -99,16 +100,6 @@ def convert(clf) -> bytes:
         return path.read_bytes()
 
 
-def run_session(session, pixels: np.ndarray, batch: int = BATCH) -> dict[str, np.ndarray]:
-    """Return ``{output name: array}`` of an ONNX Runtime session on uint8 ``pixels`` (N, C, S, S), in batches."""
-    names = [o.name for o in session.get_outputs()]
-    parts: dict[str, list] = {n: [] for n in names}
-    for i in range(0, len(pixels), batch):
-        for n, v in zip(names, session.run(names, {INPUT_NAME: pixels[i:i + batch].astype(np.float32)})):
-            parts[n].append(v)
-    return {n: np.concatenate(v) for n, v in parts.items()}
-
-
 def decisions_changed(clf, a: np.ndarray, b: np.ndarray) -> float:
     """Return the share of images whose decision differs between probabilities ``a`` and ``b``: at the bundle's
     operating threshold (binary), at each label's threshold (multi-label, any label), or the argmax class."""
@@ -135,8 +126,7 @@ def _from_training_data(clf) -> dict[str, Any] | None:
     from lepton_apps.bundle import fingerprint_data
 
     from .config import MedicalConfig
-    from .data import load_pixels
-    from .training import open_for_training, usable_split
+    from .data import load_pixels, open_for_training, usable_split
 
     bundle = clf.bundle
     data = bundle.training_config.get("data")
@@ -164,7 +154,6 @@ def _from_labelled_data(clf, data) -> dict[str, Any]:
     """Return the check pixels (the ``val`` split of ``data``, else every row) and calibration pixels (its
     ``train`` split, possibly empty) of labelled data passed in."""
     from .data import open_data
-    from .evaluate_data import model_pixels
 
     md = open_data(data)
     pixels, errors = model_pixels(clf, md, str(data), "check the export")
@@ -275,6 +264,13 @@ def _fmt(threshold) -> str:
     return f"{float(threshold):.3f}" if threshold is not None else "(none)"
 
 
+def backend_export(bundle: str | Path, out: str | Path, precision: str) -> Path:
+    """Write the export the ONNX backend of :meth:`MedicalClassifier.load` uses (the domain's ``backend_export``,
+    cached by :func:`lepton_apps.export.cached_export`): fp32 checked on seeded synthetic images (the quick check of
+    a first load), int8 gated on labelled images as :func:`export`."""
+    return export(bundle, out, quantize=precision, synthetic_check=precision == "fp32", overwrite=True)
+
+
 def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None, data: Any = None,
            max_auc_drop: float = MAX_AUC_DROP, max_decisions_changed: float = MAX_DECISIONS_CHANGED,
            calibration_images: int = CALIBRATION_IMAGES,
@@ -292,8 +288,6 @@ def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None, 
     decisions at the operating threshold (nothing written; the message has the numbers) or
     when int8 has no labelled images to be gated on; DataError / BundleError for bad data or bundles.
     """
-    from .predict import MedicalClassifier
-
     if quantize not in (None, "none", "fp32", "int8"):
         raise ExportError(f"unknown --quantize {quantize!r}", where="medical export", fix="use --quantize int8, or leave it out")
     int8 = quantize == "int8"

@@ -11,9 +11,11 @@ hub, with ``allow_download=True``) through timm, then the ImageNet weights for
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -231,3 +233,19 @@ def gradcam_target_layer(net: MedicalNet, image_size: int = 224, min_cells: int 
         raise ConfigError(f"cannot find a convolutional layer for Grad-CAM in {type(m).__name__}",
                           fix="Grad-CAM supports CNN backbones (efficientnet, resnet, densenet, convnext…)")
     return convs[-1]
+
+
+def predict_logits(model, pixels, policy=None, batch_size: int = 256) -> np.ndarray:
+    """Return the logits (n, k) of uint8 ``pixels`` (n, C, H, W; tensor or array), in batches, no grad."""
+    x = torch.from_numpy(np.require(pixels, requirements=['C', 'W'])) if isinstance(pixels, np.ndarray) else pixels
+    device = policy.device if policy is not None else next(model.parameters()).device
+    outs = []
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            batch = x[i:i + batch_size].to(device, non_blocking=True)
+            ctx = policy.autocast() if policy is not None else contextlib.nullcontext()
+            with ctx:
+                outs.append(model(batch).float().cpu())
+    k = getattr(getattr(model, "backbone", model), "num_classes", 0)
+    return torch.cat(outs).numpy() if outs else np.zeros((0, k), dtype=np.float32)

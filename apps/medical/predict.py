@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
@@ -111,28 +111,20 @@ class MedicalRequest(PredictRequest):
         return items, {"names": names, "threshold": self.threshold}
 
 
-def predict_logits(model, pixels, policy=None, batch_size: int = 256) -> np.ndarray:
-    """Return the logits (n, k) of uint8 ``pixels`` (n, C, H, W; tensor or array), in batches, no grad."""
-    import torch
-
-    x = torch.from_numpy(np.require(pixels, requirements=['C', 'W'])) if isinstance(pixels, np.ndarray) else pixels
-    device = policy.device if policy is not None else next(model.parameters()).device
-    outs = []
-    model.eval()
-    with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            batch = x[i:i + batch_size].to(device, non_blocking=True)
-            ctx = policy.autocast() if policy is not None else _null()
-            with ctx:
-                outs.append(model(batch).float().cpu())
-    k = getattr(getattr(model, "backbone", model), "num_classes", 0)
-    return torch.cat(outs).numpy() if outs else np.zeros((0, k), dtype=np.float32)
+#: the exported graph's input (float32 pixels on the 0-255 scale, N x C x S x S) and the batch ONNX Runtime runs
+INPUT_NAME = "pixels"
+BATCH = 64
 
 
-def _null():
-    import contextlib
+def run_session(session, pixels: np.ndarray, batch: int = BATCH) -> dict[str, np.ndarray]:
+    """Return ``{output name: array}`` of an ONNX Runtime session on uint8 ``pixels`` (N, C, S, S), in batches."""
+    names = [o.name for o in session.get_outputs()]
+    parts: dict[str, list] = {n: [] for n in names}
+    for i in range(0, len(pixels), batch):
+        for n, v in zip(names, session.run(names, {INPUT_NAME: pixels[i:i + batch].astype(np.float32)})):
+            parts[n].append(v)
+    return {n: np.concatenate(v) for n, v in parts.items()}
 
-    return contextlib.nullcontext()
 
 
 class MedicalClassifier(Predictor):
@@ -195,8 +187,6 @@ class MedicalClassifier(Predictor):
         from lepton_apps.export import (ExportError, backend_label, cached_export, choose_backend, export_for,
                                         providers_for)
 
-        from .export import export as export_bundle
-
         asked = backend or "auto"
         chosen = choose_backend(asked, self.policy.device.type)
         self.backend_note = None
@@ -205,8 +195,7 @@ class MedicalClassifier(Predictor):
             found = export_for(self.bundle, export, asked)
         elif chosen in ("onnx", "int8"):
             def build(precision):
-                return cached_export(self.bundle, precision, lambda out: export_bundle(
-                    self.bundle.path, out, quantize=precision, synthetic_check=precision == "fp32", overwrite=True))
+                return cached_export(self.bundle, precision)
             try:
                 found = build("int8" if chosen == "int8" else "fp32")
             except Exception as exc:  # noqa: BLE001 - auto falls back to PyTorch on any export failure
@@ -238,9 +227,9 @@ class MedicalClassifier(Predictor):
     def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Return calibrated probabilities (n, k) for uint8 model inputs (n, C, S, S)."""
         if self.session is not None:
-            from .export import run_session
-
             return run_session(self.session, pixels)["probabilities"].astype(np.float64)
+        from .model import predict_logits
+
         return probabilities(predict_logits(self.model, pixels, self.policy), self.task, self.temperature)
 
     def predict(self, items: Any, *, threshold: float | None = None, batch_size: int = 64,
@@ -303,7 +292,7 @@ class MedicalClassifier(Predictor):
         calibration on labelled ``data``; with ``out`` also write report.json and the plots there."""
         from lepton_apps.errors import ConfigError
 
-        from .evaluate_data import evaluate_classifier, summary
+        from .evaluate import evaluate_classifier, summary
 
         if data is None:
             raise ConfigError("no data to evaluate on", fix="pass a folder of class folders, a manifest.csv or an .npz")
@@ -451,5 +440,5 @@ def display_image(item: Any, name: str | None = None) -> np.ndarray:
     return img
 
 
-__all__ = ["MedicalClassifier", "Prediction", "Explanation", "predict_logits", "predict_source", "display_image",
+__all__ = ["MedicalClassifier", "Prediction", "Explanation", "predict_source", "display_image",
            "resize", "to_channels"]

@@ -10,7 +10,6 @@ write the bundle.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -18,10 +17,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from lepton_apps.errors import DataError
-
 from .config import MedicalConfig
-from .data import MedicalData, assign_splits, auto_image_size, decode_rows, infer_channels, load_pixels, open_data
+from .data import MedicalData, decode_rows, load_pixels, open_for_training, usable_split
 from .pixelcache import PixelCache
 
 MODEL_FILE = "model.safetensors"
@@ -42,20 +39,6 @@ def default_out() -> Path:
     """Return ``runs/medical-<UTC time>/bundle``."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"medical-{stamp}" / "bundle"
-
-
-def open_for_training(cfg: MedicalConfig) -> tuple[MedicalData, np.ndarray, int, int]:
-    """Return ``(data, split per row, channels, image size)``; raises DataError for empty class folders or one class."""
-    md = open_data(cfg.data, cfg.patient_id_pattern)
-    empty = [p for p in md.problems if "holds no" in p]
-    if empty:
-        raise DataError("; ".join(empty), where=md.source, fix="add images to the folder or remove it")
-    if len(md.label_names) < 2:
-        raise DataError(f"only one class ({md.label_names}) was found", where=md.source,
-                        fix="a classifier needs at least two classes")
-    split = assign_splits(md, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    channels = infer_channels(md) if cfg.channels == "auto" else int(cfg.channels)
-    return md, split, channels, cfg.image_size or auto_image_size(md)
 
 
 def schedule(cfg: MedicalConfig, n_train: int, n_val_per_class: list[int], head: str = "backbone.classifier"
@@ -84,31 +67,6 @@ def schedule(cfg: MedicalConfig, n_train: int, n_val_per_class: list[int], head:
             "keep": keep, "ema_decay": (1 - 1 / max(10.0, total / 10)) if cfg.ema else None,
             "lr_mult": lr_mult}
 
-
-def usable_split(md: MedicalData, split: np.ndarray, errors: dict[int, str], cfg: MedicalConfig) -> np.ndarray:
-    """Return ``split`` with unreadable rows marked ``"unreadable"``.
-
-    Raises DataError for unreadable files (unless ``skip_unreadable``) and for train /
-    validation splits that cannot be trained on.
-    """
-    keep = np.ones(len(md.table), dtype=bool)
-    if errors:
-        if not cfg.skip_unreadable:
-            shown = "; ".join(list(errors.values())[:3])
-            raise DataError(f"{len(errors)} of {len(md.table)} images cannot be read: {shown}", where=md.source,
-                            fix="remove or repair them (see 'lepton-apps medical check DATA'), "
-                                "or set skip_unreadable: true")
-        keep[list(errors)] = False
-    for name in ("train", "val"):
-        rows = keep & (split == name)
-        if not rows.any():
-            raise DataError(f"the {name} split is empty", where=md.source,
-                            fix="add images, or lower val_fraction / test_fraction less aggressively")
-    val_y = md.targets()[keep & (split == "val")]
-    if md.task != "multilabel" and len(np.unique(val_y)) < 2:
-        raise DataError("the validation split holds a single class, so AUC is undefined", where=md.source,
-                        fix="add images of every class or raise val_fraction")
-    return np.where(keep, split, "unreadable")
 
 
 def prepare_data(cfg: MedicalConfig, progress: Callable[[int, int], None] | None = None
@@ -139,7 +97,7 @@ def train(config: MedicalConfig | dict | str | os.PathLike, *, callback: Callabl
     from .augment import make_augment
     from .evaluate import build_report, calibrate, headline, probabilities, save_plots
     from .model import build_network, head_prefix
-    from .predict import predict_logits
+    from .model import predict_logits
     from .stream import CachedRows, DecodedImages, default_workers, loading_mode
 
     cfg = coerce_config(config)

@@ -34,6 +34,7 @@ DOMAIN = DomainSpec(
     icon=":material/support_agent:",
     build_demo="lepton_apps.support.demo:build_demo",
     predictor="lepton_apps.support.predict:SupportAssistant",
+    backend_export="lepton_apps.support.export:backend_export",
     headline_metrics=("top1_accuracy", "mrr", "handoff_recall"),
     live_metrics="lepton_apps.support.evaluate:live_metrics",
     primary_metric="answered_accuracy",

@@ -333,6 +333,12 @@ def _gate_metrics(assistant, session, bundle) -> tuple[dict[str, float], str]:
 
 # --------------------------------------------------------------------------- export
 
+def backend_export(bundle: str | Path, out: str | Path, precision: str) -> Path:
+    """Write the export the ONNX backend of :meth:`SupportAssistant.load` uses (the domain's ``backend_export``,
+    cached by :func:`lepton_apps.export.cached_export`): :func:`export` with its checks and int8 gate."""
+    return export(bundle, out, quantize=precision, overwrite=True)
+
+
 def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None,
            max_top1_drop: float = MAX_TOP1_DROP, max_handoff_recall_drop: float = MAX_HANDOFF_RECALL_DROP,
            int8_method: str = "dynamic", tolerance: float = TOLERANCE, overwrite: bool = False, home=None) -> Path:

@@ -90,7 +90,7 @@ def live(domain: str = typer.Argument(..., help="medical, finance or support."),
 
     Example: lepton-apps monitor live finance --since 2026-11-01
     """
-    from lepton_apps.cli import parse_time
+    from lepton_apps.config import parse_time
     from lepton_apps.monitor.live import live_report
     from lepton_apps.store import Store
 
@@ -232,7 +232,7 @@ def served_bundle(domain: str, model: str | None, home: Path | None):
 
 
 def _summary(domain, model, since, window_days, db_url, home):
-    from lepton_apps.cli import parse_time
+    from lepton_apps.config import parse_time
     from lepton_apps.monitor.report import summarize
     from lepton_apps.store import Store
 
@@ -336,7 +336,7 @@ def compare_cmd(domain: str = typer.Argument(..., help="medical, finance or supp
 
     Example: lepton-apps monitor compare finance --challenger fraud-v2
     """
-    from lepton_apps.cli import parse_time
+    from lepton_apps.config import parse_time
     from lepton_apps.monitor.compare import compare_models
     from lepton_apps.store import Store
 
