@@ -160,7 +160,7 @@ def test_a_missing_dependency_is_told_apart_from_a_wrong_module_path(tmp_path, m
 
 
 # --------------------------------------------------------------------------- the module graph: no circles, stages
-# The layout (docs/DESIGN.md, "Rooms"): each domain's rooms in stages, lowest first. A room imports only rooms of
+# The layout (README.md, "Rooms of a domain"): each domain's rooms in stages, lowest first. A room imports only rooms of
 # its own stage or of a lower one, and no import circle exists anywhere (computed below from the modules' own
 # imports, those inside functions included). A new room must be given its stage here and in the design notes.
 STAGES = ("config", "data", "features", "model", "evaluate", "monitoring", "predict", "training", "export", "tools",
