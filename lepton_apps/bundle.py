@@ -260,6 +260,15 @@ class Bundle:
         return self.file(name).read_text(encoding="utf-8")
 
 
+def read_json_card(file: Path, *, fix: str) -> dict[str, Any]:
+    """Return the JSON object in ``file`` (a bundle's manifest, an export's card); BundleError naming the file,
+    with ``fix``, when it is not valid JSON."""
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{file.name} is not valid JSON ({exc})", where=str(file.parent), fix=fix) from None
+
+
 def load_bundle(path: str | os.PathLike, *, domain: str | None = None, verify: bool = True) -> Bundle:
     """Load and verify a bundle folder; return a :class:`Bundle`.
 
@@ -281,11 +290,7 @@ def load_bundle(path: str | os.PathLike, *, domain: str | None = None, verify: b
             raise BundleError(_pickle_refusal(path / pickles[0]))
         raise BundleError(f"{path} has no {MANIFEST}, so it is not a Lepton Apps bundle",
                           fix="pass a folder written by 'lepton-apps <domain> train'")
-    try:
-        metadata = json.loads(manifest.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{MANIFEST} is not valid JSON ({exc})", where=str(path),
-                          fix="the bundle is damaged; retrain it or restore it from a copy") from None
+    metadata = read_json_card(manifest, fix="the bundle is damaged; retrain it or restore it from a copy")
     version = metadata.get("format_version")
     if version != FORMAT_VERSION:
         raise BundleError(f"bundle format version {version!r} is not supported (this lepton-apps reads version {FORMAT_VERSION})",

@@ -45,7 +45,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from lepton_apps.bundle import Bundle, _json_default, library_versions, verify_files
+from lepton_apps.bundle import Bundle, _json_default, library_versions, read_json_card, verify_files
 from lepton_apps.errors import BundleError, LeptonError, require
 from lepton_apps.io import sha256_file
 
@@ -220,11 +220,7 @@ def load_export(path: str | os.PathLike) -> Export:
     if not card_file.is_file():
         raise BundleError(f"{path} has no {CARD}, so it is not an export folder",
                           fix="pass a folder written by 'lepton-apps <domain> export'")
-    try:
-        card = json.loads(card_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{CARD} is not valid JSON ({exc})", where=str(path),
-                          fix="the export is damaged; export the bundle again") from None
+    card = read_json_card(card_file, fix="the export is damaged; export the bundle again")
     if card.get("format") != "onnx" or card.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"export format {card.get('format')!r} version {card.get('format_version')!r} is not supported "
                           f"(this lepton-apps reads onnx version {FORMAT_VERSION})", where=str(card_file),

@@ -142,6 +142,16 @@ class Registry:
         return self.get(ref).path
 
     # -- changes -----------------------------------------------------------------------
+    def free_name(self, prefix: str) -> str:
+        """Return ``<prefix>-<UTC time>`` (e.g. ``support-demo-20261207-153000``), with ``-2``, ``-3``… appended
+        when a bundle of that name is registered already (two within one second): the names the registry gives
+        and the demo builders use."""
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        name, n = f"{prefix}-{stamp}", 2
+        while (self.home / name).exists():
+            name, n = f"{prefix}-{stamp}-{n}", n + 1
+        return name
+
     def register(self, bundle_dir: str | os.PathLike, name: str | None = None, *, move: bool = False,
                  set_latest: bool = True) -> RegistryEntry:
         """Copy (or move) a verified bundle into the registry; return its entry.
@@ -151,12 +161,7 @@ class Registry:
         """
         bundle = load_bundle(bundle_dir)
         if name is None:
-            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-            name = f"{bundle.domain}-{bundle.task}-{stamp}"
-            n = 2
-            while (self.home / name).exists():  # two registrations within one second
-                name = f"{bundle.domain}-{bundle.task}-{stamp}-{n}"
-                n += 1
+            name = self.free_name(f"{bundle.domain}-{bundle.task}")
         if not _NAME_RE.match(name):
             raise BundleError(f"invalid model name {name!r}",
                               fix="use letters, digits, '.', '_' or '-' (at most 100 characters)")

@@ -131,7 +131,6 @@ def write_demo_data(out: str | Path, n_customers: int = 1000, n_terminals: int =
 def build_demo(workdir: str | Path, registry) -> str:
     """Simulate demo transactions, train the demo bundle (about a minute on 2 cores), register it;
     return the registered name (``finance-demo-<timestamp>``)."""
-    import datetime as dt
     import shutil
 
     from .config import FraudConfig
@@ -143,8 +142,4 @@ def build_demo(workdir: str | Path, registry) -> str:
     if bundle.exists():
         shutil.rmtree(bundle)
     train(FraudConfig(data=str(data), out=str(bundle), seed=0, overwrite=True))
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    name, n = f"finance-demo-{stamp}", 2
-    while (registry.home / name).exists():
-        name, n = f"finance-demo-{stamp}-{n}", n + 1
-    return registry.register(bundle, name).name
+    return registry.register(bundle, registry.free_name("finance-demo")).name

@@ -114,7 +114,6 @@ def build_demo(workdir: Path, registry, *, n: int = 500, overrides: dict | None 
 
     ``n`` images; ``overrides`` change keys of :func:`demo_config` (tests use a smaller model run).
     """
-    import datetime as _dt
 
     from .training import train
 
@@ -122,9 +121,7 @@ def build_demo(workdir: Path, registry, *, n: int = 500, overrides: dict | None 
     data = write_demo_data(workdir / "data", n=n)
     write_demo_dicom(workdir / "samples" / "synthetic_lesion.dcm", seed=11, lesion=True)
     write_demo_dicom(workdir / "samples" / "synthetic_normal.dcm", seed=12, lesion=False)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    config = {**demo_config(data / "manifest.csv", workdir / "runs" / f"demo-{stamp}" / "bundle"), **(overrides or {})}
-    bundle = train(config)
-    name = f"medical-demo-{stamp}"
-    registry.register(bundle, name)
+    name = registry.free_name("medical-demo")
+    config = {**demo_config(data / "manifest.csv", workdir / "runs" / name / "bundle"), **(overrides or {})}
+    registry.register(train(config), name)
     return name

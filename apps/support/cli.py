@@ -10,6 +10,11 @@ cli = typer.Typer(help="Customer-service QA: FAQ retrieval with a Transformer en
                   no_args_is_help=True)
 
 
+def echo_progress(stage: str, fraction: float) -> None:
+    """Print a build's progress: ``[ 40%] calibrating retrieval and hand-off``."""
+    typer.echo(f"[{fraction:>4.0%}] {stage}")
+
+
 @cli.command("demo-data")
 def demo_data(out: Path = typer.Argument(Path("demo_data/support"), help="Folder to write the demo files to."),
               lang: str = typer.Option("en", help="Language of the demo: en (English) or zh (Chinese).")):
@@ -60,10 +65,7 @@ def train(kb: Optional[Path] = typer.Argument(None, help="FAQ knowledge base (CS
     overrides["reranker"] = "on" if reranker else "off" if fast else None
     cfg = SupportConfig.from_yaml_and_overrides(config, overrides)
 
-    def progress(stage: str, fraction: float) -> None:
-        typer.echo(f"[{fraction:>4.0%}] {stage}")
-
-    path = run_train(cfg, progress=progress)
+    path = run_train(cfg, progress=echo_progress)
     from lepton_apps.bundle import load_bundle
 
     metrics = load_bundle(path).metrics
@@ -241,12 +243,9 @@ def review_apply(bundle: str = typer.Argument(..., help="The support model to re
     """
     from .review import apply_accepted
 
-    def progress(stage: str, fraction: float) -> None:
-        typer.echo(f"[{fraction:>4.0%}] {stage}")
-
     applied = apply_accepted(bundle, _review_store(db), name=name, questions=str(questions) if questions else None,
                              sentiment_data=str(sentiment_data) if sentiment_data else None,
-                             intent_data=str(intent_data) if intent_data else None, progress=progress)
+                             intent_data=str(intent_data) if intent_data else None, progress=echo_progress)
     typer.echo(applied.summary())
     typer.echo(f"bundle: {applied.path}\nlive answered accuracy per model version: lepton-apps monitor live support; "
                f"promote it with: lepton-apps models promote {applied.name}")

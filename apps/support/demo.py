@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent
@@ -72,10 +71,8 @@ def build_demo(workdir: str | Path, registry) -> list[str]:
     from .training import train
 
     names = []
-    stamp = time.strftime('%Y%m%d-%H%M%S')
     for lang in LANGUAGES:
         bundle = train(demo_config(workdir, lang))
-        name = f"support-demo-{stamp}" if lang == "en" else f"support-demo-{lang}-{stamp}"
-        registry.register(bundle, name)
-        names.append(name)
+        names.append(registry.register(bundle, registry.free_name("support-demo" if lang == "en" else
+                                                                   f"support-demo-{lang}")).name)
     return names
