@@ -1,4 +1,6 @@
-"""The ``lepton-apps`` command: ``models``, ``demo``, ``ui`` and one sub-command per domain.
+"""The ``lepton-apps`` command: ``demo``, ``ui``, ``serve``, the ``models`` / ``keys`` / ``audit`` / ``monitor``
+sub-commands (:mod:`~lepton_apps.cli_models`, :mod:`~lepton_apps.cli_service`, :mod:`~lepton_apps.monitor.cli`)
+and one sub-command per domain.
 
 Every LeptonError is printed as one line (what, where, how to fix) with exit code 2;
 ``--debug`` shows the traceback instead.
@@ -13,8 +15,11 @@ from typing import Optional
 
 import typer
 
+from lepton_apps.cli_models import models_app
+from lepton_apps.cli_service import audit_batch, audit_app, keys_app
 from lepton_apps.domains import available_domains, domain_load_errors
 from lepton_apps.errors import LeptonError
+from lepton_apps.monitor.cli import monitor_app  # the monitor verbs (their heavy imports are lazy)
 
 app = typer.Typer(
     name="lepton-apps",
@@ -24,9 +29,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-models_app = typer.Typer(help="List, inspect and promote the bundles in the model registry ($LEPTON_HOME).",
-                         no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(audit_app, name="audit")
 
 _STATE = {"debug": False}
 
@@ -34,153 +40,6 @@ _STATE = {"debug": False}
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors.")):
     _STATE["debug"] = debug
-
-
-@models_app.command("list")
-def models_list(domain: Optional[str] = typer.Option(None, help="Only this domain (medical, finance, support)."),
-                home: Optional[Path] = typer.Option(None, help="Registry folder (default $LEPTON_HOME or ./lepton_models).")):
-    """List registered bundles, newest first, with aliases and headline metrics.
-
-    Example: lepton-apps models list --domain medical
-    """
-    from lepton_apps.registry import Registry
-
-    reg = Registry(home)
-    entries = reg.list(domain)
-    for name, reason in reg.damaged().items():
-        typer.secho(f"warning: {name}: {reason}", err=True, fg=typer.colors.YELLOW)
-    if not entries:
-        typer.echo(f"No models in {reg.home}. Create one with 'lepton-apps demo' or 'lepton-apps <domain> train'.")
-        return
-    domains = available_domains()
-    typer.echo(f"{'NAME':<40} {'DOMAIN':<8} {'TASK':<12} {'ALIASES':<18} {'CREATED':<26} METRICS")
-    for e in entries:
-        keys = domains[e.domain].headline_metrics if e.domain in domains else ()
-        shown = {k: e.metrics[k] for k in keys if k in e.metrics} or {
-            k: v for k, v in e.metrics.items() if isinstance(v, (int, float))}
-        metrics = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in list(shown.items())[:4])
-        typer.echo(f"{e.name:<40} {e.domain:<8} {e.task:<12} {','.join(e.aliases) or '-':<18} {e.created:<26} {metrics}")
-
-
-@models_app.command("show")
-def models_show(name: str = typer.Argument(..., help="Registry name, DOMAIN:ALIAS (medical:production) or a bundle path."),
-                home: Optional[Path] = typer.Option(None, help="Registry folder.")):
-    """Verify a bundle's checksums and print its bundle.json.
-
-    Example: lepton-apps models show medical:latest
-    """
-    import json
-
-    from lepton_apps.bundle import load_bundle
-    from lepton_apps.registry import Registry
-
-    bundle = load_bundle(Registry(home).resolve(name))
-    typer.echo(f"# {bundle.path} (all {len(bundle.metadata.get('files', {}))} checksums verified)")
-    typer.echo(json.dumps(bundle.metadata, indent=2))
-
-
-@models_app.command("promote")
-def models_promote(name: str = typer.Argument(..., help="Registry name of the bundle."),
-                   alias: str = typer.Option("production", help="Alias to point at it: production or latest."),
-                   reason: str = typer.Option("", help="Why (kept in the audit log with who promoted what)."),
-                   force: bool = typer.Option(False, "--force", help="Promote even when it did worse than the "
-                                              "current model as a shadow challenger."),
-                   db_url: Optional[str] = typer.Option(None, "--db-url", envvar="LEPTON_DB_URL",
-                                                        help="Service database (default: lepton.db in the registry "
-                                                             "folder, when it exists)."),
-                   home: Optional[Path] = typer.Option(None, help="Registry folder.")):
-    """Point the domain's alias (default: production) at a registered bundle. When the service database holds
-    its shadow answers (serve --challenger) with outcomes, a bundle that did worse than the current model on
-    the domain's primary metric is refused unless --force; every promotion is recorded in the audit log.
-
-    Example: lepton-apps models promote fraud-v2 --reason "retrained on November"
-    """
-    import getpass
-
-    from lepton_apps.registry import Registry
-    from lepton_apps.store import Store, configured_url
-
-    registry = Registry(home)
-    entry = registry.get(name)
-    previous = next((e.name for e in registry.list(entry.domain) if alias in e.aliases), None)
-    url = db_url or configured_url(home)
-    store = Store.open(url, home=home) if url else None
-    comparison = _promotion_check(store, entry, force) if store is not None and alias == "production" else None
-    entry = registry.promote(name, alias)
-    typer.echo(f"{entry.domain}:{alias} -> {entry.name}")
-    if store is not None:
-        _record_promotion(store, entry, alias, previous, getpass.getuser(), reason, force, comparison)
-        typer.echo("recorded in the audit log (lepton-apps audit export --domain " + entry.domain + ")")
-
-
-def _promotion_check(store, entry, force: bool):
-    """Return the shadow comparison of ``entry`` against the served model (None when its domain declares no
-    primary metric); ConfigError when it did worse and ``force`` is off."""
-    from lepton_apps.domains import available_domains
-    from lepton_apps.errors import ConfigError
-    from lepton_apps.monitor.cli import describe
-    from lepton_apps.monitor.compare import compare_models
-
-    spec = available_domains().get(entry.domain)
-    if spec is None or not spec.primary_metric or not spec.live_metrics:
-        return None
-    result = compare_models(store, entry.domain, spec.live_metrics_function(), spec.primary_metric,
-                            key_field=spec.outcome_key, challenger=f"{entry.name}@")
-    if result.get("difference") is not None and result["difference"] < 0:
-        text = describe(result).replace("\n", "; ")
-        if not force:
-            raise ConfigError(f"{entry.name} did worse than the served model as a shadow challenger: {text}",
-                              where="models promote", fix="keep the current model, or pass --force with a --reason")
-        typer.secho(f"warning: promoting although it did worse: {text}", err=True, fg=typer.colors.YELLOW)
-    else:
-        typer.echo(f"shadow comparison: {result['verdict']}")
-    return result
-
-
-def _record_promotion(store, entry, alias, previous, user, reason, force, comparison) -> None:
-    """Write who promoted which bundle to which alias, from what, why, and the evidence, as an audit row."""
-    import datetime as dt
-    import uuid
-
-    from lepton_apps.store import AuditRow, digest
-
-    summary = None
-    if comparison is not None:
-        summary = {k: comparison.get(k) for k in ("verdict", "pairs", "labelled", "primary_metric", "difference",
-                                                  "ci95")}
-    store.audit([AuditRow(request_id=uuid.uuid4().hex, created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
-                          domain=entry.domain, endpoint="promote", model_ref=f"{entry.domain}:{alias}",
-                          model_version=f"{entry.name}@{entry.created}", key_id=None, status=200, latency_ms=0.0,
-                          n_items=0, input_digest=digest(entry.name.encode()),
-                          result={"by": user, "reason": reason, "alias": alias, "from": previous, "to": entry.name,
-                                  "forced": force, "comparison": summary})])
-
-
-@models_app.command("register")
-def models_register(bundle: Path = typer.Argument(..., help="Bundle folder to copy into the registry."),
-                    name: Optional[str] = typer.Option(None, help="Registry name (default DOMAIN-TASK-TIMESTAMP)."),
-                    home: Optional[Path] = typer.Option(None, help="Registry folder.")):
-    """Verify a bundle folder and copy it into the registry as the domain's latest model.
-
-    Example: lepton-apps models register runs/xray/bundle --name xray-v1
-    """
-    from lepton_apps.registry import Registry
-
-    entry = Registry(home).register(bundle, name)
-    typer.echo(f"registered {entry.name} ({entry.domain}) at {entry.path}")
-
-
-@models_app.command("remove")
-def models_remove(name: str = typer.Argument(..., help="Registry name of the bundle."),
-                  home: Optional[Path] = typer.Option(None, help="Registry folder.")):
-    """Delete a registered bundle and the aliases pointing at it.
-
-    Example: lepton-apps models remove xray-v1
-    """
-    from lepton_apps.registry import Registry
-
-    Registry(home).remove(name)
-    typer.echo(f"removed {name}")
 
 
 @app.command()
@@ -369,110 +228,6 @@ def challenger_refs(challengers: list[str], refs: dict[str, str], home) -> dict[
     return out
 
 
-keys_app = typer.Typer(help="Create, list and revoke the service's API keys (stored hashed in the service "
-                                "database).", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-from lepton_apps.monitor.cli import monitor_app  # noqa: E402 - the monitor verbs (their heavy imports are lazy)
-
-app.add_typer(monitor_app, name="monitor")
-audit_app = typer.Typer(help="The service's audit log: one row per request to a model endpoint.",
-                        no_args_is_help=True)
-app.add_typer(audit_app, name="audit")
-_DB_OPTION = typer.Option(None, "--db-url", envvar="LEPTON_DB_URL", help="Service database (default: SQLite "
-                          "lepton.db in the registry folder).")
-
-
-@keys_app.command("create")
-def keys_create(name: str = typer.Argument(..., help="A name for the key (who or what uses it)."),
-                domains: str = typer.Option(..., help="Comma-separated domains it may use, or '*' for all."),
-                scope: str = typer.Option("read", help="read (predict, explain) or admin (also reload)."),
-                db_url: Optional[str] = _DB_OPTION, home: Optional[Path] = typer.Option(None, help="Registry folder.")):
-    """Create an API key and print its token once (only a hash is stored).
-
-    Example: lepton-apps keys create triage-app --domains medical,finance
-    """
-    from lepton_apps.store import Store
-
-    key, token = Store.open(db_url, home=home).create_key(name, domains.split(","), scope)
-    typer.echo(f"created key {key.name!r} (id {key.id}, domains {','.join(key.domains)}, scope {key.scope})")
-    typer.echo("token (shown only now; send it as 'Authorization: Bearer <token>'):")
-    typer.echo(token)
-
-
-@keys_app.command("list")
-def keys_list(db_url: Optional[str] = _DB_OPTION, home: Optional[Path] = typer.Option(None, help="Registry folder.")):
-    """List the keys: name, id, domains, scope, created, revoked (never secrets).
-
-    Example: lepton-apps keys list
-    """
-    from lepton_apps.store import Store
-
-    keys = Store.open(db_url, home=home).keys()
-    if not keys:
-        typer.echo("No API keys. Create one with 'lepton-apps keys create NAME --domains …'.")
-        return
-    typer.echo(f"{'NAME':<24} {'ID':<14} {'DOMAINS':<28} {'SCOPE':<6} {'CREATED (UTC)':<20} REVOKED")
-    for k in keys:
-        typer.echo(f"{k.name:<24} {k.id:<14} {','.join(k.domains):<28} {k.scope:<6} "
-                   f"{k.created_at:%Y-%m-%d %H:%M:%S}  {k.revoked_at or '-'}")
-
-
-@keys_app.command("revoke")
-def keys_revoke(name: str = typer.Argument(..., help="Name of the key."), db_url: Optional[str] = _DB_OPTION,
-                home: Optional[Path] = typer.Option(None, help="Registry folder.")):
-    """Revoke a key: requests with it get 401 from then on.
-
-    Example: lepton-apps keys revoke triage-app
-    """
-    from lepton_apps.store import Store
-
-    key = Store.open(db_url, home=home).revoke_key(name)
-    typer.echo(f"revoked {key.name!r} (id {key.id}) at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
-
-
-@audit_app.command("export")
-def audit_export(out: Path = typer.Option(..., "--out", "-o", help="Output .parquet or .csv."),
-                 since: Optional[str] = typer.Option(None, help="From this time (ISO, e.g. 2026-12-01 or "
-                                                     "2026-12-01T08:00); UTC unless it has an offset."),
-                 until: Optional[str] = typer.Option(None, help="Before this time (ISO)."),
-                 domain: Optional[str] = typer.Option(None, help="Only this domain."),
-                 db_url: Optional[str] = _DB_OPTION, home: Optional[Path] = typer.Option(None, help="Registry folder.")):
-    """Export audit rows (request id, time, domain, model version, key id, status, latency, result, input digest).
-
-    Example: lepton-apps audit export --since 2026-12-01 --out audit.parquet
-    """
-    from lepton_apps.config import parse_time
-    from lepton_apps.errors import ConfigError
-    from lepton_apps.io import atomic_path
-    from lepton_apps.store import Store
-
-    if out.suffix.lower() not in (".parquet", ".csv"):
-        raise ConfigError(f"unknown output format {out.suffix!r}", where="--out", fix="name the file .parquet or .csv")
-    frame = Store.open(db_url, home=home).audit_frame(parse_time(since, "--since"), parse_time(until, "--until"),
-                                                      domain)
-    with atomic_path(out) as tmp:
-        frame.to_parquet(tmp, index=False) if out.suffix.lower() == ".parquet" else frame.to_csv(tmp, index=False)
-    typer.echo(f"{len(frame)} audit rows -> {out}")
-
-
-def _audit_batch(domain: str, model: str, predictor, source: Path, res, seconds: float, home) -> None:
-    """Record a batch-scoring run in the service's audit log when a service database is configured."""
-    import datetime as dt
-    import uuid
-
-    from lepton_apps.store import AuditRow, Store, configured_url, source_digest
-
-    url = configured_url(home)
-    if url is None:
-        return
-    row = AuditRow(request_id=uuid.uuid4().hex, created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
-                   domain=domain, endpoint="batch", model_ref=str(model), model_version=predictor.model_version,
-                   key_id=None, status=200, latency_ms=seconds * 1000, n_items=int(res.n_rows),
-                   input_digest=source_digest(source),
-                   result={"rows": int(res.n_rows), "errors": int(res.n_errors), "output": str(res.output)})
-    Store.open(url, home=home).audit([row])
-    typer.echo(f"recorded in the audit log ({url.split('://')[0]})")
-
 
 def load_and_warn(loader):
     """Return ``loader()``, printing the warnings it raised (e.g. an int8 backend refused by its gate, the
@@ -514,7 +269,7 @@ def predict_command(domain: str):
         res = predictor.predict_file(source, out, resume=resume, chunk_size=chunk_size)
         typer.echo(f"{res.n_rows} rows ({res.n_errors} with errors) by {predictor.model_version} -> {res.output}"
                    + (f"; {res.resumed_chunks} chunk(s) reused" if res.resumed_chunks else ""))
-        _audit_batch(domain, model, predictor, source, res, time.perf_counter() - start, home)
+        audit_batch(domain, model, predictor, source, res, time.perf_counter() - start, home)
 
     example = {"medical": "scans/", "finance": "transactions.csv", "support": "questions.csv"}.get(domain, "INPUT")
     predict.__doc__ = (f"Score a file in batch: one output row per input row, an 'error' column for rows that "
