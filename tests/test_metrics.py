@@ -1,4 +1,4 @@
-"""Tests for lepton_apps.metrics: hand-computed values on tiny arrays, brute force on random ones."""
+"""Tests for lepton_apps.metrics and lepton_apps.plots: hand-computed values on tiny arrays, brute force on random ones."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,7 @@ import pytest
 from scipy.special import expit, log_softmax, softmax
 
 from lepton_apps import metrics as M
+from lepton_apps import plots as P
 from lepton_apps.errors import ConfigError, DataError
 
 # Tiny case with hand-computed values: positives 0.35, 0.8; negatives 0.1, 0.4.
@@ -337,24 +338,24 @@ def _assert_png(path):
 def test_plots_write_non_empty_pngs(tmp_path):
     from matplotlib.figure import Figure
 
-    fig = M.plot_roc(Y4, {"a": S4, "b": [0.8, 0.35, 0.1, 0.4]}, threshold=0.35)
+    fig = P.plot_roc(Y4, {"a": S4, "b": [0.8, 0.35, 0.1, 0.4]}, threshold=0.35)
     assert isinstance(fig, Figure)
     assert "a (AUC 0.750)" in _texts(fig) and "b (AUC 0.250)" in _texts(fig)
-    _assert_png(M.save_figure(fig, tmp_path / "roc.png"))
+    _assert_png(P.save_figure(fig, tmp_path / "roc.png"))
 
-    fig = M.plot_pr(Y4, S4, threshold=0.35)
+    fig = P.plot_pr(Y4, S4, threshold=0.35)
     assert "model (AP 0.833)" in _texts(fig)
-    _assert_png(M.save_figure(fig, tmp_path / "sub" / "pr.png"))
+    _assert_png(P.save_figure(fig, tmp_path / "sub" / "pr.png"))
 
     rng = np.random.default_rng(14)
     z = rng.normal(size=500) * 2
     y = (rng.random(500) < expit(z)).astype(int)
-    fig = M.plot_calibration(y, expit(3 * z), expit(z))
+    fig = P.plot_calibration(y, expit(3 * z), expit(z))
     ece_before = M.expected_calibration_error(y, expit(3 * z), n_bins=10)
     assert f"{ece_before:.3f} →" in fig.axes[0].get_title()
-    _assert_png(M.save_figure(fig, tmp_path / "cal.png"))
+    _assert_png(P.save_figure(fig, tmp_path / "cal.png"))
 
     cm = M.confusion([0, 1, 1, 1], [0, 1, 0, 1])
-    fig = M.plot_confusion(cm, ["neg", "pos"])
+    fig = P.plot_confusion(cm, ["neg", "pos"])
     assert sorted(_texts(fig)) == ["0", "1", "1", "2"]
-    _assert_png(M.save_figure(fig, tmp_path / "cm.png"))
+    _assert_png(P.save_figure(fig, tmp_path / "cm.png"))

@@ -163,7 +163,7 @@ def operating_controls(scorer, val: pd.DataFrame) -> float:
 
 def pr_figure(val: pd.DataFrame, threshold: float):
     """Return the validation PR curve with the current operating point marked."""
-    from lepton_apps.metrics import plot_pr
+    from lepton_apps.plots import plot_pr
 
     return plot_pr(val["label"].to_numpy(), val["score"].to_numpy(), threshold, title="Precision-recall (validation)")
 

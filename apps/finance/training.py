@@ -228,7 +228,7 @@ def reference_profile(spec: FeatureSpec, x: np.ndarray, valid: pd.DataFrame, str
 def train(config: FraudConfig | dict, *, frame: pd.DataFrame | None = None, progress: Progress | None = None) -> Path:
     """Train a fraud model on ``config.data`` (or ``frame``); return the bundle folder path."""
     from lepton_apps.bundle import BundleWriter, fingerprint_data
-    from lepton_apps.metrics import plot_pr, save_figure
+    from lepton_apps.plots import plot_pr, save_figure
 
     cfg = config if isinstance(config, FraudConfig) else FraudConfig.from_dict(config)
     started = time.perf_counter()

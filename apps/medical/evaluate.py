@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from lepton_apps import metrics as M
+from lepton_apps import plots as P
 from lepton_apps.errors import DataError
 
 
@@ -130,30 +131,30 @@ def save_plots(logits: np.ndarray, y: np.ndarray, task: str, label_names: list[s
     out = {}
     if task == "binary":
         thr = calibration["thresholds"][0]
-        out["roc"] = M.save_figure(M.plot_roc(y, probs[:, 1], threshold=thr, title=f"ROC: {label_names[1]}"),
+        out["roc"] = P.save_figure(P.plot_roc(y, probs[:, 1], threshold=thr, title=f"ROC: {label_names[1]}"),
                                    folder / "roc.png")
-        out["calibration"] = M.save_figure(
-            M.plot_calibration(y, raw[:, 1], y_prob_after=probs[:, 1], title="Reliability (before / after T)"),
+        out["calibration"] = P.save_figure(
+            P.plot_calibration(y, raw[:, 1], y_prob_after=probs[:, 1], title="Reliability (before / after T)"),
             folder / "calibration.png")
         pred = (probs[:, 1] >= thr).astype(int)
-        out["confusion"] = M.save_figure(M.plot_confusion(M.confusion(y, pred, labels=[0, 1]), label_names),
+        out["confusion"] = P.save_figure(P.plot_confusion(M.confusion(y, pred, labels=[0, 1]), label_names),
                                          folder / "confusion.png")
     else:
         onehot = y if task == "multilabel" else np.eye(len(label_names), dtype=int)[y]
         scores = {name: probs[:, j] for j, name in enumerate(label_names) if 0 < onehot[:, j].sum() < len(onehot)}
         truth = {name: onehot[:, j] for j, name in enumerate(label_names)}
         fig = _multi_roc(truth, scores)
-        out["roc"] = M.save_figure(fig, folder / "roc.png")
+        out["roc"] = P.save_figure(fig, folder / "roc.png")
         if task == "multiclass":
-            out["calibration"] = M.save_figure(
-                M.plot_calibration(y, raw, y_prob_after=probs, title="Top-label reliability (before / after T)"),
+            out["calibration"] = P.save_figure(
+                P.plot_calibration(y, raw, y_prob_after=probs, title="Top-label reliability (before / after T)"),
                 folder / "calibration.png")
-            out["confusion"] = M.save_figure(
-                M.plot_confusion(M.confusion(y, probs.argmax(1), labels=list(range(len(label_names)))), label_names),
+            out["confusion"] = P.save_figure(
+                P.plot_confusion(M.confusion(y, probs.argmax(1), labels=list(range(len(label_names)))), label_names),
                 folder / "confusion.png")
         else:
-            out["calibration"] = M.save_figure(
-                M.plot_calibration(y.reshape(-1), raw.reshape(-1), y_prob_after=probs.reshape(-1),
+            out["calibration"] = P.save_figure(
+                P.plot_calibration(y.reshape(-1), raw.reshape(-1), y_prob_after=probs.reshape(-1),
                                    title="Label-wise reliability (before / after T)"), folder / "calibration.png")
     return out
 

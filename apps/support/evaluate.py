@@ -31,7 +31,7 @@ def evaluate_assistant(assistant, questions, k: int = 5) -> tuple[dict, pd.DataF
     """
     from sklearn.metrics import f1_score
 
-    from lepton_apps.metrics import plot_calibration
+    from lepton_apps.plots import plot_calibration
 
     q = read_questions(questions, kb_ids=set(assistant.kb["id"]))
     replies = assistant.answer_batch(q["question"].tolist())
@@ -222,7 +222,7 @@ def write_report(metrics: dict, details: pd.DataFrame | None, figures: dict, out
     import json
 
     from lepton_apps.io import atomic_write_json
-    from lepton_apps.metrics import save_figure
+    from lepton_apps.plots import save_figure
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

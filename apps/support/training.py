@@ -406,7 +406,7 @@ def reference_profile(assistant: SupportAssistant, questions: list[str], what: s
 def write_bundle(assistant: SupportAssistant, record: dict, out: str | Path, overwrite: bool = True) -> Path:
     """Write the assistant built by :func:`build` as a bundle folder; return its path."""
     from lepton_apps.bundle import BundleWriter, fingerprint_data
-    from lepton_apps.metrics import save_figure
+    from lepton_apps.plots import save_figure
 
     cfg: SupportConfig = record["config"]
     kb: pd.DataFrame = record["kb"]
