@@ -9,6 +9,7 @@ answered-correct for every confidence threshold) and the answered-precision vs c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
