@@ -377,8 +377,9 @@ def cached_export(bundle: Bundle, precision: str) -> Export:
         record = json.loads(refused.read_text(encoding="utf-8"))
         raise ExportError(record["message"] + f" (measured {record.get('created', '?')}; delete {refused} to measure "
                           "again)", where=str(bundle.path), fix=record.get("fix") or "use the fp32 backend")
+    build = _backend_exporter(bundle)
     try:
-        _backend_exporter(bundle)(bundle.path, folder, precision)
+        build(bundle.path, folder, precision)
     except ExportError as exc:
         refused.write_text(json.dumps({"message": exc.what, "fix": exc.fix, "created": _dt.datetime.now(
             _dt.timezone.utc).isoformat(timespec="seconds"), "libraries": _export_library_versions()}, indent=2) + "\n",

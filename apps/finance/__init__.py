@@ -32,7 +32,6 @@ DOMAIN = DomainSpec(
     icon=":material/credit_card:",
     build_demo="lepton_apps.finance.demo:build_demo",
     predictor="lepton_apps.finance.predict:FraudScorer",
-    backend_export="lepton_apps.finance.export:backend_export",
     headline_metrics=("pr_auc", "roc_auc", "card_precision_at_k"),
     live_metrics="lepton_apps.finance.evaluate:live_metrics",
     primary_metric="pr_auc",

@@ -134,12 +134,6 @@ def check_rows(scorer, data: str | Path | pd.DataFrame | None = None, seed: int 
     return x, how
 
 
-def backend_export(bundle: str | Path, out: str | Path, precision: str) -> Path:
-    """Write the export an ONNX backend of the fraud scorer would load (the domain's ``backend_export``, cached by
-    :func:`lepton_apps.export.cached_export`): :func:`export` with its checks."""
-    return export(bundle, out, quantize=precision, overwrite=True)
-
-
 def export(bundle: str | Path, out: str | Path, *, quantize: str | None = None, data: Any = None,
            tolerance: float = TOLERANCE, overwrite: bool = False) -> Path:
     """Export a fraud bundle's LightGBM model to an ONNX export folder; return its path.

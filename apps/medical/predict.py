@@ -126,7 +126,6 @@ def run_session(session, pixels: np.ndarray, batch: int = BATCH) -> dict[str, np
     return {n: np.concatenate(v) for n, v in parts.items()}
 
 
-
 class MedicalClassifier(Predictor):
     """A trained medical image classifier loaded from a bundle (the core :class:`~lepton_apps.predictor.Predictor`)."""
 
@@ -194,10 +193,8 @@ class MedicalClassifier(Predictor):
         if export is not None:
             found = export_for(self.bundle, export, asked)
         elif chosen in ("onnx", "int8"):
-            def build(precision):
-                return cached_export(self.bundle, precision)
             try:
-                found = build("int8" if chosen == "int8" else "fp32")
+                found = cached_export(self.bundle, "int8" if chosen == "int8" else "fp32")
             except Exception as exc:  # noqa: BLE001 - auto falls back to PyTorch on any export failure
                 if chosen != "int8" or not isinstance(exc, ExportError):
                     if asked != "auto":
@@ -207,7 +204,7 @@ class MedicalClassifier(Predictor):
                 else:  # the gate refused int8: keep fp32, and say why
                     self.backend_note = f"int8 refused, predicting with fp32 ONNX: {exc.what}"
                     warnings.warn(self.backend_note, stacklevel=2)
-                    found = build("fp32")
+                    found = cached_export(self.bundle, "fp32")
         self.export = found
         self.session = None if found is None else found.session(providers_for(self.policy.device.type))
         self.backend = backend_label("torch" if found is None else "onnx", found)
