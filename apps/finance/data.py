@@ -13,6 +13,7 @@ not binary).
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -143,6 +144,13 @@ def parse_labels(values: pd.Series, column: str) -> np.ndarray:
     return out
 
 
+def parse_label(value: Any) -> int:
+    """Return one transaction's label: 1 (fraud), 0, or -1 when missing or not understood (never raises,
+    unlike :func:`parse_labels`)."""
+    text = str(value).strip().lower() if value is not None else ""
+    return 1 if text in ("1", "1.0", "true", "yes", "fraud") else 0 if text in ("0", "0.0", "false", "no") else -1
+
+
 def parse_timestamps(values: pd.Series) -> np.ndarray:
     """Return int64 epoch seconds (numbers are taken as seconds) with INT64_MIN where unparsable."""
     nat = np.iinfo(np.int64).min
@@ -163,6 +171,35 @@ def parse_timestamps(values: pd.Series) -> np.ndarray:
         if retry.any():  # rows the inferred format missed: parse them one by one, any format, to UTC
             ns[retry] = _utc_ns(pd.to_datetime(values[retry], errors="coerce", utc=True, format="mixed"))
     return np.where(ns == nat, nat, ns // 1_000_000_000)
+
+
+def parse_timestamp(raw: Any, column: str) -> int:
+    """Return epoch seconds of one timestamp (scalar twin of :func:`parse_timestamps`; DataError when missing or
+    unparsable), with fast paths for numbers, datetimes and ISO text."""
+    import datetime as dt
+
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+        raise DataError("missing timestamp", where=column, fix="pass the transaction time")
+    if isinstance(raw, (int, float, np.integer, np.floating)) and not isinstance(raw, bool):
+        if not math.isfinite(float(raw)):
+            raise DataError(f"unparsable timestamp: {raw!r}", where=column)
+        return int(math.floor(float(raw)))
+    if isinstance(raw, pd.Timestamp):
+        raw = raw.tz_convert("UTC").tz_localize(None) if raw.tzinfo else raw
+        return int(raw.value // 1_000_000_000)
+    if isinstance(raw, str):
+        try:
+            raw = dt.datetime.fromisoformat(raw.strip())
+        except ValueError:
+            pass
+    if isinstance(raw, dt.datetime):
+        if raw.tzinfo is not None:
+            raw = raw.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return (raw - dt.datetime(1970, 1, 1)) // dt.timedelta(seconds=1)
+    t = int(parse_timestamps(pd.Series([raw]))[0])
+    if t == np.iinfo(np.int64).min:  # parse_timestamps' unparsable marker
+        raise DataError(f"unparsable timestamp: {raw!r}", where=column, fix="use ISO format, e.g. 2024-05-01 13:45:00")
+    return t
 
 
 def _utc_ns(parsed: pd.Series) -> np.ndarray:

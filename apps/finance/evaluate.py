@@ -82,6 +82,30 @@ def fraud_report(y: np.ndarray, score: np.ndarray, threshold: float, *, amount: 
     return out
 
 
+def evaluate_scorer(scorer, df: pd.DataFrame, k: int) -> dict[str, Any]:
+    """Return :func:`fraud_report` of a :class:`~lepton_apps.finance.predict.FraudScorer` on labelled transactions
+    ``df`` at its threshold and costs, with ``rows_skipped_invalid`` (rows that cannot be scored)."""
+    from lepton_apps.errors import DataError
+
+    label = scorer.spec.roles.get("label")
+    if not label or label not in df.columns:
+        raise DataError(f"evaluation needs the label column {label!r}", fix="pass labelled transactions")
+    x, errors = scorer.features(df)
+    ok = errors.isna().to_numpy().copy()
+    v = scorer.validate_table(df)
+    y = v.labels
+    ok = ok & (y >= 0)
+    s = scorer.predict_matrix(x[ok])
+    day = v.seconds[ok] // 86400 if v.seconds is not None else None
+    card = df[scorer.spec.roles["customer"]].to_numpy()[ok] if scorer.spec.has("customer") else None
+    amount = pd.to_numeric(df[scorer.spec.roles["amount"]]).to_numpy()[ok] if scorer.spec.has("amount") else None
+    th = scorer.threshold_info
+    report = fraud_report(y[ok], s, scorer.threshold, amount=amount, day=day, card=card, k=k,
+                          cost_missed=th.get("cost_missed", 1.0), cost_review=th.get("cost_review", 1.0))
+    report["rows_skipped_invalid"] = int((~errors.isna()).sum())
+    return report
+
+
 def summary(r: dict[str, Any]) -> str:
     """Return one line with the headline numbers of a :func:`fraud_report`."""
     return (f"{r['rows']:,} transactions, {r['frauds']:,} frauds: ROC-AUC {r['roc_auc']:.4f}  AUC-PR {r['pr_auc']:.4f}  "

@@ -21,12 +21,15 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
+import math
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
 from lepton_apps.errors import DataError
+
+from .data import Schema, parse_label, parse_timestamp, validate
 
 DAY_S = 86_400
 NAT = np.iinfo(np.int64).min
@@ -119,6 +122,46 @@ class FeatureSpec:
     def from_json(cls, d: dict[str, Any]) -> FeatureSpec:
         """Return the spec stored by :meth:`to_json`."""
         return cls(**d)
+
+
+# --------------------------------------------------------------------------- the columns a table needs
+
+def required_columns(spec: FeatureSpec) -> dict[str, str]:
+    """Return ``{column: what it is}`` for every column a table needs to be scored with ``spec``:
+    the timestamp, amount, customer and terminal columns the features use, then the user columns.
+    The id and label columns are optional when scoring."""
+    out = {spec.roles[r]: f"{r} column" for r in ("timestamp", "amount", "customer", "terminal") if spec.roles.get(r)}
+    out.update({c: "numeric column" for c in spec.numeric})
+    out.update({c: "categorical column" for c in spec.categorical})
+    return out
+
+
+def missing_columns(spec: FeatureSpec, columns) -> dict[str, str]:
+    """Return ``{column: what it is}`` for the columns of :func:`required_columns` not in ``columns``."""
+    have = set(map(str, columns))
+    return {c: what for c, what in required_columns(spec).items() if str(c) not in have}
+
+
+def missing_columns_message(missing: dict[str, str]) -> str:
+    """Return one sentence naming the missing columns, e.g. "the model needs the customer column
+    'customer_id', which is not in the data"."""
+    parts = [f"the {what} {col!r}" for col, what in missing.items()]
+    verb = "which is" if len(parts) == 1 else "which are"
+    return f"the model needs {', '.join(parts)}, {verb} not in the data"
+
+
+def validate_scoring_table(spec: FeatureSpec, df: pd.DataFrame):
+    """Return the :class:`~lepton_apps.finance.data.Validation` of a table to score with ``spec`` (DataError when a
+    column of :func:`required_columns` is missing)."""
+    roles = spec.roles
+    missing = missing_columns(spec, df.columns)
+    if missing:
+        raise DataError(missing_columns_message(missing), where=f"columns: {', '.join(map(str, df.columns[:20]))}",
+                        fix="add the columns (or rename yours to these names), or score with a model trained "
+                            "on data without them")
+    schema = Schema(**{r: (c if c and c in df.columns else "") for r, c in roles.items()},
+                    categorical=list(spec.categorical))
+    return validate(df, schema, need_label=False)
 
 
 # --------------------------------------------------------------------------- shared scalars
@@ -560,6 +603,67 @@ class OnlineState:
         """Return the state (or the named entities' part) as a :class:`Stream` of past transactions, for
         batch scoring after it."""
         return history_stream(self.to_frame(customers, terminals))
+
+
+def transaction_vector(spec: FeatureSpec, state, cat_codes: dict[str, dict[str, int]], tx: dict[str, Any],
+                       observe: bool = False) -> np.ndarray:
+    """Return the feature vector of one transaction; with ``observe`` it also joins the state (in the
+    same step as its window features are read: one atomic call when the state is in Redis)."""
+    roles = spec.roles
+    if not isinstance(tx, dict):
+        raise DataError(f"a transaction must be a dict of column: value, got {type(tx).__name__}")
+    t = cents = customer = terminal = None
+    if spec.has_time:
+        raw = tx.get(roles["timestamp"])
+        t = parse_timestamp(raw, roles["timestamp"])
+    if spec.has("amount"):
+        a = tx.get(roles["amount"])
+        try:
+            a = float(a)
+        except (TypeError, ValueError):
+            raise DataError(f"amount is not a number: {a!r}", where=roles["amount"]) from None
+        if not math.isfinite(a) or a < 0:
+            raise DataError(f"amount must be a finite, non-negative number, got {a!r}", where=roles["amount"])
+        cents = round(a * 100)
+    for role in ("customer", "terminal"):
+        if spec.has(role):
+            val = tx.get(roles[role])
+            if val is None or (isinstance(val, float) and math.isnan(val)) or val == "":
+                raise DataError(f"missing {role} id", where=roles[role], fix=f"pass the {role} id of the transaction")
+    if spec.has("customer"):
+        customer = entity_key(tx[roles["customer"]])
+    if spec.has("terminal"):
+        terminal = entity_key(tx[roles["terminal"]])
+    values: dict[str, float] = {}
+    if spec.has_time and observe:
+        label = parse_label(tx.get(roles["label"])) if roles.get("label") else -1
+        tx_id = tx.get(roles["id"]) if roles.get("id") else None
+        values = state.observe(t, cents, customer, terminal, label, tx_id)
+    elif spec.has_time:
+        values = state.window_values(t, cents, customer, terminal)
+    if spec.has("amount"):
+        values["amount"] = cents / 100
+    for c in spec.numeric:
+        try:
+            values[f"col:{c}"] = float(tx.get(c)) if tx.get(c) is not None else math.nan
+        except (TypeError, ValueError):
+            values[f"col:{c}"] = math.nan
+    for c in spec.categorical:
+        raw = tx.get(c)
+        code = None if raw is None else cat_codes[c].get(str(raw))
+        values[f"col:{c}"] = math.nan if code is None else float(code)
+    return np.array([values[n] for n in spec.names], dtype=float)
+
+
+def transaction_ids(spec: FeatureSpec, tx: Any) -> dict[str, str | None]:
+    """Return the transaction's ``transaction_id`` and ``customer_id`` (as text; None where the model has
+    no such column or the transaction lacks it)."""
+    out: dict[str, str | None] = {}
+    for field, role in (("transaction_id", "id"), ("customer_id", "customer")):
+        col = spec.roles.get(role)
+        value = tx.get(col) if col and isinstance(tx, dict) else None
+        out[field] = None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    return out
 
 
 def history_stream(f: pd.DataFrame) -> Stream:

@@ -15,6 +15,8 @@ import numpy as np
 
 from lepton_apps.errors import ConfigError, require
 
+from .features import FeatureSpec
+
 log = logging.getLogger(__name__)
 IMBALANCE = ("none", "sqrt", "balanced")
 
@@ -170,3 +172,33 @@ def search(params: dict[str, Any], data: tuple, feature_names: list[str], catego
 def contributions(booster, x: np.ndarray) -> np.ndarray:
     """Return exact TreeSHAP contributions (rows, features + 1 bias column) in log-odds."""
     return booster.predict(x, pred_contrib=True)
+
+
+def predict_threads(rows: int) -> int:
+    """One thread for small inputs (no OpenMP start-up or contention cost), all cores for large ones."""
+    return 1 if rows < 50_000 else 0
+
+
+def reason_texts(booster, spec: FeatureSpec, x: np.ndarray, top: int = 3) -> list[str]:
+    """Return, per row of ``x``, the ``top`` features pushing the score up (TreeSHAP), as readable text."""
+    if len(x) == 0:
+        return []
+    contrib = booster.predict(x, pred_contrib=True, num_threads=predict_threads(len(x)))[:, :-1]
+    out = []
+    for row, values in zip(contrib, x):
+        idx = [j for j in np.argsort(-row)[:top] if row[j] > 0]
+        out.append("; ".join(f"{spec.readable(spec.names[j])} = {_fmt(values[j], spec, j)} "
+                             f"(+{row[j]:.2f})" for j in idx))
+    return out
+
+
+def _fmt(value: float, spec: FeatureSpec, j: int) -> str:
+    name = spec.names[j]
+    if np.isnan(value):
+        return "missing"
+    if name.startswith("col:") and name[4:] in spec.categorical:
+        cats = spec.categorical[name[4:]]
+        return cats[int(value)] if 0 <= int(value) < len(cats) else "unknown"
+    if name in ("is_weekend", "is_night"):
+        return "yes" if value else "no"
+    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:,.0f}"

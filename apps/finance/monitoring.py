@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -246,6 +248,25 @@ def trained_span(scorer) -> tuple[int, int] | None:
         return None
     span = bundle.load_json("profile/info.json").get("model_trained_on")
     return (int(span[0]), int(span[1])) if span else None
+
+
+def monitor_table(data: Any, id_column: str | None = None, what: str = "monitor_window") -> pd.DataFrame:
+    """Return the transactions of ``data`` (a table, a list of column: value dicts, or a CSV / Parquet file read
+    with :func:`~lepton_apps.finance.data.read_table`, ``id_column`` as text) as a table."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if isinstance(data, (list, tuple)):
+        bad = [i for i, t in enumerate(data) if not isinstance(t, dict)]
+        if bad:
+            raise DataError(f"item {bad[0]} is a {type(data[bad[0]]).__name__}, not a transaction dict",
+                            where=what, fix="pass a table, a file, or a list of column: value dicts")
+        return pd.DataFrame(list(data))
+    if isinstance(data, (str, Path)):
+        from .data import read_table
+
+        return read_table(data, id_column=id_column)
+    raise DataError(f"cannot read transactions from a {type(data).__name__}", where=what,
+                    fix="pass a CSV / Parquet path, a DataFrame or a list of transaction dicts")
 
 
 def window(scorer, df: pd.DataFrame, history: pd.DataFrame | None = None) -> MonitorWindow:

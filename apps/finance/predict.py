@@ -25,9 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from lepton_apps.errors import ConfigError, DataError, LeptonError, require
 from lepton_apps.predictor import Evaluation, Explanation, MonitorWindow, PredictRequest, Predictor, Result
 
-from .data import Schema, parse_timestamps, validate
-from .features import (NAT, FeatureSpec, OnlineState, Stream, concat_streams, encode_user_columns, entity_key,
-                       entity_set, feature_matrix, make_stream)
+from .features import (FeatureSpec, OnlineState, Stream, concat_streams, encode_user_columns, entity_set,
+                       feature_matrix, make_stream, missing_columns, missing_columns_message, required_columns,
+                       transaction_ids, transaction_vector, validate_scoring_table)
+from .model import predict_threads, reason_texts
+from .state import load_state_file, save_state_file
 
 
 class FraudResult(Result):
@@ -144,15 +146,7 @@ class FraudScorer(Predictor):
     def validate_table(self, df: pd.DataFrame):
         """Return the :class:`~lepton_apps.finance.data.Validation` of a table to score (DataError when a column
         the model needs is missing)."""
-        roles = self.spec.roles
-        missing = self.missing_columns(df.columns)
-        if missing:
-            raise DataError(missing_columns_message(missing), where=f"columns: {', '.join(map(str, df.columns[:20]))}",
-                            fix="add the columns (or rename yours to these names), or score with a model trained "
-                                "on data without them")
-        schema = Schema(**{r: (c if c and c in df.columns else "") for r, c in roles.items()},
-                        categorical=list(self.spec.categorical))
-        return validate(df, schema, need_label=False)
+        return validate_scoring_table(self.spec, df)
 
     def features(self, df: pd.DataFrame, use_state: bool | str = "auto") -> tuple[np.ndarray, pd.Series]:
         """Return (feature matrix of every row — NaN rows where invalid, per-row error or None).
@@ -222,7 +216,7 @@ class FraudScorer(Predictor):
             self.scoring_engine = "compiled (lleaves)" if self.compiled is not None else status
 
     def _raw_predict(self, x: np.ndarray) -> np.ndarray:
-        threads = _threads(len(x))
+        threads = predict_threads(len(x))
         if self.compiled is not None:
             return self.compiled.predict(x, threads)
         return self.booster.predict(x, num_threads=threads)
@@ -252,15 +246,7 @@ class FraudScorer(Predictor):
 
     def reasons_matrix(self, x: np.ndarray, top: int = 3) -> list[str]:
         """Return, per row, the ``top`` features pushing the score up, as readable text."""
-        if len(x) == 0:
-            return []
-        contrib = self.booster.predict(x, pred_contrib=True, num_threads=_threads(len(x)))[:, :-1]
-        out = []
-        for row, values in zip(contrib, x):
-            idx = [j for j in np.argsort(-row)[:top] if row[j] > 0]
-            out.append("; ".join(f"{self.spec.readable(self.spec.names[j])} = {_fmt(values[j], self.spec, j)} "
-                                 f"(+{row[j]:.2f})" for j in idx))
-        return out
+        return reason_texts(self.booster, self.spec, x, top)
 
     def score(self, df: pd.DataFrame, *, reasons: int = 3, reasons_for: str = "alerts",
               threshold: float | None = None, use_state: bool | str = "auto") -> pd.DataFrame:
@@ -345,74 +331,15 @@ class FraudScorer(Predictor):
         return Evaluation(metrics=report, summary=summary(report), folder=Path(out) if out else None)
 
     def _metrics(self, df: pd.DataFrame, k: int) -> dict[str, Any]:
-        from .evaluate import fraud_report
+        from .evaluate import evaluate_scorer
 
-        label = self.spec.roles.get("label")
-        if not label or label not in df.columns:
-            raise DataError(f"evaluation needs the label column {label!r}", fix="pass labelled transactions")
-        x, errors = self.features(df)
-        ok = errors.isna().to_numpy().copy()
-        v = self.validate_table(df)
-        y = v.labels
-        ok = ok & (y >= 0)
-        s = self.predict_matrix(x[ok])
-        day = v.seconds[ok] // 86400 if v.seconds is not None else None
-        card = df[self.spec.roles["customer"]].to_numpy()[ok] if self.spec.has("customer") else None
-        amount = pd.to_numeric(df[self.spec.roles["amount"]]).to_numpy()[ok] if self.spec.has("amount") else None
-        th = self.threshold_info
-        report = fraud_report(y[ok], s, self.threshold, amount=amount, day=day, card=card, k=k,
-                              cost_missed=th.get("cost_missed", 1.0), cost_review=th.get("cost_review", 1.0))
-        report["rows_skipped_invalid"] = int((~errors.isna()).sum())
-        return report
+        return evaluate_scorer(self, df, k)
 
     # ------------------------------------------------------------------ online
     def _one_vector(self, tx: dict[str, Any], observe: bool = False) -> np.ndarray:
-        """Return the feature vector of one transaction; with ``observe`` it also joins the state (in the
-        same step as its window features are read: one atomic call when the state is in Redis)."""
-        spec, roles = self.spec, self.spec.roles
-        if not isinstance(tx, dict):
-            raise DataError(f"a transaction must be a dict of column: value, got {type(tx).__name__}")
-        t = cents = customer = terminal = None
-        if spec.has_time:
-            raw = tx.get(roles["timestamp"])
-            t = _one_time(raw, roles["timestamp"])
-        if spec.has("amount"):
-            a = tx.get(roles["amount"])
-            try:
-                a = float(a)
-            except (TypeError, ValueError):
-                raise DataError(f"amount is not a number: {a!r}", where=roles["amount"]) from None
-            if not math.isfinite(a) or a < 0:
-                raise DataError(f"amount must be a finite, non-negative number, got {a!r}", where=roles["amount"])
-            cents = round(a * 100)
-        for role in ("customer", "terminal"):
-            if spec.has(role):
-                val = tx.get(roles[role])
-                if val is None or (isinstance(val, float) and math.isnan(val)) or val == "":
-                    raise DataError(f"missing {role} id", where=roles[role], fix=f"pass the {role} id of the transaction")
-        if spec.has("customer"):
-            customer = entity_key(tx[roles["customer"]])
-        if spec.has("terminal"):
-            terminal = entity_key(tx[roles["terminal"]])
-        values: dict[str, float] = {}
-        if spec.has_time and observe:
-            label = _label_value(tx.get(roles["label"])) if roles.get("label") else -1
-            tx_id = tx.get(roles["id"]) if roles.get("id") else None
-            values = self.state.observe(t, cents, customer, terminal, label, tx_id)
-        elif spec.has_time:
-            values = self.state.window_values(t, cents, customer, terminal)
-        if spec.has("amount"):
-            values["amount"] = cents / 100
-        for c in spec.numeric:
-            try:
-                values[f"col:{c}"] = float(tx.get(c)) if tx.get(c) is not None else math.nan
-            except (TypeError, ValueError):
-                values[f"col:{c}"] = math.nan
-        for c in spec.categorical:
-            raw = tx.get(c)
-            code = None if raw is None else self._cat_codes[c].get(str(raw))
-            values[f"col:{c}"] = math.nan if code is None else float(code)
-        return np.array([values[n] for n in spec.names], dtype=float)
+        """Return the feature vector of one transaction (:func:`~lepton_apps.finance.features.transaction_vector`);
+        with ``observe`` it also joins the state."""
+        return transaction_vector(self.spec, self.state, self._cat_codes, tx, observe)
 
     def score_one(self, tx: dict[str, Any], *, update: bool = True, reasons: int = 3) -> dict[str, Any]:
         """Score one transaction from the live state; return score, decision, reasons and features.
@@ -433,22 +360,12 @@ class FraudScorer(Predictor):
 
     def save_state(self, path: str | Path) -> Path:
         """Write the per-entity online state to a Parquet file (atomically); return the path."""
-        from lepton_apps.io import atomic_path
-
-        with atomic_path(path) as tmp:
-            self.state.to_frame().to_parquet(tmp, index=False)
-        return Path(path)
+        return save_state_file(self.state, path)
 
     def load_state(self, path: str | Path) -> None:
         """Replace the online state (in this process, or the shared one in Redis) with one saved by
         :meth:`save_state`."""
-        if not Path(path).is_file():
-            raise DataError(f"state file not found: {path}", fix="pass a file written by save_state")
-        frame = pd.read_parquet(path)
-        if isinstance(self.state, OnlineState):
-            self.state = OnlineState.from_frame(self.spec, frame)
-        else:
-            self.state.load_frame(frame, replace=True)
+        self.state = load_state_file(self.spec, self.state, path)
         gc.collect()
 
     def share_state(self, url: str, prefix: str | None = None) -> str:
@@ -524,14 +441,8 @@ class FraudScorer(Predictor):
         return out
 
     def _ids(self, tx: Any) -> dict[str, str | None]:
-        """Return the transaction's ``transaction_id`` and ``customer_id`` (as text; None where the model has
-        no such column or the transaction lacks it)."""
-        out: dict[str, str | None] = {}
-        for field, role in (("transaction_id", "id"), ("customer_id", "customer")):
-            col = self.spec.roles.get(role)
-            value = tx.get(col) if col and isinstance(tx, dict) else None
-            out[field] = None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-        return out
+        """The result's id fields of a transaction (:func:`~lepton_apps.finance.features.transaction_ids`)."""
+        return transaction_ids(self.spec, tx)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Return :meth:`score` of ``frame`` with a ``model_version`` column before ``error``."""
@@ -558,48 +469,13 @@ class FraudScorer(Predictor):
                       None if history is None else self._monitor_table(history, what="history"))
 
     def _monitor_table(self, data: Any, what: str = "monitor_window") -> pd.DataFrame:
-        if isinstance(data, pd.DataFrame):
-            return data
-        if isinstance(data, (list, tuple)):
-            bad = [i for i, t in enumerate(data) if not isinstance(t, dict)]
-            if bad:
-                raise DataError(f"item {bad[0]} is a {type(data[bad[0]]).__name__}, not a transaction dict",
-                                where=what, fix="pass a table, a file, or a list of column: value dicts")
-            return pd.DataFrame(list(data))
-        if isinstance(data, (str, Path)):
-            from .data import read_table
+        from .monitoring import monitor_table
 
-            return read_table(data, id_column=self.spec.roles.get("id"))
-        raise DataError(f"cannot read transactions from a {type(data).__name__}", where=what,
-                        fix="pass a CSV / Parquet path, a DataFrame or a list of transaction dicts")
+        return monitor_table(data, self.spec.roles.get("id"), what)
 
     def importance(self) -> pd.DataFrame:
         """Return the global importance stored at training (mean |SHAP| on test rows, and gain)."""
         return pd.DataFrame(self.bundle.load_json("importance.json")) if self.bundle else pd.DataFrame()
-
-
-def required_columns(spec: FeatureSpec) -> dict[str, str]:
-    """Return ``{column: what it is}`` for every column a table needs to be scored with ``spec``:
-    the timestamp, amount, customer and terminal columns the features use, then the user columns.
-    The id and label columns are optional when scoring."""
-    out = {spec.roles[r]: f"{r} column" for r in ("timestamp", "amount", "customer", "terminal") if spec.roles.get(r)}
-    out.update({c: "numeric column" for c in spec.numeric})
-    out.update({c: "categorical column" for c in spec.categorical})
-    return out
-
-
-def missing_columns(spec: FeatureSpec, columns) -> dict[str, str]:
-    """Return ``{column: what it is}`` for the columns of :func:`required_columns` not in ``columns``."""
-    have = set(map(str, columns))
-    return {c: what for c, what in required_columns(spec).items() if str(c) not in have}
-
-
-def missing_columns_message(missing: dict[str, str]) -> str:
-    """Return one sentence naming the missing columns, e.g. "the model needs the customer column
-    'customer_id', which is not in the data"."""
-    parts = [f"the {what} {col!r}" for col, what in missing.items()]
-    verb = "which is" if len(parts) == 1 else "which are"
-    return f"the model needs {', '.join(parts)}, {verb} not in the data"
 
 
 class _ChunkScorer:
@@ -615,51 +491,6 @@ class _ChunkScorer:
         return out.reset_index(drop=True)
 
 
-def _threads(rows: int) -> int:
-    """One thread for small inputs (no OpenMP start-up or contention cost), all cores for large ones."""
-    return 1 if rows < 50_000 else 0
-
-
-def _label_value(value: Any) -> int:
-    text = str(value).strip().lower() if value is not None else ""
-    return 1 if text in ("1", "1.0", "true", "yes", "fraud") else 0 if text in ("0", "0.0", "false", "no") else -1
-
-
-def _one_time(raw: Any, column: str) -> int:
-    """Return epoch seconds of one timestamp, with fast paths for numbers, datetimes and ISO text."""
-    import datetime as dt
-
-    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
-        raise DataError("missing timestamp", where=column, fix="pass the transaction time")
-    if isinstance(raw, (int, float, np.integer, np.floating)) and not isinstance(raw, bool):
-        if not math.isfinite(float(raw)):
-            raise DataError(f"unparsable timestamp: {raw!r}", where=column)
-        return int(math.floor(float(raw)))
-    if isinstance(raw, pd.Timestamp):
-        raw = raw.tz_convert("UTC").tz_localize(None) if raw.tzinfo else raw
-        return int(raw.value // 1_000_000_000)
-    if isinstance(raw, str):
-        try:
-            raw = dt.datetime.fromisoformat(raw.strip())
-        except ValueError:
-            pass
-    if isinstance(raw, dt.datetime):
-        if raw.tzinfo is not None:
-            raw = raw.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        return (raw - dt.datetime(1970, 1, 1)) // dt.timedelta(seconds=1)
-    t = int(parse_timestamps(pd.Series([raw]))[0])
-    if t == NAT:
-        raise DataError(f"unparsable timestamp: {raw!r}", where=column, fix="use ISO format, e.g. 2024-05-01 13:45:00")
-    return t
-
-
-def _fmt(value: float, spec: FeatureSpec, j: int) -> str:
-    name = spec.names[j]
-    if np.isnan(value):
-        return "missing"
-    if name.startswith("col:") and name[4:] in spec.categorical:
-        cats = spec.categorical[name[4:]]
-        return cats[int(value)] if 0 <= int(value) < len(cats) else "unknown"
-    if name in ("is_weekend", "is_night"):
-        return "yes" if value else "no"
-    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:,.0f}"
+# required_columns and missing_columns_message live in features.py; they stay importable from here
+__all__ = ["FraudScorer", "FraudResult", "FraudExplanation", "FraudRequest", "Contribution", "required_columns",
+           "missing_columns", "missing_columns_message"]

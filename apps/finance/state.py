@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ import pandas as pd
 
 from lepton_apps.errors import ConfigError, DataError, UnavailableError, require
 
-from .features import DAY_S, NAT, FeatureSpec, Stream, history_stream
+from .features import DAY_S, NAT, FeatureSpec, OnlineState, Stream, history_stream
 
 DEFAULT_PREFIX = "lepton:finance:"
 
@@ -351,6 +352,28 @@ class RedisState:
             return None
         except Exception as exc:  # noqa: BLE001 - any client error means the state is unreachable
             return f"Redis at {_safe(self.url)} does not answer ({type(exc).__name__}: {exc})"
+
+
+def save_state_file(state, path: str | Path) -> Path:
+    """Write an online state (:class:`~lepton_apps.finance.features.OnlineState` or :class:`RedisState`) to a
+    Parquet file (atomically); return the path."""
+    from lepton_apps.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        state.to_frame().to_parquet(tmp, index=False)
+    return Path(path)
+
+
+def load_state_file(spec: FeatureSpec, state, path: str | Path):
+    """Return ``state`` replaced by the one :func:`save_state_file` wrote to ``path``: a new in-process
+    :class:`~lepton_apps.finance.features.OnlineState`, or the same :class:`RedisState` with its contents replaced."""
+    if not Path(path).is_file():
+        raise DataError(f"state file not found: {path}", fix="pass a file written by save_state")
+    frame = pd.read_parquet(path)
+    if isinstance(state, OnlineState):
+        return OnlineState.from_frame(spec, frame)
+    state.load_frame(frame, replace=True)
+    return state
 
 
 def _safe(url: str) -> str:

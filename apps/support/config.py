@@ -1,6 +1,8 @@
-"""SupportConfig: everything ``train`` needs, as a strict pydantic model loadable from YAML."""
+"""SupportConfig: everything ``train`` needs, as a strict pydantic model loadable from YAML; :class:`Settings`: the
+decision settings a bundle stores (``retrieval.json``) and the assistant answers with."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
@@ -9,6 +11,10 @@ from lepton_apps.config import LeptonConfig
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 MULTILINGUAL_ENCODER = "multilingual"
+HANDOFF_MESSAGE = "I'm not sure I can answer that correctly, so I'm connecting you to a human agent."
+# What the customer reads on a hand-off, per language (SupportConfig.handoff_messages adds or overrides): the
+# message's own language first, then the knowledge base's, then English.
+HANDOFF_MESSAGES = {"en": HANDOFF_MESSAGE, "zh": "这个问题我不确定能准确回答，正在为您转接人工客服。"}
 
 
 def choose_encoder(name: str, kb_language: str) -> str:
@@ -128,3 +134,27 @@ class SupportConfig(LeptonConfig):
             raise ValueError(f"finetune_pairs={self.finetune_pairs!r} is only used by bi-encoder fine-tuning: set "
                              "finetune_encoder: on, or remove finetune_pairs")
         return self
+
+
+@dataclasses.dataclass
+class Settings:
+    """Decision settings stored in the bundle's ``retrieval.json``."""
+
+    fusion_weight: float
+    threshold: float
+    ambiguity_margin: float
+    top_k: int
+    max_query_chars: int
+    escalation_threshold: float
+    teams: dict[str, str]
+    ann_threshold: int = 50_000
+    classifier_weight: float = 0.0   # b in: score = b * P(FAQ | question) + (1 - b) * fused (with an FAQ classifier)
+    kb_language: str = "en"          # the knowledge base's language (majority of its texts)
+    handoff_messages: dict[str, str] = dataclasses.field(default_factory=dict)  # language -> hand-off text
+    rerank_k: int = 0                # the second stage re-scores this many of the top FAQs (0: no second stage)
+    rerank_weight: float = 1.0       # v in: final = v * P(re-ranker) + (1 - v) * score, what the top-k is ordered by
+
+    def handoff_message(self, language: str | None) -> str:
+        """Return the hand-off text for a message in ``language`` (else the KB's language, else English)."""
+        messages = {**HANDOFF_MESSAGES, **self.handoff_messages}
+        return messages.get(language or "", messages.get(self.kb_language, messages["en"]))

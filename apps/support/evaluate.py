@@ -198,6 +198,34 @@ def escalation_metrics(assistant, messages) -> tuple[dict, pd.DataFrame]:
     return m, details
 
 
+def assistant_evaluation(assistant, data=None, *, out: str | Path | None = None,
+                         sentiment: str | Path | None = None):
+    """Return :meth:`SupportAssistant.evaluate <lepton_apps.support.predict.SupportAssistant.evaluate>`'s
+    :class:`~lepton_apps.predictor.Evaluation`: the metrics on labelled questions ``data`` and / or ``sentiment``
+    messages, the summary line, and with ``out`` the report folder."""
+    from lepton_apps.errors import ConfigError
+    from lepton_apps.predictor import Evaluation
+
+    if data is None and sentiment is None:
+        raise ConfigError("nothing to evaluate", fix="pass a questions file and/or sentiment=labelled_messages.json")
+    metrics, details, figures, escalation = {}, None, {}, None
+    if data is not None:
+        metrics, details, figures = evaluate_assistant(assistant, data, k=assistant.settings.top_k)
+    if sentiment is not None:
+        m, escalation = escalation_metrics(assistant, sentiment)
+        metrics.update(m)
+    metrics["model_version"] = assistant.model_version
+    curve = None
+    if details is not None and metrics.get("n_answerable") and metrics.get("n_out_of_scope"):
+        curve = tradeoff_table(details, points=None)
+    folder = None
+    if out:
+        folder = write_report(metrics, details, figures, out, escalation)
+        if curve is not None:
+            curve.to_csv(folder / "tradeoff_curve.csv", index=False)
+    return Evaluation(metrics=metrics, summary=summary(assistant, metrics, details), folder=folder)
+
+
 def _plot_coverage(curve: pd.DataFrame, threshold: float, conf: np.ndarray):
     from matplotlib.figure import Figure
 

@@ -5,7 +5,7 @@
   early stopping on validation accuracy); used for intents.
 * :func:`train_escalation_head` — sentiment / urgency: a multinomial logistic regression on the
   embeddings (stored as an :class:`EmbeddingHead`) and the threshold on P(not neutral) that reaches
-  a target escalation precision on cross-validated probabilities.
+  a target escalation precision on cross-validated probabilities; :func:`escalate` applies it to a reply.
 * :func:`train_faq_classifier` — a linear softmax classifier over the FAQ ids on the frozen
   embeddings of the KB's questions and paraphrases (the KB's paraphrases as training data).
 * :class:`ConfidenceModel` — logistic regression on retrieval features, giving P(the top FAQ is
@@ -241,6 +241,26 @@ def train_escalation_head(embeddings: np.ndarray, labels: list[str], *, extra_ne
     if note:
         summary["note"] = note
     return HeadResult(_as_head(model, embeddings.shape[1]), [str(c) for c in model.classes_], summary), float(threshold)
+
+
+def escalate(reply, labels: list[str], probs: np.ndarray, threshold: float) -> None:
+    """Set the escalation fields of ``reply`` (an :class:`~lepton_apps.support.predict.Answer`) from the sentiment
+    head's probabilities ``probs`` over ``labels``: escalated when P(escalate) = 1 - P(neutral) reaches ``threshold``
+    (:func:`train_escalation_head`'s). The reported sentiment agrees with the decision: the likeliest non-neutral
+    label when escalated, else neutral."""
+    upset = [(float(p), lab) for lab, p in zip(labels, probs) if lab != NEUTRAL]
+    p_escalate = sum(p for p, _ in upset)
+    reply.escalation_score = p_escalate
+    reply.escalate = bool(upset) and p_escalate >= threshold
+    if reply.escalate:
+        p_worst, worst = max(upset)
+        reply.sentiment, reply.sentiment_confidence = worst, p_worst
+        reply.escalation_reason = (f"the customer seems {worst} (P(escalate)={p_escalate:.2f} "
+                                   f">= {threshold:.2f})")
+        reply.escalation_detail = {"sentiment": worst, "p_escalate": p_escalate,
+                                   "threshold": float(threshold)}
+    else:
+        reply.sentiment, reply.sentiment_confidence = NEUTRAL, 1.0 - p_escalate
 
 
 # ------------------------------------------------------------------------------- FAQ classifier
@@ -590,3 +610,20 @@ def finetune_intent_model(encoder_path: str, texts: list[str], labels: list[str]
     return model, tokenizer, names, {"backbone": "fine-tuned", "best_epoch": result.best_epoch,
                                      "epochs_run": result.epochs_run, "val_accuracy": result.best_metric if val_ds else None,
                                      "n_train": int(len(tr)), "n_val": int(len(va)), "seconds": round(result.seconds, 1)}
+
+
+def classify_texts(intent_model: tuple, texts: list[str], batch_size: int | None,
+                   lock) -> list[tuple[str, float, np.ndarray]] | None:
+    """Intent from the fine-tuned sequence classifier ``intent_model`` = (model, tokenizer, labels) of
+    :func:`finetune_intent_model` (a second forward pass; ``lock`` serialises it): (label, P, all P) per text."""
+    if not texts:
+        return None
+    model, tokenizer, labels = intent_model
+    probs = []
+    with lock, torch.inference_mode():
+        step = batch_size or 64
+        for start in range(0, len(texts), step):
+            enc = tokenizer(texts[start:start + step], padding=True, truncation=True, max_length=64,
+                            return_tensors="pt").to(model.device)
+            probs.append(torch.softmax(model(**enc).logits.float(), -1).cpu().numpy())
+    return [(labels[int(p.argmax())], float(p.max()), p) for p in np.concatenate(probs)]

@@ -6,9 +6,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
-import re
-import unicodedata
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -19,15 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lepton_apps.predictor import Evaluation, Explanation, MonitorWindow, PredictRequest, Predictor, Result
 
+from .config import HANDOFF_MESSAGE, HANDOFF_MESSAGES, Settings
 from .index import FaqIndex, Hit, rank_score, top_gap
-from .model import NEUTRAL, ConfidenceModel, EmbeddingHead
-from .text import detect_language, truncate
+from .model import ConfidenceModel, EmbeddingHead, classify_texts, escalate
+from .text import BINARY_DATA, EMPTY_QUESTION, NO_WORDS, UNREADABLE_TEXT, clean_question, detect_language
 
 DOMAIN = "support"
-HANDOFF_MESSAGE = "I'm not sure I can answer that correctly, so I'm connecting you to a human agent."
-# What the customer reads on a hand-off, per language (SupportConfig.handoff_messages adds or overrides): the
-# message's own language first, then the knowledge base's, then English.
-HANDOFF_MESSAGES = {"en": HANDOFF_MESSAGE, "zh": "这个问题我不确定能准确回答，正在为您转接人工客服。"}
 
 
 class Source(BaseModel):
@@ -106,35 +100,6 @@ class SupportRequest(PredictRequest):
         return list(self.questions), {}
 
 
-@dataclasses.dataclass
-class Settings:
-    """Decision settings stored in the bundle's ``retrieval.json``."""
-
-    fusion_weight: float
-    threshold: float
-    ambiguity_margin: float
-    top_k: int
-    max_query_chars: int
-    escalation_threshold: float
-    teams: dict[str, str]
-    ann_threshold: int = 50_000
-    classifier_weight: float = 0.0   # b in: score = b * P(FAQ | question) + (1 - b) * fused (with an FAQ classifier)
-    kb_language: str = "en"          # the knowledge base's language (majority of its texts)
-    handoff_messages: dict[str, str] = dataclasses.field(default_factory=dict)  # language -> hand-off text
-    rerank_k: int = 0                # the second stage re-scores this many of the top FAQs (0: no second stage)
-    rerank_weight: float = 1.0       # v in: final = v * P(re-ranker) + (1 - v) * score, what the top-k is ordered by
-
-    def handoff_message(self, language: str | None) -> str:
-        """Return the hand-off text for a message in ``language`` (else the KB's language, else English)."""
-        messages = {**HANDOFF_MESSAGES, **self.handoff_messages}
-        return messages.get(language or "", messages.get(self.kb_language, messages["en"]))
-
-
-EMPTY_QUESTION = "empty question"
-BINARY_DATA = "the message is not readable text (binary data)"
-UNREADABLE_TEXT = "the message is not readable text (binary data or unknown encoding)"
-NO_WORDS = "the message holds no words to search for"  # a hand-off, not an input error (e.g. only emoji)
-
 # Answer.handoff_code -> what it means and the keys of Answer.handoff_detail it comes with.
 HANDOFF_CODES = {
     "empty_question": "the message is empty (nothing but spaces or control characters); no detail",
@@ -149,34 +114,6 @@ HANDOFF_CODES = {
 # clean_question's problem -> its hand-off code
 PROBLEM_CODES = {EMPTY_QUESTION: "empty_question", BINARY_DATA: "binary_data", UNREADABLE_TEXT: "unreadable_text",
                  NO_WORDS: "no_words"}
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def clean_question(text: Any, max_chars: int) -> tuple[str, bool, str | None]:
-    """Return (clean text, truncated?, problem) for any input: bytes are decoded, controls removed, length capped
-    at ``max_chars`` units (:func:`.text.query_length`: a Han character counts 3)."""
-    if text is None or (isinstance(text, float) and text != text):
-        return "", False, EMPTY_QUESTION
-    if isinstance(text, (bytes, bytearray)):
-        raw = bytes(text)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            if b"\x00" in raw:
-                return "", False, BINARY_DATA
-            text = raw.decode("cp1252", errors="replace")  # the usual non-UTF-8 encoding of typed text
-    text = str(text)
-    if text and sum(ch.isprintable() or ch.isspace() for ch in text) < 0.7 * len(text):
-        return "", False, UNREADABLE_TEXT
-    text = unicodedata.normalize("NFC", str(text))
-    text = _CONTROL.sub(" ", text).strip()
-    if not text:
-        return "", False, EMPTY_QUESTION
-    letters = sum(ch.isalnum() for ch in text)
-    cut = truncate(text, max_chars)
-    if letters == 0:
-        return cut, False, NO_WORDS
-    return cut, len(cut) < len(text), None
 
 
 class SupportAssistant(Predictor):
@@ -402,20 +339,8 @@ class SupportAssistant(Predictor):
         return [(labels[int(p.argmax())], float(p.max()), p) for p in probs]
 
     def _classify_text(self, texts: list[str]) -> list[tuple[str, float, np.ndarray]] | None:
-        """Intent from the fine-tuned sequence classifier (a second forward pass)."""
-        if not texts:
-            return None
-        import torch
-
-        model, tokenizer, labels = self.intent_model
-        probs = []
-        with self._intent_lock, torch.inference_mode():
-            step = self.batch_size or 64
-            for start in range(0, len(texts), step):
-                enc = tokenizer(texts[start:start + step], padding=True, truncation=True, max_length=64,
-                                return_tensors="pt").to(model.device)
-                probs.append(torch.softmax(model(**enc).logits.float(), -1).cpu().numpy())
-        return [(labels[int(p.argmax())], float(p.max()), p) for p in np.concatenate(probs)]
+        """Intent from the fine-tuned sequence classifier (:func:`~lepton_apps.support.model.classify_texts`)."""
+        return classify_texts(self.intent_model, texts, self.batch_size, self._intent_lock)
 
     def _decide(self, text: str, truncated: bool, hits: list[Hit], intent, sentiment) -> Answer:
         s = self.settings
@@ -448,24 +373,8 @@ class SupportAssistant(Predictor):
         return reply
 
     def _escalation(self, reply: Answer, probs: np.ndarray) -> None:
-        """Escalate when P(escalate) = 1 - P(neutral) reaches the bundle's threshold (chosen for a target precision).
-
-        The reported sentiment agrees with the decision: the likeliest non-neutral label when escalated, else neutral.
-        """
-        labels = self.sentiment_labels
-        upset = [(float(p), lab) for lab, p in zip(labels, probs) if lab != NEUTRAL]
-        p_escalate = sum(p for p, _ in upset)
-        reply.escalation_score = p_escalate
-        reply.escalate = bool(upset) and p_escalate >= self.settings.escalation_threshold
-        if reply.escalate:
-            p_worst, worst = max(upset)
-            reply.sentiment, reply.sentiment_confidence = worst, p_worst
-            reply.escalation_reason = (f"the customer seems {worst} (P(escalate)={p_escalate:.2f} "
-                                       f">= {self.settings.escalation_threshold:.2f})")
-            reply.escalation_detail = {"sentiment": worst, "p_escalate": p_escalate,
-                                       "threshold": float(self.settings.escalation_threshold)}
-        else:
-            reply.sentiment, reply.sentiment_confidence = NEUTRAL, 1.0 - p_escalate
+        """Set ``reply``'s escalation fields at the bundle's threshold (:func:`~lepton_apps.support.model.escalate`)."""
+        escalate(reply, self.sentiment_labels, probs, self.settings.escalation_threshold)
 
     def _source(self, hit: Hit) -> Source:
         faq_id, question, answer, url = self._rows[hit.row]
@@ -479,28 +388,9 @@ class SupportAssistant(Predictor):
         """Return answered-correct and hand-off recall at the bundle's threshold, top-1, MRR, recall@k, coverage,
         intent accuracy on labelled questions ``data``, and escalation precision / recall / F1 on labelled
         ``sentiment`` messages; with ``out`` also write report.json, details.csv, the trade-off curve and plots."""
-        from lepton_apps.errors import ConfigError
+        from .evaluate import assistant_evaluation
 
-        from .evaluate import escalation_metrics, evaluate_assistant, summary, tradeoff_table, write_report
-
-        if data is None and sentiment is None:
-            raise ConfigError("nothing to evaluate", fix="pass a questions file and/or sentiment=labelled_messages.json")
-        metrics, details, figures, escalation = {}, None, {}, None
-        if data is not None:
-            metrics, details, figures = evaluate_assistant(self, data, k=self.settings.top_k)
-        if sentiment is not None:
-            m, escalation = escalation_metrics(self, sentiment)
-            metrics.update(m)
-        metrics["model_version"] = self.model_version
-        curve = None
-        if details is not None and metrics.get("n_answerable") and metrics.get("n_out_of_scope"):
-            curve = tradeoff_table(details, points=None)
-        folder = None
-        if out:
-            folder = write_report(metrics, details, figures, out, escalation)
-            if curve is not None:
-                curve.to_csv(folder / "tradeoff_curve.csv", index=False)
-        return Evaluation(metrics=metrics, summary=summary(self, metrics, details), folder=folder)
+        return assistant_evaluation(self, data, out=out, sentiment=sentiment)
 
     def explain(self, text: Any) -> SupportExplanation:
         """Return why the assistant answered as it did: each source's matched text and dense / lexical parts,
@@ -592,3 +482,9 @@ class SupportAssistant(Predictor):
             "model_version": [r.model_version for r in replies],
             "error": [r.error for r in replies],
         })
+
+
+# Settings, HANDOFF_MESSAGE(S): config.py; clean_question and its problems: text.py (still importable from here)
+__all__ = ["SupportAssistant", "Answer", "Source", "SupportExplanation", "SupportRequest", "Settings", "DOMAIN",
+           "HANDOFF_MESSAGE", "HANDOFF_MESSAGES", "HANDOFF_CODES", "PROBLEM_CODES", "clean_question", "EMPTY_QUESTION",
+           "BINARY_DATA", "UNREADABLE_TEXT", "NO_WORDS"]

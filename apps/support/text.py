@@ -19,6 +19,8 @@ The dense encoder reads a question as the customer wrote it; BM25 reads a *searc
 - :func:`detect_language` / :func:`kb_language`: a script count (rule in :func:`detect_language`).
 - :func:`query_length` / :func:`truncate`: the question-length limit in units of about one English
   character of meaning, a Han character counting 3 (rule in :func:`query_length`).
+- :func:`clean_question`: any customer message (bytes too) as clean, length-capped text, or the problem that
+  makes it no question (:data:`EMPTY_QUESTION`, :data:`BINARY_DATA`, :data:`UNREADABLE_TEXT`, :data:`NO_WORDS`).
 
 OpenCC and jieba are imported on the first text that holds a Han character: English-only use needs neither.
 """
@@ -28,7 +30,7 @@ import re
 import threading
 import unicodedata
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 # Script classes (after NFKC). Han: CJK unified ideographs, extension A, compatibility block, planes 2-3, and 〇.
 HAN = "\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
@@ -239,3 +241,38 @@ def truncate(text: str, limit: int) -> str:
         if used > limit:
             return text[:i]
     return text
+
+
+# clean_question's problems
+EMPTY_QUESTION = "empty question"
+BINARY_DATA = "the message is not readable text (binary data)"
+UNREADABLE_TEXT = "the message is not readable text (binary data or unknown encoding)"
+NO_WORDS = "the message holds no words to search for"  # a hand-off, not an input error (e.g. only emoji)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_question(text: Any, max_chars: int) -> tuple[str, bool, str | None]:
+    """Return (clean text, truncated?, problem) for any input: bytes are decoded, controls removed, length capped
+    at ``max_chars`` units (:func:`query_length`: a Han character counts 3)."""
+    if text is None or (isinstance(text, float) and text != text):
+        return "", False, EMPTY_QUESTION
+    if isinstance(text, (bytes, bytearray)):
+        raw = bytes(text)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            if b"\x00" in raw:
+                return "", False, BINARY_DATA
+            text = raw.decode("cp1252", errors="replace")  # the usual non-UTF-8 encoding of typed text
+    text = str(text)
+    if text and sum(ch.isprintable() or ch.isspace() for ch in text) < 0.7 * len(text):
+        return "", False, UNREADABLE_TEXT
+    text = unicodedata.normalize("NFC", str(text))
+    text = _CONTROL.sub(" ", text).strip()
+    if not text:
+        return "", False, EMPTY_QUESTION
+    letters = sum(ch.isalnum() for ch in text)
+    cut = truncate(text, max_chars)
+    if letters == 0:
+        return cut, False, NO_WORDS
+    return cut, len(cut) < len(text), None
