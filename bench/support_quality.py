@@ -63,7 +63,7 @@ def banking77_full_finetune(data: Path, epochs: int, lr: float) -> dict:
     from sklearn.metrics import f1_score
 
     from lepton_apps.support.encoder import resolve_encoder_path
-    from lepton_apps.support.model import finetune_intent_model
+    from lepton_apps.support.finetune import finetune_intent_model
 
     train = pd.read_csv(data / "train.csv")
     test = pd.read_csv(data / "test.csv")

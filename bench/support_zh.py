@@ -77,7 +77,7 @@ def finetune(encoder, s1, s2, y, part: np.ndarray, seed: int, loss: str) -> dict
     every labelled pair (matching and not, ``labelled_pairs``), ``mnrl`` = the matching pairs only, in-batch
     negatives (the template's KB fine-tuning)."""
     from lepton_apps.support.config import SupportConfig
-    from lepton_apps.support.model import finetune_biencoder
+    from lepton_apps.support.finetune import finetune_biencoder
 
     defaults = SupportConfig(kb="-")
     kw = dict(epochs=defaults.finetune_epochs, lr=defaults.finetune_lr, batch_size=defaults.finetune_batch_size,

@@ -5,7 +5,8 @@ import pytest
 
 from lepton_apps.errors import DataError
 from lepton_apps.finance.demo import simulate_transactions
-from lepton_apps.finance.features import DAY_S, FeatureSpec, OnlineState, Stream, feature_matrix, to_cents
+from lepton_apps.finance.features import DAY_S, FeatureSpec, Stream, feature_matrix, to_cents
+from lepton_apps.finance.online import OnlineState
 from lepton_apps.finance.split import fraction_split, prequential_splits, stratified_split, time_split
 from lepton_apps.finance.features import make_stream
 from lepton_apps.finance.data import Schema, validate

@@ -14,7 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lepton_apps.support.distance import DistanceScorer, attach  # noqa: E402
 from lepton_apps.support.index import Hit  # noqa: E402
-from lepton_apps.support.model import DISTANCE_FEATURES, _mnrl_loss, mine_hard_negatives, retrieval_features  # noqa: E402
+from lepton_apps.support.finetune import _mnrl_loss, mine_hard_negatives  # noqa: E402
+from lepton_apps.support.model import DISTANCE_FEATURES, retrieval_features  # noqa: E402
 from lepton_apps.support.training import finetune_holdout  # noqa: E402
 
 

@@ -8,8 +8,9 @@ from test_support_fixtures import tiny_encoder_dir  # noqa: F401
 
 from lepton_apps.errors import DataError
 from lepton_apps.support.config import SupportConfig
-from lepton_apps.support.model import (_PairScorer, ConfidenceModel, _cosent_loss, _mnrl_loss, kb_pairs,
-                                       read_labelled_pairs)
+from lepton_apps.support.data import read_labelled_pairs
+from lepton_apps.support.finetune import _cosent_loss, _mnrl_loss, _PairScorer, kb_pairs
+from lepton_apps.support.model import ConfidenceModel
 from lepton_apps.support.predict import SupportAssistant
 from lepton_apps.support.training import train
 

@@ -25,10 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from lepton_apps.errors import ConfigError, DataError, LeptonError, require
 from lepton_apps.predictor import Evaluation, Explanation, MonitorWindow, PredictRequest, Predictor, Result
 
-from .features import (FeatureSpec, OnlineState, Stream, concat_streams, encode_user_columns, entity_set,
-                       feature_matrix, make_stream, missing_columns, missing_columns_message, required_columns,
-                       transaction_ids, transaction_vector, validate_scoring_table)
+from .features import (FeatureSpec, Stream, concat_streams, encode_user_columns, entity_set, feature_matrix,
+                       make_stream, missing_columns, missing_columns_message, required_columns, validate_scoring_table)
 from .model import predict_threads, reason_texts
+from .online import OnlineState, transaction_ids, transaction_vector
 from .state import load_state_file, save_state_file
 
 

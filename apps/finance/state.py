@@ -1,6 +1,6 @@
 """The online per-entity state in Redis, shared by several service replicas.
 
-:class:`~lepton_apps.finance.features.OnlineState` keeps each customer's and terminal's recent
+:class:`~lepton_apps.finance.online.OnlineState` keeps each customer's and terminal's recent
 history in the process: one service process, one state. :class:`RedisState` keeps the same history
 in a Redis server, so that every replica behind a load balancer sees the transactions the others
 scored. It answers the same calls (``window_values``, ``update``, ``record_label``, ``to_frame``,
@@ -35,7 +35,8 @@ import pandas as pd
 
 from lepton_apps.errors import ConfigError, DataError, UnavailableError, require
 
-from .features import DAY_S, NAT, FeatureSpec, OnlineState, Stream, history_stream
+from .features import DAY_S, NAT, FeatureSpec, Stream, history_stream
+from .online import OnlineState
 
 DEFAULT_PREFIX = "lepton:finance:"
 
@@ -355,7 +356,7 @@ class RedisState:
 
 
 def save_state_file(state, path: str | Path) -> Path:
-    """Write an online state (:class:`~lepton_apps.finance.features.OnlineState` or :class:`RedisState`) to a
+    """Write an online state (:class:`~lepton_apps.finance.online.OnlineState` or :class:`RedisState`) to a
     Parquet file (atomically); return the path."""
     from lepton_apps.io import atomic_path
 
@@ -366,7 +367,7 @@ def save_state_file(state, path: str | Path) -> Path:
 
 def load_state_file(spec: FeatureSpec, state, path: str | Path):
     """Return ``state`` replaced by the one :func:`save_state_file` wrote to ``path``: a new in-process
-    :class:`~lepton_apps.finance.features.OnlineState`, or the same :class:`RedisState` with its contents replaced."""
+    :class:`~lepton_apps.finance.online.OnlineState`, or the same :class:`RedisState` with its contents replaced."""
     if not Path(path).is_file():
         raise DataError(f"state file not found: {path}", fix="pass a file written by save_state")
     frame = pd.read_parquet(path)

@@ -30,7 +30,8 @@ from . import model as fm
 from .config import FraudConfig
 from .data import read_table, summary, validate
 from .evaluate import fraud_report, plot_score_distribution, plot_threshold, summarise_folds, threshold_sweep
-from .features import FeatureSpec, OnlineState, Stream, encode_user_columns, feature_matrix, make_stream
+from .features import FeatureSpec, Stream, encode_user_columns, feature_matrix, make_stream
+from .online import OnlineState
 from .split import Split, fraction_split, prequential_splits, stratified_split, time_split
 
 log = logging.getLogger(__name__)

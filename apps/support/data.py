@@ -193,3 +193,35 @@ def kb_texts(kb: pd.DataFrame) -> tuple[list[str], list[int]]:
             texts.append(t)
             owner.append(i)
     return texts, owner
+
+
+def read_labelled_pairs(path: str | Path) -> list[tuple[str, str, int]]:
+    """Return (question, question, label) pairs from a JSONL or CSV file of labelled question pairs.
+
+    Columns ``question1, question2, label`` (or AFQMC / LCQMC's ``sentence1, sentence2, label``); label 1 =
+    same meaning, 0 = different. Raises DataError naming the file, the row and the fix for a bad row."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"labelled pair file {path} does not exist", where="finetune_pairs",
+                        fix="give a JSONL or CSV file with question1, question2, label (1 = same meaning)")
+    df = (pd.read_json(path, lines=True, dtype=False) if path.suffix.lower() in (".jsonl", ".json")
+          else pd.read_csv(path, dtype=str, keep_default_na=False))
+    df = df.rename(columns={"sentence1": "question1", "sentence2": "question2"})
+    missing = [c for c in ("question1", "question2", "label") if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} has no column {', '.join(missing)} (columns: {', '.join(map(str, df.columns))})",
+                        where=str(path), fix="name the columns question1, question2, label (or sentence1, sentence2, "
+                                             "label)")
+    pairs = []
+    for i, (a, b, y) in enumerate(zip(df["question1"], df["question2"], df["label"])):
+        label = str(y).strip()
+        if label not in ("0", "1") or not str(a).strip() or not str(b).strip():
+            raise DataError(f"row {i + 1} of {path} is not a labelled pair (label {label!r})", where=f"{path}:{i + 1}",
+                            fix="give two non-empty questions and a label 0 or 1 on every row")
+        pairs.append((str(a), str(b), int(label)))
+    if len({p[2] for p in pairs}) < 2:
+        raise DataError(f"{path} has only label {pairs[0][2] if pairs else '(no rows)'}", where=str(path),
+                        fix="give matching (1) and non-matching (0) pairs: the loss ranks one against the other")
+    return pairs

@@ -1,4 +1,4 @@
-"""The trainable parts: classifier heads on frozen embeddings, the confidence model, bi-encoder fine-tuning.
+"""The trainable parts: classifier heads on frozen embeddings and the confidence model.
 
 * :class:`EmbeddingHead` — a linear (optionally one hidden layer) classifier on sentence
   embeddings, trained with the core :class:`~lepton_apps.training.Trainer` (mixed precision,
@@ -10,15 +10,13 @@
   embeddings of the KB's questions and paraphrases (the KB's paraphrases as training data).
 * :class:`ConfidenceModel` — logistic regression on retrieval features, giving P(the top FAQ is
   the right answer); weights stored as JSON.
-* :func:`finetune_biencoder` — in-batch-negatives (MultipleNegativesRanking) fine-tuning of the
-  encoder on sampled question/paraphrase pairs of the KB (linear in its size), with the core Trainer.
+* :func:`classify_texts` — runs the fine-tuned intent classifier (the encoder's own fine-tuning is in
+  :mod:`lepton_apps.support.finetune`).
 """
 from __future__ import annotations
 
 import dataclasses
-import random
 import tempfile
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -62,7 +60,7 @@ class HeadResult:
     summary: dict
 
 
-def _stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     val = []
     for c in np.unique(y):
@@ -74,7 +72,7 @@ def _stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nda
     return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
 
 
-def _accuracy(outputs: np.ndarray, targets: np.ndarray) -> dict:
+def accuracy_metric(outputs: np.ndarray, targets: np.ndarray) -> dict:
     return {"accuracy": float((outputs.argmax(1) == targets).mean())}
 
 
@@ -133,7 +131,7 @@ def _train_head(embeddings, labels, *, epochs, lr, seed, device, precision, hidd
     index = {n: i for i, n in enumerate(names)}
     y = np.array([index[label] for label in labels], dtype=np.int64)
     raw = np.asarray(embeddings, dtype=np.float32)
-    tr, va = _stratified_split(y, 0.2, seed)
+    tr, va = stratified_split(y, 0.2, seed)
     centre = raw[tr].mean(axis=0) if standardize else np.zeros(raw.shape[1], dtype=np.float32)
     spread = embedding_spread(raw[tr]) if standardize else 1.0
     x = torch.as_tensor((raw - centre) / spread, dtype=torch.float32)
@@ -145,7 +143,7 @@ def _train_head(embeddings, labels, *, epochs, lr, seed, device, precision, hidd
     head = EmbeddingHead(x.shape[1], len(names), hidden=hidden)
     with tempfile.TemporaryDirectory(prefix="lepton-support-head-") as run_dir:
         loss = make_loss("cross_entropy", balanced_class_weights(y[tr], len(names)))
-        result = Trainer(head, train_ds, val_ds, cfg, run_dir=run_dir, loss_fn=loss, metric_fn=_accuracy,
+        result = Trainer(head, train_ds, val_ds, cfg, run_dir=run_dir, loss_fn=loss, metric_fn=accuracy_metric,
                          callback=callback).fit()
     head = fold_standardization(head.cpu().float().eval(), centre, spread)
     return HeadResult(head, names, {"standardized": standardize, "best_epoch": result.best_epoch,
@@ -372,244 +370,6 @@ class ConfidenceModel:
     def from_dict(cls, d: dict) -> ConfidenceModel:
         """Return the model from :meth:`to_dict` output."""
         return cls(d["mean"], d["scale"], d["coef"], d["intercept"], tuple(d.get("features", FEATURES)))
-
-
-# ------------------------------------------------------------------------------ bi-encoder tuning
-class _PairScorer(torch.nn.Module):
-    """Scores every anchor against every positive in the batch (cosine * scale)."""
-
-    SCALE = 20.0
-
-    def __init__(self, encoder, scale: float = SCALE):
-        super().__init__()
-        self.model = encoder.model
-        self._encoder = encoder
-        self.scale = scale
-
-    def forward(self, **batch):
-        def side(prefix):
-            return self._encoder.forward_features({k[2:]: v for k, v in batch.items() if k.startswith(prefix)})
-
-        a, p = side("a_"), side("p_")
-        if any(k.startswith("n_") for k in batch):   # hard negatives: one more column per pair
-            p = torch.cat([p, side("n_")])
-        return a @ p.T * self.scale
-
-
-def _mnrl_loss(scores: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
-    """In-batch-negatives cross-entropy; other pairs of the same FAQ are masked out (not negatives).
-
-    With hard negatives, ``scores`` is (n, 2n) (positives, then each pair's hard negative) and ``owners`` is
-    (n, 2): each pair's FAQ and its negative's FAQ; the anchor side sees every positive and every negative."""
-    n = scores.shape[0]
-    owners = owners.to(scores.device)
-    rows = owners if owners.dim() == 1 else owners[:, 0]
-    cols = owners if owners.dim() == 1 else torch.cat([owners[:, 0], owners[:, 1]])
-    same = rows[:, None] == cols[None, :]
-    own = torch.zeros_like(same)
-    own[:, :n] = torch.eye(n, dtype=torch.bool, device=scores.device)
-    scores = scores.float().masked_fill(same & ~own, float("-inf"))
-    target = torch.arange(n, device=scores.device)
-    back = scores[:, :n].T   # each positive against every anchor
-    return (torch.nn.functional.cross_entropy(scores, target) + torch.nn.functional.cross_entropy(back, target)) / 2
-
-
-def mine_hard_negatives(embeddings: np.ndarray, owner: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """Return, for each text, the index of the most similar text of another FAQ (-1 when there is none);
-    exact, in chunks of rows (memory ``chunk`` x n)."""
-    emb = np.asarray(embeddings, dtype=np.float32)
-    owner = np.asarray(owner)
-    out = np.full(len(emb), -1, dtype=np.int64)
-    for s in range(0, len(emb), chunk):
-        sims = emb[s:s + chunk] @ emb.T
-        sims[owner[s:s + chunk, None] == owner[None, :]] = -np.inf
-        best = sims.argmax(1)
-        ok = np.isfinite(sims[np.arange(len(best)), best])
-        out[s:s + chunk] = np.where(ok, best, -1)
-    return out
-
-
-def kb_pairs(texts: list[str], owner: list[int], seed: int, max_pairs: int | None = None) -> list[tuple[str, str, int]]:
-    """Return (anchor, positive, faq row) pairs, linear in the KB size: each text of an FAQ with 2+ texts
-    is the anchor of one pair whose positive is another text of the same FAQ, drawn at random.
-
-    At most ``max_pairs`` pairs (a random subset when there are more), shuffled. In-batch duplicates
-    of the same FAQ are not negatives: :func:`_mnrl_loss` masks them.
-    """
-    rng = random.Random(seed)
-    groups: dict[int, list[str]] = {}
-    for t, o in zip(texts, owner):
-        groups.setdefault(o, []).append(t)
-    pairs = []
-    for o, ts in groups.items():
-        if len(ts) < 2:
-            continue
-        for i, a in enumerate(ts):
-            j = rng.randrange(len(ts) - 1)
-            pairs.append((a, ts[j + (j >= i)], o))
-    rng.shuffle(pairs)
-    return pairs[:max_pairs] if max_pairs is not None else pairs
-
-
-COSENT_SCALE = 20.0      # CoSENT's lambda: cosine gaps are multiplied by it before the soft ranking loss
-
-
-def _cosent_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """CoSENT loss of labelled pairs: log(1 + sum over (negative i, positive j) of exp(lambda (cos_i - cos_j))).
-
-    ``scores`` is the batch's anchor x partner matrix of :class:`_PairScorer` (cosine * scale); its diagonal
-    holds each pair's own cosine. Every different-label couple of pairs in the batch is ranked, so the loss
-    learns from the labelled non-matching pairs (AFQMC's hard negatives: same product, another question)
-    as well as from the matching ones, and directly raises the ranking measured by ROC-AUC."""
-    cos = torch.diagonal(scores).float() / _PairScorer.SCALE
-    y = labels.to(cos.device)
-    gaps = COSENT_SCALE * (cos[:, None] - cos[None, :])                    # [i, j] = lambda (cos_i - cos_j)
-    mask = (y[:, None] == 0) & (y[None, :] == 1)                            # i negative, j positive
-    gaps = gaps.masked_fill(~mask, float("-inf"))
-    zero = torch.zeros(1, device=cos.device, dtype=cos.dtype)
-    return torch.logsumexp(torch.cat([zero, gaps.flatten()]), dim=0)
-
-
-def read_labelled_pairs(path: str | Path) -> list[tuple[str, str, int]]:
-    """Return (question, question, label) pairs from a JSONL or CSV file of labelled question pairs.
-
-    Columns ``question1, question2, label`` (or AFQMC / LCQMC's ``sentence1, sentence2, label``); label 1 =
-    same meaning, 0 = different. Raises DataError naming the file, the row and the fix for a bad row."""
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"labelled pair file {path} does not exist", where="finetune_pairs",
-                        fix="give a JSONL or CSV file with question1, question2, label (1 = same meaning)")
-    df = (pd.read_json(path, lines=True, dtype=False) if path.suffix.lower() in (".jsonl", ".json")
-          else pd.read_csv(path, dtype=str, keep_default_na=False))
-    df = df.rename(columns={"sentence1": "question1", "sentence2": "question2"})
-    missing = [c for c in ("question1", "question2", "label") if c not in df.columns]
-    if missing:
-        raise DataError(f"{path} has no column {', '.join(missing)} (columns: {', '.join(map(str, df.columns))})",
-                        where=str(path), fix="name the columns question1, question2, label (or sentence1, sentence2, "
-                                             "label)")
-    pairs = []
-    for i, (a, b, y) in enumerate(zip(df["question1"], df["question2"], df["label"])):
-        label = str(y).strip()
-        if label not in ("0", "1") or not str(a).strip() or not str(b).strip():
-            raise DataError(f"row {i + 1} of {path} is not a labelled pair (label {label!r})", where=f"{path}:{i + 1}",
-                            fix="give two non-empty questions and a label 0 or 1 on every row")
-        pairs.append((str(a), str(b), int(label)))
-    if len({p[2] for p in pairs}) < 2:
-        raise DataError(f"{path} has only label {pairs[0][2] if pairs else '(no rows)'}", where=str(path),
-                        fix="give matching (1) and non-matching (0) pairs: the loss ranks one against the other")
-    return pairs
-
-
-FREEZE_VOCAB = 100_000  # bi-encoder fine-tuning leaves a larger vocabulary's input embeddings as they are
-
-
-def finetune_biencoder(encoder, texts: list[str], owner: list[int], *, epochs: int, lr: float, batch_size: int,
-                       seed: int, precision: str = "auto", progress: bool = False, max_pairs: int | None = None,
-                       labelled_pairs: list[tuple[str, str, int]] | None = None, hard_negatives: bool = False,
-                       callback: Callable[[dict], None] | None = None) -> dict:
-    """Fine-tune ``encoder`` in place on sampled paraphrase pairs of the KB (:func:`kb_pairs`); return a summary.
-
-    Without ``labelled_pairs`` the loss is in-batch negatives (:func:`_mnrl_loss`). With them — (question,
-    question, 1 = same meaning / 0 = not) pairs such as a team's reviewed duplicates and near-misses — the
-    KB's pairs join them as matching pairs and the loss is CoSENT (:func:`_cosent_loss`), which learns from
-    the non-matching pairs too. ``hard_negatives`` (in-batch loss only): each pair also carries the text of
-    another FAQ nearest to its anchor under the encoder before tuning (:func:`mine_hard_negatives`).
-
-    A vocabulary of more than :data:`FREEZE_VOCAB` rows (multilingual-e5-small: 250,037 x 384, 80 % of its
-    weights) keeps its input embeddings frozen: a few hundred pairs touch a tiny share of the rows, and
-    updating the whole table with Adam would cost most of each step's time and memory."""
-    pairs = kb_pairs(texts, owner, seed, max_pairs)
-    if labelled_pairs:
-        rng = random.Random(seed)
-        pairs = [(a, b, 1) for a, b, _ in pairs] + [(str(a), str(b), int(y)) for a, b, y in labelled_pairs]
-        rng.shuffle(pairs)
-    if len(pairs) < 2:
-        return {"skipped": "the KB has no paraphrases to learn from", "pairs": len(pairs)}
-    negatives = None
-    if hard_negatives and not labelled_pairs:
-        at = {(t, int(o)): i for i, (t, o) in enumerate(zip(texts, owner))}
-        near = mine_hard_negatives(encoder.encode(list(texts)), np.asarray(owner))
-        negatives = {(a, o): (texts[near[at[a, o]]], int(owner[near[at[a, o]]])) for a, _, o in pairs
-                     if near[at[a, o]] >= 0}
-        if len(negatives) < len(pairs):   # a KB of one FAQ has nothing to contrast
-            negatives = None
-    embeddings = encoder.model.get_input_embeddings()
-    freeze = embeddings is not None and embeddings.weight.shape[0] > FREEZE_VOCAB
-    if freeze:
-        embeddings.weight.requires_grad_(False)
-
-    def collate(batch):
-        a = encoder.tokenize([b[0] for b in batch])
-        p = encoder.tokenize([b[1] for b in batch])
-        out = {f"a_{k}": v for k, v in a.items()}
-        out.update({f"p_{k}": v for k, v in p.items()})
-        out["labels"] = torch.tensor([b[2] for b in batch])
-        if negatives is not None:
-            n = encoder.tokenize([negatives[b[0], b[2]][0] for b in batch])
-            out.update({f"n_{k}": v for k, v in n.items()})
-            out["labels"] = torch.tensor([[b[2], negatives[b[0], b[2]][1]] for b in batch])
-        return out
-
-    scorer = _PairScorer(encoder)
-    cfg = TrainConfig(epochs=epochs, batch_size=min(batch_size, len(pairs)), lr=lr, weight_decay=0.01,
-                      warmup_fraction=0.1, monitor="train_loss", mode="min", patience=None, seed=seed,
-                      device=str(encoder.policy.device), precision=precision, progress=progress)
-    encoder.model.train()
-    try:
-        with tempfile.TemporaryDirectory(prefix="lepton-support-ft-") as run_dir:
-            result = Trainer(scorer, pairs, None, cfg, run_dir=Path(run_dir),
-                             loss_fn=_cosent_loss if labelled_pairs else _mnrl_loss, collate_fn=collate,
-                             callback=callback).fit()
-    finally:
-        encoder.model.eval()
-        if freeze:
-            embeddings.weight.requires_grad_(True)
-    return {"pairs": len(pairs), "loss": ("cosent" if labelled_pairs else "in-batch + hard negatives"
-                                          if negatives is not None else "in-batch negatives"),
-            "labelled_pairs": len(labelled_pairs or []), "epochs": result.epochs_run, "steps": result.global_step,
-            "input_embeddings": "frozen" if freeze else "trained",
-            "final_train_loss": result.history[-1]["train_loss"], "first_train_loss": result.history[0]["train_loss"],
-            "seconds": round(result.seconds, 1)}
-
-
-# ------------------------------------------------------------------------- intent: full fine-tuning
-def finetune_intent_model(encoder_path: str, texts: list[str], labels: list[str], *, epochs: int, lr: float,
-                          batch_size: int, seed: int, device: str = "auto", precision: str = "auto",
-                          max_length: int = 64, progress: bool = False,
-                          callback: Callable[[dict], None] | None = None):
-    """Fine-tune ``AutoModelForSequenceClassification`` on the encoder's backbone with the core Trainer.
-
-    Returns (model, tokenizer, label names, summary). Mixed precision comes from the device policy;
-    early stopping watches accuracy on a stratified 20% of the data.
-    """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    names = sorted(set(labels))
-    index = {n: i for i, n in enumerate(names)}
-    y = np.array([index[label] for label in labels], dtype=np.int64)
-    tr, va = _stratified_split(y, 0.2, seed)
-    tokenizer = AutoTokenizer.from_pretrained(encoder_path, local_files_only=True)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        encoder_path, num_labels=len(names), id2label=dict(enumerate(names)), label2id=index, local_files_only=True)
-
-    def collate(batch):
-        enc = tokenizer([b[0] for b in batch], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        return {**enc, "labels": torch.tensor([b[1] for b in batch])}
-
-    train_ds = [(texts[i], int(y[i])) for i in tr]
-    val_ds = [(texts[i], int(y[i])) for i in va] or None
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01, warmup_fraction=0.06,
-                      monitor="val_accuracy" if val_ds else "train_loss", mode="max" if val_ds else "min",
-                      patience=2, seed=seed, device=device, precision=precision, progress=progress)
-    with tempfile.TemporaryDirectory(prefix="lepton-support-intent-") as run_dir:
-        result = Trainer(model, train_ds, val_ds, cfg, run_dir=run_dir, metric_fn=_accuracy, collate_fn=collate,
-                         callback=callback).fit()
-    model = model.cpu().float().eval()
-    return model, tokenizer, names, {"backbone": "fine-tuned", "best_epoch": result.best_epoch,
-                                     "epochs_run": result.epochs_run, "val_accuracy": result.best_metric if val_ds else None,
-                                     "n_train": int(len(tr)), "n_val": int(len(va)), "seconds": round(result.seconds, 1)}
 
 
 def classify_texts(intent_model: tuple, texts: list[str], batch_size: int | None,

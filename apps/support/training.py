@@ -24,13 +24,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from lepton_apps.errors import DataError
-
 from .config import DEFAULT_ENCODER, SupportConfig, choose_encoder
-from .data import kb_texts, read_kb, read_labelled, read_questions
+from .data import kb_texts, read_kb, read_labelled, read_labelled_pairs, read_questions
+from .finetune import finetune_biencoder
 from .index import FaqIndex
-from .model import (DISTANCE_FEATURES, RERANK_FEATURES, finetune_biencoder, head_config, read_labelled_pairs, train_escalation_head,
-                    train_faq_classifier, train_head)
+from .model import (DISTANCE_FEATURES, RERANK_FEATURES, head_config, train_escalation_head, train_faq_classifier,
+                    train_head)
 from .predict import SupportAssistant, Settings
 from .text import kb_language, tokenizer_info
 
@@ -95,7 +94,7 @@ def use_finetuning(mode: str, vocab_rows: int, owner: list[int], labelled_pairs:
     median FAQ has 3+ texts to pair (or labelled pairs are given)."""
     if mode != "auto":
         return mode == "on"
-    from .model import FREEZE_VOCAB
+    from .finetune import FREEZE_VOCAB
 
     return vocab_rows <= FREEZE_VOCAB and (labelled_pairs or use_faq_classifier("auto", owner))
 
@@ -301,7 +300,7 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
     if cfg.intent_data and cfg.intent_backbone == "finetune":
         data = read_labelled(cfg.intent_data, "intent", what="intent data")
         train_part = data[data["split"] != "test"] if "split" in data else data
-        from .model import finetune_intent_model
+        from .finetune import finetune_intent_model
 
         model, tokenizer, names, summary = finetune_intent_model(
             encoder.path, train_part["text"].tolist(), train_part["label"].tolist(), epochs=cfg.intent_epochs,
