@@ -13,7 +13,8 @@ from sklearn import metrics as skm
 
 from .errors import DataError
 from .io import atomic_path
-from .metrics import _array, _binary_inputs, expected_calibration_error, reliability_curve, threshold_metrics
+from .metrics import expected_calibration_error, reliability_curve, threshold_metrics
+from .metrics.inputs import _array, _binary_inputs
 
 __all__ = ["plot_roc", "plot_pr", "plot_calibration", "plot_confusion", "save_figure"]
 

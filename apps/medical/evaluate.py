@@ -53,7 +53,7 @@ def calibrate(val_logits: np.ndarray, val_y: np.ndarray, task: str, operating_po
     out: dict[str, Any] = {"temperature": T, "thresholds": thresholds, "operating_point": operating_point,
                            "target_sensitivity": target_sensitivity if operating_point == "sensitivity" else None}
     if task == "binary" and len(val_y):
-        out["validation"] = M._plain(M.threshold_metrics(val_y, probs[:, 1], thresholds[0]))
+        out["validation"] = M.json_ready(M.threshold_metrics(val_y, probs[:, 1], thresholds[0]))
     return out
 
 
@@ -100,7 +100,7 @@ def build_report(logits: np.ndarray, y: np.ndarray, task: str, label_names: list
             col = y[:, j].astype(int)
             per[name] = _auc_ci(col, probs[:, j], n_boot, seed) if 0 < col.sum() < len(col) else [None, None, None]
             tm = M.threshold_metrics(col, probs[:, j], calibration["thresholds"][j])
-            ops[name] = M._plain({k: tm[k] for k in ("threshold", "sensitivity", "specificity", "accuracy")})
+            ops[name] = M.json_ready({k: tm[k] for k in ("threshold", "sensitivity", "specificity", "accuracy")})
         report["per_class_auc"] = per
         defined = [v[0] for v in per.values() if v[0] is not None]
         report["macro_auc"] = float(np.mean(defined)) if defined else None
@@ -113,7 +113,7 @@ def build_report(logits: np.ndarray, y: np.ndarray, task: str, label_names: list
         flat_y, flat_p = y.reshape(-1), probs.reshape(-1)
         report["ece_before"] = M.expected_calibration_error(flat_y, raw.reshape(-1))
         report["ece_after"] = M.expected_calibration_error(flat_y, flat_p)
-    return M._plain(report)
+    return M.json_ready(report)
 
 
 def _auc_ci(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int) -> list[float]:
