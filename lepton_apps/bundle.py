@@ -44,10 +44,11 @@ _LIBRARIES = ("lepton-apps", "torch", "torchvision", "timm", "transformers", "se
               "lightgbm", "scikit-learn", "numpy", "pandas")
 
 
-def library_versions() -> dict[str, str]:
-    """Return the installed versions of the libraries a bundle's behaviour depends on."""
-    versions = {"python": platform.python_version()}
-    for name in _LIBRARIES:
+def library_versions(names=_LIBRARIES, python: bool = True) -> dict[str, str]:
+    """Return the installed versions of ``names`` (by default the libraries a bundle's behaviour depends on),
+    with Python's first unless ``python`` is False; a library that is not installed is left out."""
+    versions = {"python": platform.python_version()} if python else {}
+    for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -241,16 +241,7 @@ def _opsets(data: bytes) -> dict[str, int]:
 
 
 def _export_library_versions() -> dict[str, str]:
-    import importlib.metadata
-
-    out = {}
-    for name in _EXPORT_LIBRARIES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
+    return library_versions(_EXPORT_LIBRARIES, python=False)
 
 
 # --------------------------------------------------------------------------- backends
