@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from lepton_apps.console import echo_progress
+
 cli = typer.Typer(help="Transaction fraud detection: CSV/Parquet transactions, leak-free features, LightGBM.",
                   no_args_is_help=True)
 
@@ -126,7 +128,7 @@ def train(data: Optional[Path] = typer.Argument(None, help="CSV or Parquet trans
                  invalid_rows="skip" if skip_invalid else None, mlp=True if mlp else None,
                  overwrite=True if overwrite else None)
     cfg = FraudConfig.from_yaml_and_overrides(config, flags)
-    bundle = run_train(cfg, progress=lambda msg, frac: typer.echo(f"[{frac:4.0%}] {msg}"))
+    bundle = run_train(cfg, progress=echo_progress)
     report = json.loads((bundle / "report.json").read_text())
     _print_report(report)
     typer.echo(f"bundle: {bundle}")

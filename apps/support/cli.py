@@ -6,13 +6,10 @@ from typing import Optional
 
 import typer
 
+from lepton_apps.console import echo_progress
+
 cli = typer.Typer(help="Customer-service QA: FAQ retrieval with a Transformer encoder, confidence and hand-off.",
                   no_args_is_help=True)
-
-
-def echo_progress(stage: str, fraction: float) -> None:
-    """Print a build's progress: ``[ 40%] calibrating retrieval and hand-off``."""
-    typer.echo(f"[{fraction:>4.0%}] {stage}")
 
 
 @cli.command("demo-data")
