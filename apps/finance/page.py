@@ -72,7 +72,7 @@ def model_columns(path: str) -> dict[str, str] | None:
     import json
 
     from lepton_apps.finance.features import FeatureSpec
-    from lepton_apps.finance.predict import required_columns
+    from lepton_apps.finance.features import required_columns
 
     try:
         meta = json.loads((Path(path) / "bundle.json").read_text(encoding="utf-8"))
@@ -114,7 +114,7 @@ def pick_model(df: pd.DataFrame | None = None) -> str | None:
 def say_missing_columns(path: str, df: pd.DataFrame, missing: dict[str, str]) -> None:
     """Say plainly that the chosen model cannot score ``df``: which columns it lacks, and which
     registered models can score it instead."""
-    from lepton_apps.finance.predict import missing_columns_message
+    from lepton_apps.finance.features import missing_columns_message
 
     others = [Path(p).name for p in fitting_models([str(e.path) for e in Registry().list("finance")], df)]
     instead = (f"Models that can score these data: {', '.join(others)} — pick one under **Model** above."

@@ -315,7 +315,7 @@ class FraudScorer(Predictor):
         None; with ``out`` also write report.json there."""
         from lepton_apps.io import atomic_write_json
 
-        from .evaluate import summary
+        from .evaluate import evaluate_scorer, summary
 
         if data is None:
             report = {**self.bundle.load_json("report.json")["test"], "source": "the bundle's test split"}
@@ -324,30 +324,20 @@ class FraudScorer(Predictor):
                 from .data import read_table
 
                 data = read_table(data)
-            report = self._metrics(data, k)
+            report = evaluate_scorer(self, data, k)
         report["model_version"] = self.model_version
         if out:
             atomic_write_json(Path(out) / "report.json", report)
         return Evaluation(metrics=report, summary=summary(report), folder=Path(out) if out else None)
 
-    def _metrics(self, df: pd.DataFrame, k: int) -> dict[str, Any]:
-        from .evaluate import evaluate_scorer
-
-        return evaluate_scorer(self, df, k)
-
     # ------------------------------------------------------------------ online
-    def _one_vector(self, tx: dict[str, Any], observe: bool = False) -> np.ndarray:
-        """Return the feature vector of one transaction (:func:`~lepton_apps.finance.features.transaction_vector`);
-        with ``observe`` it also joins the state."""
-        return transaction_vector(self.spec, self.state, self._cat_codes, tx, observe)
-
     def score_one(self, tx: dict[str, Any], *, update: bool = True, reasons: int = 3) -> dict[str, Any]:
         """Score one transaction from the live state; return score, decision, reasons and features.
 
         With ``update`` the transaction joins its customer's and terminal's history (with its
         label when the dict carries one), so later transactions see it, as in batch scoring.
         """
-        vec = self._one_vector(tx, observe=update)
+        vec = transaction_vector(self.spec, self.state, self._cat_codes, tx, observe=update)
         score = float(self._blend(vec[None, :], self._raw_predict(vec[None, :]))[0])
         decision = score >= self.threshold
         why = self.reasons_matrix(vec[None, :], reasons)[0] if (decision and reasons) else ""
@@ -392,7 +382,7 @@ class FraudScorer(Predictor):
                 raise DataError(f"cannot explain an invalid transaction: {errors.iloc[0]}")
             vec = x[0]
         else:
-            vec = self._one_vector(tx)
+            vec = transaction_vector(self.spec, self.state, self._cat_codes, tx)
         contrib = self.booster.predict(vec[None, :], pred_contrib=True)[0]
         order = np.argsort(-np.abs(contrib[:-1]), kind="stable")
         rows = [Contribution(feature=self.spec.names[j], readable=self.spec.readable(self.spec.names[j]),
@@ -463,15 +453,11 @@ class FraudScorer(Predictor):
         bundle's saved history —, ``scores`` = their fraud scores, ``judged`` / ``not_judged`` = the rows each
         feature can be judged on fairly and why the others cannot (:mod:`~lepton_apps.finance.monitoring`), no
         embeddings, and ``unreadable`` = the rows that could not be scored (bad timestamp, amount or id)."""
-        from .monitoring import window
+        from .monitoring import monitor_table, window
 
-        return window(self, self._monitor_table(data),
-                      None if history is None else self._monitor_table(history, what="history"))
-
-    def _monitor_table(self, data: Any, what: str = "monitor_window") -> pd.DataFrame:
-        from .monitoring import monitor_table
-
-        return monitor_table(data, self.spec.roles.get("id"), what)
+        id_column = self.spec.roles.get("id")
+        return window(self, monitor_table(data, id_column, "monitor_window"),
+                      None if history is None else monitor_table(history, id_column, "history"))
 
     def importance(self) -> pd.DataFrame:
         """Return the global importance stored at training (mean |SHAP| on test rows, and gain)."""

@@ -280,12 +280,13 @@ class SupportAssistant(Predictor):
         """Return (one Answer per message, the embeddings of the messages that are questions, their positions)."""
         cleaned = [clean_question(t, self.settings.max_query_chars) for t in texts]
         live = [i for i, c in enumerate(cleaned) if c[2] is None]
-        embs = self.encoder.encode([cleaned[i][0] for i in live], batch_size=self.batch_size)
-        intents = (self._classify_text([cleaned[i][0] for i in live]) if self.intent_model is not None
-                   else self._classify(self.intent_head, self.intent_labels, embs))
+        live_texts = [cleaned[i][0] for i in live]
+        embs = self.encoder.encode(live_texts, batch_size=self.batch_size)
+        intents = (classify_texts(self.intent_model, live_texts, self.batch_size, self._intent_lock)
+                   if self.intent_model is not None else self._classify(self.intent_head, self.intent_labels, embs))
         sentiments = self._classify(self.sentiment_head, self.sentiment_labels, embs)
         faq_probs = self.faq_probabilities(embs)
-        hits = self._hits([cleaned[i][0] for i in live], embs, faq_probs)
+        hits = self._hits(live_texts, embs, faq_probs)
         out: list[Answer] = []
         pos = {i: j for j, i in enumerate(live)}
         for i, (text, truncated, problem) in enumerate(cleaned):
@@ -338,10 +339,6 @@ class SupportAssistant(Predictor):
         probs = head.predict_proba(embs)
         return [(labels[int(p.argmax())], float(p.max()), p) for p in probs]
 
-    def _classify_text(self, texts: list[str]) -> list[tuple[str, float, np.ndarray]] | None:
-        """Intent from the fine-tuned sequence classifier (:func:`~lepton_apps.support.model.classify_texts`)."""
-        return classify_texts(self.intent_model, texts, self.batch_size, self._intent_lock)
-
     def _decide(self, text: str, truncated: bool, hits: list[Hit], intent, sentiment) -> Answer:
         s = self.settings
         sources = [self._source(h) for h in hits]
@@ -369,12 +366,8 @@ class SupportAssistant(Predictor):
             reply.intent, reply.intent_confidence = intent[0], intent[1]
             reply.team = s.teams.get(intent[0], intent[0])
         if sentiment is not None:
-            self._escalation(reply, sentiment[2])
+            escalate(reply, self.sentiment_labels, sentiment[2], self.settings.escalation_threshold)
         return reply
-
-    def _escalation(self, reply: Answer, probs: np.ndarray) -> None:
-        """Set ``reply``'s escalation fields at the bundle's threshold (:func:`~lepton_apps.support.model.escalate`)."""
-        escalate(reply, self.sentiment_labels, probs, self.settings.escalation_threshold)
 
     def _source(self, hit: Hit) -> Source:
         faq_id, question, answer, url = self._rows[hit.row]

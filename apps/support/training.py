@@ -24,13 +24,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .config import DEFAULT_ENCODER, SupportConfig, choose_encoder
+from .config import DEFAULT_ENCODER, Settings, SupportConfig, choose_encoder
 from .data import kb_texts, read_kb, read_labelled, read_labelled_pairs, read_questions
 from .finetune import finetune_biencoder
 from .index import FaqIndex
 from .model import (DISTANCE_FEATURES, RERANK_FEATURES, head_config, train_escalation_head, train_faq_classifier,
                     train_head)
-from .predict import SupportAssistant, Settings
+from .predict import SupportAssistant
 from .text import kb_language, tokenizer_info
 
 Progress = Callable[[str, float], None]
