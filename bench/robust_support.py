@@ -240,6 +240,7 @@ def scale_check(n_faq: int = 1000, n_para: int = 20, overrides: dict | None = No
     calib = record["calibration"]
     return {"n_faq": n_faq, "n_texts": n_faq * (n_para + 1), "seconds": round(seconds, 1), "stages": stages,
             "overrides": overrides or {}, "finetune": record.get("finetune", {}).get("seconds"),
+            "finetune_pairs_x_epochs": [record.get("finetune", {}).get(k) for k in ("pairs", "epochs")],
             "faq_classifier": calib["faq_classifier"], "folds_run": calib["folds_run"], "n_in_scope": calib["n_in_scope"]}
 
 

@@ -204,6 +204,24 @@ def test_train_with_finetuning_and_intent_csv_writes_a_loadable_bundle(tmp_path,
     assert (path / "faq_classifier.safetensors").is_file() and bot.faq_head is not None
 
 
+def test_the_pair_step_budget_cuts_the_epochs_of_a_large_kb_and_records_it(tiny_encoder_dir):
+    from lepton_apps.support.encoder import SentenceEncoder
+    from lepton_apps.support.finetune import finetune_biencoder
+
+    enc = SentenceEncoder(tiny_encoder_dir, device="cpu")
+    texts = [f"topic {w} text {i}" for w in ("cards", "loans", "fees") for i in range(6)]
+    owner = [o for o in range(3) for _ in range(6)]
+    kw = dict(epochs=4, lr=1e-3, batch_size=6, seed=0, precision="fp32")
+    inside = finetune_biencoder(enc, texts, owner, max_pair_steps=18 * 4, **kw)   # 18 pairs x 4 epochs fit
+    cut = finetune_biencoder(enc, texts, owner, max_pair_steps=40, **kw)          # 40 // 18 = 2 epochs
+    floor = finetune_biencoder(enc, texts, owner, max_pair_steps=5, **kw)         # never below one epoch
+    assert inside["pairs"] == cut["pairs"] == 18
+    assert (inside["epochs"], cut["epochs"], floor["epochs"]) == (4, 2, 1)
+    assert inside["epochs_asked"] == cut["epochs_asked"] == floor["epochs_asked"] == 4
+    assert cut["steps"] == 2 * 3 and floor["steps"] == 3          # 18 pairs / batch 6 = 3 steps an epoch
+    assert SupportConfig(kb="kb.jsonl").finetune_max_pair_steps == 10_000
+
+
 def test_kb_alone_calibrates_on_the_shipped_set_and_the_bundle_says_so(tmp_path, tiny_encoder_dir):
     path = train(SupportConfig(kb=str(_small_kb(tmp_path)), out=str(tmp_path / "bundle"), encoder=tiny_encoder_dir,
                                device="cpu", progress=False))

@@ -123,6 +123,7 @@ FREEZE_VOCAB = 100_000  # bi-encoder fine-tuning leaves a larger vocabulary's in
 
 def finetune_biencoder(encoder, texts: list[str], owner: list[int], *, epochs: int, lr: float, batch_size: int,
                        seed: int, precision: str = "auto", progress: bool = False, max_pairs: int | None = None,
+                       max_pair_steps: int | None = None,
                        labelled_pairs: list[tuple[str, str, int]] | None = None, hard_negatives: bool = False,
                        callback: Callable[[dict], None] | None = None) -> dict:
     """Fine-tune ``encoder`` in place on sampled paraphrase pairs of the KB (:func:`kb_pairs`); return a summary.
@@ -132,6 +133,8 @@ def finetune_biencoder(encoder, texts: list[str], owner: list[int], *, epochs: i
     KB's pairs join them as matching pairs and the loss is CoSENT (:func:`_cosent_loss`), which learns from
     the non-matching pairs too. ``hard_negatives`` (in-batch loss only): each pair also carries the text of
     another FAQ nearest to its anchor under the encoder before tuning (:func:`mine_hard_negatives`).
+    ``max_pair_steps`` bounds pairs x epochs: past it the epochs are cut (to at least one), which bounds the
+    build time of a large KB.
 
     A vocabulary of more than :data:`FREEZE_VOCAB` rows (multilingual-e5-small: 250,037 x 384, 80 % of its
     weights) keeps its input embeddings frozen: a few hundred pairs touch a tiny share of the rows, and
@@ -143,6 +146,9 @@ def finetune_biencoder(encoder, texts: list[str], owner: list[int], *, epochs: i
         rng.shuffle(pairs)
     if len(pairs) < 2:
         return {"skipped": "the KB has no paraphrases to learn from", "pairs": len(pairs)}
+    asked_epochs = epochs
+    if max_pair_steps is not None:
+        epochs = max(1, min(epochs, max_pair_steps // len(pairs)))
     negatives = None
     if hard_negatives and not labelled_pairs:
         at = {(t, int(o)): i for i, (t, o) in enumerate(zip(texts, owner))}
@@ -185,6 +191,7 @@ def finetune_biencoder(encoder, texts: list[str], owner: list[int], *, epochs: i
     return {"pairs": len(pairs), "loss": ("cosent" if labelled_pairs else "in-batch + hard negatives"
                                           if negatives is not None else "in-batch negatives"),
             "labelled_pairs": len(labelled_pairs or []), "epochs": result.epochs_run, "steps": result.global_step,
+            "epochs_asked": asked_epochs,
             "input_embeddings": "frozen" if freeze else "trained",
             "final_train_loss": result.history[-1]["train_loss"], "first_train_loss": result.history[0]["train_loss"],
             "seconds": round(result.seconds, 1)}

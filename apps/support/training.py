@@ -200,7 +200,8 @@ def build(config: SupportConfig | dict | str | Path, progress: Progress | None =
         summary = finetune_biencoder(encoder, [t for t, m in zip(texts, tune) if m],
                                      [o for o, m in zip(owner, tune) if m], epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
                                      batch_size=cfg.finetune_batch_size, seed=cfg.seed, precision=cfg.precision,
-                                     progress=cfg.progress, max_pairs=cfg.finetune_max_pairs, labelled_pairs=labelled,
+                                     progress=cfg.progress, max_pairs=cfg.finetune_max_pairs,
+                                     max_pair_steps=cfg.finetune_max_pair_steps, labelled_pairs=labelled,
                                      hard_negatives=cfg.finetune_hard_negatives)
         after = dense_retrieval_metrics(encoder, texts, owner, ids, test) if test is not None else {}
         record["finetune"] = {**summary, "test_dense_before": before, "test_dense_after": after,
