@@ -59,8 +59,9 @@ class SupportConfig(LeptonConfig):
                                                              "fine-tuning: one per KB text, a random subset above this")
     finetune_max_pair_steps: int = Field(10_000, ge=2, description="most pairs the bi-encoder fine-tune sees over all "
                                          "its epochs: a KB with more pairs per epoch gets fewer epochs (at least one), "
-                                         "so the build time of a large KB stops growing (a CLINC150 domain, ~1,050 "
-                                         "pairs x 4 epochs, is inside; 1,000 FAQs x 20 texts get 5,000 pairs x 2)")
+                                         "so the build time of a large KB stops growing (a CLINC150 domain of the "
+                                         "benchmark, 300 pairs x 4 epochs, is inside; 1,000 FAQs x 20 texts get 5,000 "
+                                         "pairs x 2)")
     finetune_pairs: str | None = Field(None, description="JSONL or CSV of labelled question pairs (question1, question2, "
                                        "label: 1 = same meaning, 0 = not; AFQMC's sentence1/sentence2 too) that join "
                                        "the KB's pairs when finetune_encoder is on; the loss becomes CoSENT, which "
