@@ -142,10 +142,13 @@ class _OnnxRunner:
     def __init__(self, path: Path, inputs: list[str], threads: int, stamp: int):
         import onnxruntime as ort
 
+        from lepton_apps.export import no_spinning
+
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        no_spinning(options)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs, self.threads, self.stamp, self.path = inputs, threads, stamp, path
 
