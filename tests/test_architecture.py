@@ -171,7 +171,7 @@ ROOMS = {
                 "monitoring": "monitoring", "predict": "predict", "training": "training", "export": "export",
                 "demo": "tools", "check": "tools", "deid": "tools", "cli": "interface", "page": "interface"},
     "finance": {"config": "config", "data": "data", "split": "data", "features": "features", "state": "features", "online": "features",
-                "model": "model", "mlp": "model", "compiled": "model", "evaluate": "evaluate",
+                "model": "model", "mlp": "model", "compiled": "model", "reasons": "model", "evaluate": "evaluate",
                 "monitoring": "monitoring", "predict": "predict", "training": "training", "export": "export",
                 "demo": "tools", "cli": "interface", "page": "interface"},
     "support": {"config": "config", "data": "data", "text": "data", "multilingual": "features",

@@ -179,11 +179,19 @@ def predict_threads(rows: int) -> int:
     return 1 if rows < 50_000 else 0
 
 
-def reason_texts(booster, spec: FeatureSpec, x: np.ndarray, top: int = 3) -> list[str]:
-    """Return, per row of ``x``, the ``top`` features pushing the score up (TreeSHAP), as readable text."""
+REASON_METHODS = ("path", "treeshap")
+
+
+def reason_texts(booster, spec: FeatureSpec, x: np.ndarray, top: int = 3, explainer=None) -> list[str]:
+    """Return, per row of ``x``, the ``top`` features pushing the score up, as readable text: their path
+    attributions when ``explainer`` (a :class:`~.reasons.PathExplainer` of ``booster``) is given, else exact
+    TreeSHAP."""
     if len(x) == 0:
         return []
-    contrib = booster.predict(x, pred_contrib=True, num_threads=predict_threads(len(x)))[:, :-1]
+    if explainer is not None:
+        contrib = explainer.contributions(x, num_threads=predict_threads(len(x)))[:, :-1]
+    else:
+        contrib = booster.predict(x, pred_contrib=True, num_threads=predict_threads(len(x)))[:, :-1]
     out = []
     for row, values in zip(contrib, x):
         idx = [j for j in np.argsort(-row)[:top] if row[j] > 0]
