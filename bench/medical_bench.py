@@ -167,6 +167,48 @@ def ceiling(backbone: str, size: int, batch: int, steps: int, device: str, compi
     return train, batch * steps / (time.perf_counter() - start)
 
 
+def step_formats(backbone: str, size: int, batch: int, steps: int, device: str) -> dict[str, float]:
+    """Milliseconds per training step of the template's network (MedicalNet, AdamW) in fp32 / bf16 autocast,
+    NCHW / channels-last, on uint8 batches already in memory; interleaved rounds, the median counts."""
+    import statistics
+
+    from lepton_apps.medical.model import MedicalNet, create_backbone
+
+    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(0)
+    x8 = torch.randint(0, 255, (batch, 1, size, size), dtype=torch.uint8, device=dev)
+    y = torch.randint(0, 2, (batch,), device=dev)
+    variants = {}
+    for name in ("fp32", "fp32_channels_last", "bf16", "bf16_channels_last"):
+        net = MedicalNet(create_backbone(backbone, 2)).to(dev)
+        if name.endswith("channels_last"):
+            net = net.to(memory_format=torch.channels_last)
+        variants[name] = (net, torch.optim.AdamW(net.parameters(), lr=1e-3))
+
+    def step(name: str) -> None:
+        net, opt = variants[name]
+        amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=name.startswith("bf16"))
+        with amp:
+            loss = torch.nn.functional.cross_entropy(net(x8).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for name in variants:
+        for _ in range(2):
+            step(name)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(3):
+        for name in variants:
+            _sync(dev)
+            t = time.perf_counter()
+            for _ in range(steps):
+                step(name)
+            _sync(dev)
+            times[name].append((time.perf_counter() - t) / steps)
+    return {name: round(1000 * statistics.median(v), 1) for name, v in times.items()}
+
+
 def stream_data_path(n: int, source_size: int, size: int, batch: int, workers: int) -> dict:
     """Images/s of the folder data path: streamed (first epoch / cached epoch) and in-memory decode."""
     import numpy as np
@@ -216,7 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-images", type=int, default=1024, help="PNGs for the folder data-path test (0: skip)")
     parser.add_argument("--source-size", type=int, default=512, help="side of those PNGs")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the template's)")
+    parser.add_argument("--formats", action="store_true", help="only: ms per training step in fp32 / bf16, NCHW / "
+                        "channels-last (batch 32 at --image-size)")
     args = parser.parse_args(argv)
+    if args.formats:
+        print(json.dumps({"ms_per_step": step_formats(args.backbone, args.image_size, 32, 6, args.device),
+                          "backbone": args.backbone, "image_size": args.image_size, "batch": 32,
+                          "threads": torch.get_num_threads()}, indent=2))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())

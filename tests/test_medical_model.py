@@ -171,3 +171,15 @@ def test_multiclass_and_multilabel_reports(task, tmp_path):
         assert np.array(rep["confusion"]).sum() == 150 and cal["thresholds"] == []
     assert (tmp_path / "roc.png").exists() is False
     assert (save_plots(z, y, task, names, cal, tmp_path)["roc"]).stat().st_size > 5000
+
+
+def test_a_channels_last_network_gets_channels_last_input_and_the_same_logits():
+    torch.manual_seed(0)
+    net = MedicalNet(create_backbone("test_efficientnet", 2)).eval()
+    x = torch.randint(0, 255, (4, 1, 32, 32), dtype=torch.uint8)
+    assert not net.is_channels_last() and net.normalise(x).is_contiguous()
+    with torch.no_grad():
+        plain = net(x)
+        net = net.to(memory_format=torch.channels_last)
+        assert net.is_channels_last() and net.normalise(x).is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(net(x), plain, atol=1e-4, rtol=1e-4)

@@ -112,6 +112,7 @@ def test_model_card_states_the_split_and_that_it_was_patient_level(tmp_path):
     assert not [p for p in open_data(root, KERMANY).table["patient_id"].unique() if f'"{p}"' in text or f"{p}_" in text]
     hist = json.loads((bundle / "history.json").read_text())
     assert hist["optimizer_steps"] == hist["epochs_run"] * -(-hist["train_images"] // 16) and hist["kept"] == "last"
+    assert hist["policy"]["channels_last"] is True and hist["policy"]["device"] == "cpu"   # NHWC on a CPU too
     cfg = json.loads((bundle / "bundle.json").read_text())["training_config"]
     assert cfg["image_size"] == 32 and cfg["patient_id_pattern"] == KERMANY
 

@@ -52,9 +52,16 @@ class MedicalNet(nn.Module):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = (x - self.mean) / self.std
-        if self.mean.device.type == "cuda":
+        if self.mean.device.type == "cuda" or self.is_channels_last():
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+    def is_channels_last(self) -> bool:
+        """True when the backbone's convolution weights are stored channels-last (NHWC): its input then goes in
+        NHWC too, so oneDNN / cuDNN run NHWC kernels without converting at every layer."""
+        # a weight whose memory formats differ (a 1x1 or one-input-channel kernel is both at once)
+        w = next((p for p in self.backbone.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1), None)
+        return w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.normalise(x))
