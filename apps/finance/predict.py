@@ -112,11 +112,8 @@ class FraudScorer(Predictor):
              compiled: str = "auto", reasons_method: str = "treeshap") -> FraudScorer:
         """Return the scorer of a bundle path, registry name or ``finance:latest``/``finance:production``.
 
-        ``reasons_method``: how the reasons of an alert are computed — "treeshap" (default: exact Shapley values,
-        ~0.8 ms a row on 2 cores) or "path" (each split on the row's path credited with the change of the tree's
-        expected value it makes, precomputed per leaf: 50x+ faster, sums to the same score, but the same top
-        reason as TreeSHAP in only 55-69 % of alerts; TreeSHAP's top reason is among its three in 85-99 %;
-        apps/finance/README.md "Alert reasons"). :meth:`explain` is always exact TreeSHAP.
+        ``reasons_method``: "treeshap" (default, exact) or "path" (:mod:`.reasons`: 50x+ faster, not Shapley
+        values; apps/finance/README.md "Alert reasons"). :meth:`explain` is always exact TreeSHAP.
 
         ``compiled``: "yes" compiles the model to native code now (or loads it from the per-machine
         cache) and fails if it cannot; "auto" (default) uses the cached compiled model when there is
@@ -261,16 +258,12 @@ class FraudScorer(Predictor):
         self.reasons_method = method
 
     def reasons_matrix(self, x: np.ndarray, top: int = 3) -> list[str]:
-        """Return, per row, the ``top`` features pushing the score up, as readable text (by
-        :attr:`reasons_method`)."""
-        explainer = None
-        if self.reasons_method == "path":
-            if self._explainer is None:
-                from .reasons import PathExplainer
+        """Return, per row, the ``top`` features pushing the score up, as readable text (by :attr:`reasons_method`)."""
+        if self.reasons_method == "path" and self._explainer is None:
+            from .reasons import PathExplainer
 
-                self._explainer = PathExplainer(self.booster)
-            explainer = self._explainer
-        return reason_texts(self.booster, self.spec, x, top, explainer)
+            self._explainer = PathExplainer(self.booster)
+        return reason_texts(self.booster, self.spec, x, top, self._explainer if self.reasons_method == "path" else None)
 
     def score(self, df: pd.DataFrame, *, reasons: int = 3, reasons_for: str = "alerts",
               threshold: float | None = None, use_state: bool | str = "auto") -> pd.DataFrame:
