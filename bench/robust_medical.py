@@ -115,12 +115,13 @@ def kermany_manifest(folder: Path, dst: Path, test_fraction: float = 0.2, seed: 
 
 # --------------------------------------------------------------------------- the two methods
 
-def run_default(data: Path, out: Path, seed: int) -> dict:
-    """Train with the template's defaults; return test metrics and seconds."""
+def run_default(data: Path, out: Path, seed: int, epochs: int | None = None) -> dict:
+    """Train with the template's defaults (``epochs``: an exact epoch count instead); return test metrics and seconds."""
     from lepton_apps.medical import MedicalConfig, train
 
     start = time.perf_counter()
-    bundle = train(MedicalConfig(data=str(data), out=str(out), seed=seed, progress=False, n_boot=50))
+    extra = {} if epochs is None else {"epochs": epochs}
+    bundle = train(MedicalConfig(data=str(data), out=str(out), seed=seed, progress=False, n_boot=50, **extra))
     seconds = time.perf_counter() - start
     report = json.loads((bundle / "report.json").read_text())
     hist = json.loads((bundle / "history.json").read_text())
@@ -219,8 +220,10 @@ def cases(quick: bool, data_root: Path, sizes: list[int | str] | None = None,
 
 def run(quick: bool, seeds: list[int], data_root: Path, large_seeds: int = 1,
         methods: tuple[str, ...] = ("default", "baseline"), sizes: list[int | str] | None = None,
-        datasets: tuple[str, ...] = ("pneumoniamnist", "kermany"), sink: Path | None = None) -> list[dict]:
-    """Return one row per (dataset, size, method, seed): auc, acc, acc_op, seconds (see module doc).
+        datasets: tuple[str, ...] = ("pneumoniamnist", "kermany"), sink: Path | None = None,
+        epochs: int | None = None) -> list[dict]:
+    """Return one row per (dataset, size, method, seed): auc, acc, acc_op, seconds (see module doc); ``epochs``
+    trains the default method with that exact epoch count instead of its schedule.
 
     ``large_seeds`` seeds run at size ``all`` (PneumoniaMNIST all, Kermany) — the first ones of
     ``seeds``; ``sizes`` and ``datasets`` pick a part of the benchmark (to run it in pieces); with
@@ -242,7 +245,7 @@ def run(quick: bool, seeds: list[int], data_root: Path, large_seeds: int = 1,
                 for method in methods:
                     log(f"{dataset} size={size} seed={seed} {method} ...")
                     if method == "default":
-                        res = run_default(data, work / f"{dataset}-{size}-{seed}" / "bundle", seed)
+                        res = run_default(data, work / f"{dataset}-{size}-{seed}" / "bundle", seed, epochs)
                     else:
                         res = run_baseline(*baseline_splits(data, seed), seed=seed)
                     info = res.pop("info", "")
@@ -268,10 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here, after every run "
                         "(tables of several such files: bench/robustness.py --table FILE ...)")
+    parser.add_argument("--epochs", type=int, default=None, help="development: the default method with this exact "
+                        "epoch count instead of its schedule (e.g. 5, the count before 2026-12-08)")
     args = parser.parse_args(argv)
     sizes = [s if s == "all" else int(s) for s in args.sizes] if args.sizes else None
     rows = run(args.quick, args.seeds, args.data_root, large_seeds=args.large_seeds, methods=tuple(args.methods),
-               sizes=sizes, datasets=tuple(args.datasets), sink=args.out)
+               sizes=sizes, datasets=tuple(args.datasets), sink=args.out, epochs=args.epochs)
     print(json.dumps(rows, indent=1))
     return 0
 

@@ -131,7 +131,7 @@ def test_medical_schedule_adapts_to_the_data():
     assert small["lr_mult"] == {"backbone": 0.3, "backbone.classifier": 1.0}
     assert small["ema_decay"] == pytest.approx(1 - 1 / 30)
     full = schedule(cfg, 4708, [135, 389], head="backbone.fc")
-    assert full["total_steps"] == 740 and full["keep"] == "best" and "backbone.fc" in full["lr_mult"]
+    assert full["total_steps"] == 1480 and full["keep"] == "best" and "backbone.fc" in full["lr_mult"]   # 10 epochs
     huge = schedule(cfg, 100_000, [5000, 5000])
     assert huge["total_steps"] == 4000 and huge["ema_decay"] == pytest.approx(0.9975)
     fixed = schedule(cfg.model_copy(update={"epochs": 2, "ema": False, "model_selection": "best"}), 200, [6, 16])

@@ -56,9 +56,9 @@ class MedicalConfig(LeptonConfig):
     channels: Literal["auto", 1, 3] = Field("auto", description="1 = grayscale, 3 = colour; auto = from the data")
     epochs: int | None = Field(None, ge=1, description="exact number of epochs; None = sized in optimizer steps "
                                                        "(min_steps / max_steps)")
-    min_steps: int = Field(300, ge=1, description="with epochs unset: 5 epochs, raised to at least this many "
+    min_steps: int = Field(300, ge=1, description="with epochs unset: 10 epochs, raised to at least this many "
                                                   "optimizer steps (small sets)")
-    max_steps: int = Field(4000, ge=1, description="with epochs unset: 5 epochs, capped at this many optimizer "
+    max_steps: int = Field(4000, ge=1, description="with epochs unset: 10 epochs, capped at this many optimizer "
                                                    "steps (large sets)")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0, description="peak learning rate of the new head (AdamW, warmup + cosine)")
