@@ -221,8 +221,9 @@ def main() -> int:
         alerts = with_reasons["decision"].fillna(False).astype(bool).to_numpy()
         xa = x_template[alerts]
         exact = scorer.booster.predict(xa, pred_contrib=True)
-        agree = top_agreement(fast._explainer.contributions(xa), exact)
-        top3 = np.argsort(-fast._explainer.contributions(xa)[:, :-1], axis=1)[:, :3]
+        path = fast._explainer.contributions(xa)
+        agree = top_agreement(path, exact)
+        top3 = np.argsort(-path[:, :-1], axis=1)[:, :3]
         agree["treeshap_top1_in_path_top3"] = round(float(np.mean([t in r for t, r in zip(exact[:, :-1].argmax(1), top3)])), 4)
         results["path_vs_treeshap_on_alerts"] = agree
         del with_fast, fast

@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"cuda": False, "measured": False, "message": message, "environment": environment("cpu")}
     else:
         result = run(args.cpu_smoke, parts, args.budget_s, args.backbone)
-        print(json.dumps({k: v for k, v in result.items()}, indent=1, default=str))
+        print(json.dumps(result, indent=1, default=str))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))
     return 0

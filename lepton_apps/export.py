@@ -96,8 +96,8 @@ def no_spinning(options) -> None:
     """Have an ONNX Runtime session's threads sleep when a run ends instead of spinning for the next one.
 
     A spinning pool keeps the cores busy for a while after each run, and the Python and PyTorch work that
-    follows (heads, scoring, the service's request handling) waits for them: on 2 cores a support answer
-    took 7.2 ms instead of 4.3 (``SupportAssistant.answer``, demo KB, 2026-12-08)."""
+    follows (heads, scoring, the service's request handling) waits for them: on 2 cores each small PyTorch head
+    after a support encoder run waited milliseconds (BENCHMARKS.md, "Support under concurrent load")."""
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
 
