@@ -62,13 +62,6 @@ def size(name: str, smoke: bool):
     return SIZES[name][1 if smoke else 0]
 
 
-def _sync() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def verdict(value: float | None, goal: float, smoke: bool) -> str:
     if smoke:
         return "not judged (CPU smoke run)"
@@ -136,23 +129,10 @@ def medical_auc(device: str, smoke: bool, work: Path) -> dict[str, Any]:
     return out
 
 
-def _rates(runs: dict[str, Callable[[], Any]], items: int, repeats: int) -> dict[str, float]:
-    """Items/s of each run: one warm-up call, then ``repeats`` interleaved rounds, the median time counts."""
-    for fn in runs.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(repeats):
-        for k, fn in runs.items():
-            _sync()
-            t = time.perf_counter()
-            fn()
-            _sync()
-            times[k].append(time.perf_counter() - t)
-    return {k: round(items / float(np.median(v)), 1) for k, v in times.items()}
-
-
 def medical_inference(device: str, smoke: bool, bundle: str | None, work: Path) -> dict[str, Any]:
     import torch
+
+    from export_bench import interleaved_rates
 
     from lepton_apps.export import load_export
     from lepton_apps.medical import MedicalClassifier
@@ -202,7 +182,8 @@ def medical_inference(device: str, smoke: bool, bundle: str | None, work: Path) 
             notes[name] = f"not run: {type(exc).__name__}: {exc}"
     reference = eager()
     diffs = {k: float(np.abs(np.asarray(fn(), dtype=np.float64) - reference).max()) for k, fn in runs.items()}
-    rates = _rates(runs, n, 1 if smoke else 3)
+    # each run returns its probabilities on the host, so its time includes the device's work
+    rates = {k: round(v["per_s"], 1) for k, v in interleaved_rates(runs, n, 1 if smoke else 3).items()}
     ratio = {k: round(v / rates["eager_fp32_loop"], 2) for k, v in rates.items()}
     return {"images": n, "batch": batch, "image_size": side, "images_per_s": rates, "ratio_vs_eager": ratio,
             "max_abs_diff_to_eager": diffs, "notes": notes,
